@@ -1,0 +1,415 @@
+//! The `dawdle` command: schema management, deferring jobs, the embedded
+//! local PostgreSQL, and (as they land) the worker and the runbook's
+//! operations. Every command here is a thin layer over the `dawdle` library.
+
+mod output;
+
+use std::process::ExitCode;
+
+use chrono::{DateTime, Utc};
+use clap::{Args, Parser, Subcommand};
+use dawdle::admin::{self, JobFilter};
+use dawdle::database::{default_home, DATABASE_URL_ENV};
+use dawdle::local_pg::{LocalCluster, LocalClusterConfig};
+use dawdle::{DeferError, JobStatus, JobsDatabase, NewJob};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "dawdle",
+    version,
+    about = "A PostgreSQL job queue for Rust services, schema-compatible with Procrastinate 3.x",
+    after_help = "The jobs database is JOB_QUEUE_DATABASE_URL (or --database-url); when neither \
+                  is set, an embedded PostgreSQL is started under .dawdle/ (or $DAWDLE_HOME)."
+)]
+struct Cli {
+    /// Jobs database URL; overrides JOB_QUEUE_DATABASE_URL.
+    #[arg(long, global = true, value_name = "URL")]
+    database_url: Option<String>,
+
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Create or check the jobs database schema.
+    #[command(subcommand)]
+    Schema(SchemaCommand),
+    /// Defer a job and print its id.
+    Defer(DeferArgs),
+    /// List jobs, newest first.
+    Jobs(JobsArgs),
+    /// Manage the embedded local PostgreSQL (used when no database URL is set).
+    #[command(subcommand)]
+    Db(DbCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum SchemaCommand {
+    /// Apply pending migrations (idempotent; safe when run concurrently).
+    Apply,
+    /// Exit 0 when the schema is current; otherwise exit 1 and say what is missing.
+    Check {
+        /// Print the report as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Debug, Args)]
+struct DeferArgs {
+    /// Task name, e.g. `email.send_welcome` (any task, Rust or Python).
+    task: String,
+    /// Arguments as a JSON object.
+    #[arg(default_value = "{}")]
+    args: String,
+    /// Queue to put the job on.
+    #[arg(long, default_value = dawdle::job::DEFAULT_QUEUE)]
+    queue: String,
+    /// Jobs sharing a lock run one at a time.
+    #[arg(long)]
+    lock: Option<String>,
+    /// At most one waiting job per queueing lock.
+    #[arg(long)]
+    queueing_lock: Option<String>,
+    /// Higher runs first.
+    #[arg(long, default_value_t = 0, allow_negative_numbers = true)]
+    priority: i32,
+    /// Run no earlier than this time (RFC 3339, e.g. 2030-01-01T09:00:00Z).
+    #[arg(long, value_name = "TIME", conflicts_with = "in_seconds")]
+    at: Option<DateTime<Utc>>,
+    /// Run no earlier than this many seconds from now.
+    #[arg(long = "in", value_name = "SECONDS")]
+    in_seconds: Option<f64>,
+    /// Print the job as JSON instead of its id.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Debug, Args)]
+struct JobsArgs {
+    #[arg(long)]
+    queue: Option<String>,
+    #[arg(long)]
+    task: Option<String>,
+    /// todo, doing, succeeded, failed, cancelled, aborted.
+    #[arg(long)]
+    status: Option<JobStatus>,
+    #[arg(long)]
+    lock: Option<String>,
+    /// At most this many jobs.
+    #[arg(long, default_value_t = 50)]
+    limit: i64,
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Debug, Subcommand)]
+enum DbCommand {
+    /// Create (if needed) and start the embedded PostgreSQL, and its `jobs` database.
+    Start,
+    /// Stop the embedded PostgreSQL.
+    Stop,
+    /// Say whether the embedded PostgreSQL is running, and where.
+    Status,
+    /// Print the jobs database URL of the embedded PostgreSQL (starting it if needed).
+    Url,
+}
+
+/// A failure that ends the command: its message and exit code.
+struct Failure {
+    message: String,
+    code: u8,
+}
+
+impl Failure {
+    /// An operational failure (exit 1); `error` is printed with its causes.
+    fn from_error(error: &(dyn std::error::Error + 'static)) -> Self {
+        let mut message = format!("failed to {error}");
+        let mut source = error.source();
+        while let Some(cause) = source {
+            let text = cause.to_string();
+            if !message.contains(&text) {
+                message.push_str(&format!("\n  caused by: {text}"));
+            }
+            source = cause.source();
+        }
+        Self { message, code: 1 }
+    }
+
+    fn new(message: impl Into<String>) -> Self {
+        Self {
+            message: message.into(),
+            code: 1,
+        }
+    }
+}
+
+macro_rules! impl_failure_from {
+    ($($error:ty),*) => {$(
+        impl From<$error> for Failure {
+            fn from(error: $error) -> Self {
+                Failure::from_error(&error)
+            }
+        }
+    )*};
+}
+impl_failure_from!(
+    dawdle::ConnectError,
+    dawdle::schema::SchemaError,
+    DeferError,
+    dawdle::local_pg::LocalPgError
+);
+
+impl From<sqlx::Error> for Failure {
+    fn from(error: sqlx::Error) -> Self {
+        let missing_schema = error
+            .as_database_error()
+            .is_some_and(|db| db.code().as_deref() == Some("42P01"));
+        if missing_schema {
+            return Failure::new(format!(
+                "failed to query the jobs database: {error}\n  the schema is not applied: \
+                 run ./scripts/jobs/apply-schema.sh (or `dawdle schema apply`)"
+            ));
+        }
+        Failure::new(format!("failed to query the jobs database: {error}"))
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("failed to start the async runtime");
+    match runtime.block_on(run(cli)) {
+        Ok(code) => code,
+        Err(failure) => {
+            eprintln!("dawdle: {}", failure.message);
+            ExitCode::from(failure.code)
+        }
+    }
+}
+
+async fn run(cli: Cli) -> Result<ExitCode, Failure> {
+    match cli.command {
+        Command::Schema(command) => schema(cli.database_url.as_deref(), command).await,
+        Command::Defer(args) => defer(cli.database_url.as_deref(), args).await,
+        Command::Jobs(args) => jobs(cli.database_url.as_deref(), args).await,
+        Command::Db(command) => db(command).await,
+    }
+}
+
+/// Resolves the jobs database, saying so when it falls back to the embedded one.
+async fn jobs_database(explicit_url: Option<&str>) -> Result<JobsDatabase, Failure> {
+    let database = JobsDatabase::resolve(explicit_url).await?;
+    if database.is_embedded() {
+        eprintln!(
+            "dawdle: {DATABASE_URL_ENV} is not set; using the embedded PostgreSQL at {}",
+            database.url()
+        );
+    }
+    Ok(database)
+}
+
+async fn schema(explicit_url: Option<&str>, command: SchemaCommand) -> Result<ExitCode, Failure> {
+    let database = jobs_database(explicit_url).await?;
+    let pool = database.connect(1).await?;
+    let mut conn = pool.acquire().await?;
+    match command {
+        SchemaCommand::Apply => {
+            let report = dawdle::schema::apply(&mut conn).await?;
+            if report.applied.is_empty() {
+                println!(
+                    "schema is current (version {}); nothing to apply",
+                    report.version
+                );
+            } else {
+                for (version, name) in &report.applied {
+                    println!("applied migration {version:04}_{name}");
+                }
+                println!("schema is current (version {})", report.version);
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        SchemaCommand::Check { json } => {
+            let report = dawdle::schema::check(&mut conn).await?;
+            if json {
+                output::print_json(&serde_json::json!({
+                    "current": report.is_current(),
+                    "version": report.version,
+                    "expected_version": report.expected_version,
+                    "problems": report.problems,
+                }));
+            } else if report.is_current() {
+                println!("schema is current (version {})", report.version);
+            } else {
+                println!(
+                    "schema is NOT current (database at version {}, this build expects {}):",
+                    report.version, report.expected_version
+                );
+                for problem in &report.problems {
+                    println!("  - {problem}");
+                }
+                println!("fix: run ./scripts/jobs/apply-schema.sh (or `dawdle schema apply`)");
+            }
+            Ok(if report.is_current() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            })
+        }
+    }
+}
+
+async fn defer(explicit_url: Option<&str>, args: DeferArgs) -> Result<ExitCode, Failure> {
+    let json: serde_json::Value = serde_json::from_str(&args.args).map_err(|error| {
+        Failure::new(format!(
+            "failed to defer job: arguments {:?} are not valid JSON ({error}); pass a JSON \
+             object such as '{{\"user_id\": 42}}'",
+            args.args
+        ))
+    })?;
+    let mut job = NewJob::new(&args.task, json)
+        .map_err(|error| Failure::from_error(&DeferError::from(error)))?
+        .queue(&args.queue)
+        .priority(args.priority);
+    if let Some(lock) = &args.lock {
+        job = job.lock(lock);
+    }
+    if let Some(queueing_lock) = &args.queueing_lock {
+        job = job.queueing_lock(queueing_lock);
+    }
+    if let Some(at) = args.at {
+        job = job.scheduled_at(at);
+    }
+    if let Some(seconds) = args.in_seconds {
+        let delay = std::time::Duration::try_from_secs_f64(seconds).map_err(|_| {
+            Failure::new(format!(
+                "failed to defer job: --in {seconds} is not a non-negative number of seconds"
+            ))
+        })?;
+        job = job
+            .scheduled_in(delay)
+            .map_err(|error| Failure::from_error(&DeferError::from(error)))?;
+    }
+    // Reject bad input before touching (or starting) any database.
+    job.validate()
+        .map_err(|error| Failure::from_error(&DeferError::from(error)))?;
+    let database = jobs_database(explicit_url).await?;
+    let pool = database.connect(1).await?;
+    let id = dawdle::defer(&pool, &job).await?;
+    if args.json {
+        let job = admin::get_job(&pool, id).await?;
+        output::print_json(&job);
+    } else {
+        println!("{id}");
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn jobs(explicit_url: Option<&str>, args: JobsArgs) -> Result<ExitCode, Failure> {
+    let database = jobs_database(explicit_url).await?;
+    let pool = database.connect(1).await?;
+    let filter = JobFilter {
+        queue: args.queue,
+        task: args.task,
+        status: args.status,
+        lock: args.lock,
+        limit: Some(args.limit),
+        ..JobFilter::default()
+    };
+    let jobs = admin::list_jobs(&pool, &filter).await?;
+    if args.json {
+        output::print_json(&jobs);
+        return Ok(ExitCode::SUCCESS);
+    }
+    let rows: Vec<Vec<String>> = jobs
+        .iter()
+        .map(|job| {
+            vec![
+                job.id.to_string(),
+                job.queue_name.clone(),
+                job.task_name.clone(),
+                job.status.to_string(),
+                job.priority.to_string(),
+                job.attempts.to_string(),
+                job.lock.clone().unwrap_or_else(|| "-".into()),
+                output::timestamp(job.scheduled_at),
+                output::timestamp(Some(job.created_at)),
+                job.args.to_string(),
+            ]
+        })
+        .collect();
+    output::print_table(
+        &[
+            "ID",
+            "QUEUE",
+            "TASK",
+            "STATUS",
+            "PRIORITY",
+            "ATTEMPTS",
+            "LOCK",
+            "SCHEDULED",
+            "CREATED",
+            "ARGS",
+        ],
+        &rows,
+    );
+    eprintln!("{} job(s)", jobs.len());
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn db(command: DbCommand) -> Result<ExitCode, Failure> {
+    let home = default_home();
+    match command {
+        DbCommand::Start | DbCommand::Url => {
+            let database = JobsDatabase::embedded(home).await?;
+            if matches!(command, DbCommand::Start) {
+                println!("embedded PostgreSQL is running; jobs database URL:");
+            }
+            println!("{}", database.url());
+        }
+        DbCommand::Stop => {
+            let cluster = LocalCluster::new(LocalClusterConfig::persistent(home))?;
+            let stopped = cluster.clone();
+            let was_running = tokio::task::spawn_blocking(move || -> Result<bool, Failure> {
+                let running = stopped.is_running()?;
+                stopped.stop()?;
+                Ok(running)
+            })
+            .await
+            .expect("stopping the local PostgreSQL panicked")?;
+            if was_running {
+                println!(
+                    "stopped the embedded PostgreSQL in {}",
+                    cluster.base_dir().display()
+                );
+            } else {
+                println!(
+                    "the embedded PostgreSQL in {} was not running",
+                    cluster.base_dir().display()
+                );
+            }
+        }
+        DbCommand::Status => {
+            let cluster = LocalCluster::new(LocalClusterConfig::persistent(home))?;
+            let probed = cluster.clone();
+            let running = tokio::task::spawn_blocking(move || probed.is_running())
+                .await
+                .expect("checking the local PostgreSQL panicked")?;
+            if running {
+                println!(
+                    "running: {} (jobs database URL: {})",
+                    cluster.base_dir().display(),
+                    cluster.url(dawdle::database::EMBEDDED_JOBS_DATABASE)
+                );
+            } else {
+                println!("not running: {}", cluster.base_dir().display());
+                return Ok(ExitCode::from(3));
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,124 @@
+//! Deferring jobs: one, or a batch in one round trip, on a pool or inside the
+//! caller's own transaction.
+//!
+//! Every function takes any sqlx executor, so `defer(&pool, …)` commits at
+//! once while `defer(&mut *tx, …)` makes the job exist only if the caller's
+//! transaction commits: the way to tie a job to the domain write that caused
+//! it when both live in the jobs database.
+
+use chrono::{DateTime, Utc};
+use sqlx::PgExecutor;
+
+use crate::job::{InvalidJob, NewJob};
+use crate::task::Task;
+
+/// Name of the unique index that allows one waiting job per queueing lock.
+pub const QUEUEING_LOCK_INDEX: &str = "procrastinate_jobs_queueing_lock_idx_v1";
+
+/// Failures of [`defer`] and [`defer_batch`], worded to read after "failed to …".
+#[derive(Debug, thiserror::Error)]
+pub enum DeferError {
+    #[error("defer job: {0}")]
+    Invalid(#[from] InvalidJob),
+    /// A job with this queueing lock is already waiting (`todo`).
+    #[error(
+        "defer job: a job with queueing lock {queueing_lock:?} is already waiting; \
+         at most one job per queueing lock can be in todo"
+    )]
+    AlreadyEnqueued { queueing_lock: String },
+    #[error("defer job: {0}")]
+    Database(#[source] sqlx::Error),
+}
+
+/// Defers one job and returns its id.
+pub async fn defer<'e, E>(executor: E, job: &NewJob) -> Result<i64, DeferError>
+where
+    E: PgExecutor<'e>,
+{
+    let ids = defer_batch(executor, std::slice::from_ref(job)).await?;
+    Ok(ids[0])
+}
+
+/// Defers a typed task with its default options and returns the job id.
+pub async fn defer_task<'e, E, T>(executor: E, task: &T) -> Result<i64, DeferError>
+where
+    E: PgExecutor<'e>,
+    T: Task,
+{
+    defer(executor, &NewJob::for_task(task)?).await
+}
+
+/// Defers many jobs with one statement and returns their ids in the same
+/// order. All or nothing: if one job is rejected, none is deferred.
+pub async fn defer_batch<'e, E>(executor: E, jobs: &[NewJob]) -> Result<Vec<i64>, DeferError>
+where
+    E: PgExecutor<'e>,
+{
+    if jobs.is_empty() {
+        return Ok(Vec::new());
+    }
+    for job in jobs {
+        job.validate()?;
+    }
+    let mut queues = Vec::with_capacity(jobs.len());
+    let mut tasks = Vec::with_capacity(jobs.len());
+    let mut priorities = Vec::with_capacity(jobs.len());
+    let mut locks = Vec::with_capacity(jobs.len());
+    let mut queueing_locks = Vec::with_capacity(jobs.len());
+    let mut args = Vec::with_capacity(jobs.len());
+    let mut schedules: Vec<Option<DateTime<Utc>>> = Vec::with_capacity(jobs.len());
+    for job in jobs {
+        queues.push(job.queue.as_str());
+        tasks.push(job.task_name.as_str());
+        priorities.push(job.priority);
+        locks.push(job.lock.as_deref());
+        queueing_locks.push(job.queueing_lock.as_deref());
+        args.push(sqlx::types::Json(&job.args));
+        schedules.push(job.scheduled_at);
+    }
+    // unnest keeps array order and the sequence hands out ids in insertion
+    // order, so sorting the returned ids restores the callers' order.
+    let mut ids: Vec<i64> = sqlx::query_scalar(
+        "INSERT INTO procrastinate_jobs
+             (queue_name, task_name, priority, lock, queueing_lock, args, scheduled_at)
+         SELECT * FROM unnest($1::varchar[], $2::varchar[], $3::int4[], $4::text[],
+                              $5::text[], $6::jsonb[], $7::timestamptz[])
+         RETURNING id",
+    )
+    .bind(&queues)
+    .bind(&tasks)
+    .bind(&priorities)
+    .bind(&locks)
+    .bind(&queueing_locks)
+    .bind(&args)
+    .bind(&schedules)
+    .fetch_all(executor)
+    .await
+    .map_err(|error| classify(error, jobs))?;
+    ids.sort_unstable();
+    Ok(ids)
+}
+
+/// Turns the queueing-lock unique violation into [`DeferError::AlreadyEnqueued`].
+fn classify(error: sqlx::Error, jobs: &[NewJob]) -> DeferError {
+    let Some(db_error) = error.as_database_error() else {
+        return DeferError::Database(error);
+    };
+    if db_error.constraint() != Some(QUEUEING_LOCK_INDEX) {
+        return DeferError::Database(error);
+    }
+    // The detail reads `Key (queueing_lock)=(…) already exists.`; fall back to
+    // the first queueing lock of the batch when it cannot be read.
+    let from_detail = db_error
+        .try_downcast_ref::<sqlx::postgres::PgDatabaseError>()
+        .and_then(|pg| pg.detail())
+        .and_then(|detail| {
+            let start = detail.find(")=(")? + 3;
+            let end = detail.rfind(") already exists")?;
+            (start <= end).then(|| detail[start..end].to_string())
+        });
+    let queueing_lock = from_detail
+        .or_else(|| jobs.iter().find_map(|job| job.queueing_lock.clone()))
+        .unwrap_or_default();
+    DeferError::AlreadyEnqueued { queueing_lock }
+}

@@ -1,0 +1,329 @@
+//! Job rows as they are stored, and new jobs as they are deferred.
+//!
+//! A [`NewJob`] is validated before any SQL runs, so a bad name or non-object
+//! arguments come back as a clear [`InvalidJob`] instead of a database error
+//! halfway through a batch.
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use serde_json::{Map, Value};
+
+use crate::task::Task;
+
+/// Longest queue, task or periodic name the schema stores (`varchar(128)`).
+pub const MAX_NAME_LEN: usize = 128;
+
+/// The queue a job goes to when nobody says otherwise (Procrastinate's default).
+pub const DEFAULT_QUEUE: &str = "default";
+
+/// Status of a job: `procrastinate_job_status`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, serde::Deserialize, sqlx::Type)]
+#[sqlx(type_name = "procrastinate_job_status", rename_all = "snake_case")]
+#[serde(rename_all = "snake_case")]
+pub enum JobStatus {
+    Todo,
+    Doing,
+    Succeeded,
+    Failed,
+    Cancelled,
+    /// Kept for compatibility with older Procrastinate releases; never set.
+    Aborting,
+    Aborted,
+}
+
+impl JobStatus {
+    pub const ALL: [JobStatus; 7] = [
+        JobStatus::Todo,
+        JobStatus::Doing,
+        JobStatus::Succeeded,
+        JobStatus::Failed,
+        JobStatus::Cancelled,
+        JobStatus::Aborting,
+        JobStatus::Aborted,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            JobStatus::Todo => "todo",
+            JobStatus::Doing => "doing",
+            JobStatus::Succeeded => "succeeded",
+            JobStatus::Failed => "failed",
+            JobStatus::Cancelled => "cancelled",
+            JobStatus::Aborting => "aborting",
+            JobStatus::Aborted => "aborted",
+        }
+    }
+
+    /// Whether the job has ended (it will not run again unless retried by hand).
+    pub fn is_finished(self) -> bool {
+        matches!(
+            self,
+            JobStatus::Succeeded | JobStatus::Failed | JobStatus::Cancelled | JobStatus::Aborted
+        )
+    }
+}
+
+impl std::fmt::Display for JobStatus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::str::FromStr for JobStatus {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        JobStatus::ALL
+            .into_iter()
+            .find(|status| status.as_str() == s)
+            .ok_or_else(|| {
+                let known: Vec<&str> = JobStatus::ALL.iter().map(|s| s.as_str()).collect();
+                format!(
+                    "unknown job status {s:?}; expected one of {}",
+                    known.join(", ")
+                )
+            })
+    }
+}
+
+/// Type of a history event: `procrastinate_job_event_type`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, sqlx::Type)]
+#[sqlx(type_name = "procrastinate_job_event_type", rename_all = "snake_case")]
+#[serde(rename_all = "snake_case")]
+pub enum EventType {
+    Deferred,
+    Started,
+    DeferredForRetry,
+    Failed,
+    Succeeded,
+    Cancelled,
+    AbortRequested,
+    Aborted,
+    Scheduled,
+    Retried,
+    /// dawdle's addition: one failed attempt, with its error details.
+    Error,
+}
+
+/// A row of `procrastinate_jobs`.
+#[derive(Debug, Clone, PartialEq, Serialize, sqlx::FromRow)]
+pub struct Job {
+    pub id: i64,
+    pub queue_name: String,
+    pub task_name: String,
+    pub priority: i32,
+    pub lock: Option<String>,
+    pub queueing_lock: Option<String>,
+    pub args: Value,
+    pub status: JobStatus,
+    pub scheduled_at: Option<DateTime<Utc>>,
+    pub attempts: i32,
+    pub abort_requested: bool,
+    pub worker_id: Option<i64>,
+    pub created_at: DateTime<Utc>,
+    pub started_at: Option<DateTime<Utc>>,
+    pub finished_at: Option<DateTime<Utc>>,
+}
+
+/// The columns of [`Job`], for `SELECT`s that must not depend on `*`.
+pub(crate) const JOB_COLUMNS: &str = "id, queue_name, task_name, priority, lock, queueing_lock, \
+    args, status, scheduled_at, attempts, abort_requested, worker_id, created_at, started_at, \
+    finished_at";
+
+/// A row of `procrastinate_events`.
+#[derive(Debug, Clone, PartialEq, Serialize, sqlx::FromRow)]
+pub struct Event {
+    pub id: i64,
+    pub job_id: i64,
+    #[sqlx(rename = "type")]
+    #[serde(rename = "type")]
+    pub event_type: Option<EventType>,
+    pub at: Option<DateTime<Utc>>,
+    pub error: Option<String>,
+    pub error_message: Option<String>,
+    pub error_traceback: Option<String>,
+}
+
+/// Why a job was rejected before reaching the database.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct InvalidJob(pub String);
+
+/// A job to defer: task name, JSON object arguments and placement options.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewJob {
+    pub task_name: String,
+    pub args: Map<String, Value>,
+    pub queue: String,
+    pub priority: i32,
+    pub lock: Option<String>,
+    pub queueing_lock: Option<String>,
+    pub scheduled_at: Option<DateTime<Utc>>,
+}
+
+impl NewJob {
+    /// A job for a task known only by name, with raw JSON arguments (a job
+    /// another process, Python for instance, will run). `args` must be a
+    /// JSON object: the task receives it as keyword arguments.
+    pub fn new(task_name: impl Into<String>, args: Value) -> Result<Self, InvalidJob> {
+        let task_name = task_name.into();
+        let args = match args {
+            Value::Object(map) => map,
+            other => {
+                return Err(InvalidJob(format!(
+                    "arguments of task {task_name:?} must be a JSON object (keyword arguments), \
+                     not {}",
+                    json_kind(&other)
+                )))
+            }
+        };
+        Ok(Self {
+            task_name,
+            args,
+            queue: DEFAULT_QUEUE.to_string(),
+            priority: 0,
+            lock: None,
+            queueing_lock: None,
+            scheduled_at: None,
+        })
+    }
+
+    /// A job for a typed task, with the task's default queue, priority and locks.
+    pub fn for_task<T: Task>(task: &T) -> Result<Self, InvalidJob> {
+        let args = serde_json::to_value(task).map_err(|error| {
+            InvalidJob(format!(
+                "arguments of task {:?} do not serialise to JSON: {error}",
+                T::NAME
+            ))
+        })?;
+        let mut job = Self::new(T::NAME, args)?;
+        job.queue = T::QUEUE.to_string();
+        job.priority = T::PRIORITY;
+        job.lock = task.lock();
+        job.queueing_lock = task.queueing_lock();
+        Ok(job)
+    }
+
+    pub fn queue(mut self, queue: impl Into<String>) -> Self {
+        self.queue = queue.into();
+        self
+    }
+
+    /// Higher runs first; the default is 0.
+    pub fn priority(mut self, priority: i32) -> Self {
+        self.priority = priority;
+        self
+    }
+
+    /// Jobs sharing a lock run one at a time, in priority then id order.
+    pub fn lock(mut self, lock: impl Into<String>) -> Self {
+        self.lock = Some(lock.into());
+        self
+    }
+
+    /// At most one waiting (`todo`) job per queueing lock; deferring a second
+    /// one fails with [`crate::DeferError::AlreadyEnqueued`].
+    pub fn queueing_lock(mut self, queueing_lock: impl Into<String>) -> Self {
+        self.queueing_lock = Some(queueing_lock.into());
+        self
+    }
+
+    /// Not runnable before `at`.
+    pub fn scheduled_at(mut self, at: DateTime<Utc>) -> Self {
+        self.scheduled_at = Some(at);
+        self
+    }
+
+    /// Not runnable before `delay` from now (this machine's clock).
+    pub fn scheduled_in(mut self, delay: std::time::Duration) -> Result<Self, InvalidJob> {
+        let delay = chrono::Duration::from_std(delay)
+            .map_err(|_| InvalidJob(format!("delay {delay:?} is too large")))?;
+        let at = Utc::now()
+            .checked_add_signed(delay)
+            .ok_or_else(|| InvalidJob(format!("delay {delay} is too large")))?;
+        self.scheduled_at = Some(at);
+        Ok(self)
+    }
+
+    /// Checks everything the database would reject, with a clearer message.
+    pub fn validate(&self) -> Result<(), InvalidJob> {
+        check_name("task name", &self.task_name)?;
+        check_name("queue name", &self.queue)?;
+        for (what, value) in [("lock", &self.lock), ("queueing lock", &self.queueing_lock)] {
+            if value.as_deref() == Some("") {
+                return Err(InvalidJob(format!(
+                    "{what} of task {:?} is empty; leave it unset instead",
+                    self.task_name
+                )));
+            }
+        }
+        Ok(())
+    }
+}
+
+fn check_name(what: &str, name: &str) -> Result<(), InvalidJob> {
+    if name.is_empty() {
+        return Err(InvalidJob(format!("{what} is empty")));
+    }
+    let len = name.chars().count();
+    if len > MAX_NAME_LEN {
+        return Err(InvalidJob(format!(
+            "{what} {name:?} is {len} characters long; the limit is {MAX_NAME_LEN}"
+        )));
+    }
+    Ok(())
+}
+
+fn json_kind(value: &Value) -> &'static str {
+    match value {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn non_object_arguments_are_rejected_with_their_kind() {
+        let error = NewJob::new("t", json!([1, 2])).unwrap_err();
+        assert!(error.0.contains("must be a JSON object"), "{error}");
+        assert!(error.0.contains("an array"), "{error}");
+    }
+
+    #[test]
+    fn names_over_128_characters_are_rejected() {
+        let long = "x".repeat(129);
+        let job = NewJob::new(long.clone(), json!({})).unwrap();
+        assert!(job.validate().unwrap_err().0.contains("129 characters"));
+        let job = NewJob::new("t", json!({})).unwrap().queue(long);
+        assert!(job.validate().unwrap_err().0.starts_with("queue name"));
+        // 128 multi-byte characters fit: the limit is in characters, as in varchar(128).
+        let job = NewJob::new("é".repeat(128), json!({})).unwrap();
+        assert!(job.validate().is_ok());
+    }
+
+    #[test]
+    fn empty_names_and_locks_are_rejected() {
+        assert!(NewJob::new("", json!({})).unwrap().validate().is_err());
+        let job = NewJob::new("t", json!({})).unwrap().lock("");
+        assert!(job.validate().unwrap_err().0.contains("lock"));
+    }
+
+    #[test]
+    fn status_parses_from_its_name() {
+        for status in JobStatus::ALL {
+            assert_eq!(status.as_str().parse::<JobStatus>(), Ok(status));
+        }
+        assert!("done"
+            .parse::<JobStatus>()
+            .unwrap_err()
+            .contains("expected one of"));
+    }
+}

@@ -1,0 +1,28 @@
+//! dawdle: a PostgreSQL job queue for Rust services, schema-compatible with
+//! Procrastinate 3.x.
+//!
+//! Jobs live in their own PostgreSQL database. A job is a row of
+//! `procrastinate_jobs` naming a task and its JSON arguments; its history is
+//! in `procrastinate_events`. Rust code defers jobs with [`defer`] (inside its
+//! own transaction if it likes), and Python code using Procrastinate can
+//! defer into, work from and inspect the same database.
+//!
+//! Start with [`Task`] and [`NewJob`], [`defer`] and [`defer_batch`];
+//! [`schema::apply`] creates the schema, and [`JobsDatabase`] finds the
+//! database (`JOB_QUEUE_DATABASE_URL`, or an embedded local PostgreSQL).
+
+pub mod admin;
+pub mod database;
+pub mod defer;
+pub mod job;
+pub mod local_pg;
+pub mod retry;
+pub mod schema;
+pub mod task;
+pub mod testing;
+
+pub use database::{ConnectError, JobsDatabase};
+pub use defer::{defer, defer_batch, defer_task, DeferError};
+pub use job::{Event, EventType, InvalidJob, Job, JobStatus, NewJob};
+pub use retry::RetryStrategy;
+pub use task::Task;

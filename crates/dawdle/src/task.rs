@@ -1,0 +1,57 @@
+//! Tasks: the Rust types whose values are job arguments.
+//!
+//! A task's arguments are its serde representation, which must be a JSON
+//! object: the same `args` a Python task receives as keyword arguments, so a
+//! job can be deferred from one language and run by the other.
+
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+use crate::retry::RetryStrategy;
+
+/// A kind of job. Implement it on the struct of the job's arguments:
+///
+/// ```
+/// use serde::{Deserialize, Serialize};
+///
+/// #[derive(Serialize, Deserialize)]
+/// struct SendWelcomeEmail {
+///     user_id: i64,
+/// }
+///
+/// impl dawdle::Task for SendWelcomeEmail {
+///     const NAME: &'static str = "email.send_welcome";
+///     const QUEUE: &'static str = "email";
+///
+///     fn retry_strategy() -> dawdle::RetryStrategy {
+///         dawdle::RetryStrategy::exponential(5, 2.0)
+///     }
+///
+///     fn queueing_lock(&self) -> Option<String> {
+///         Some(format!("welcome-{}", self.user_id))
+///     }
+/// }
+/// ```
+pub trait Task: Serialize + DeserializeOwned + Send + Sync + 'static {
+    /// The task name stored in `task_name`; at most 128 characters.
+    const NAME: &'static str;
+    /// Queue jobs go to unless the caller picks another.
+    const QUEUE: &'static str = crate::job::DEFAULT_QUEUE;
+    /// Higher runs first.
+    const PRIORITY: i32 = 0;
+
+    /// How failed attempts are retried. The default never retries.
+    fn retry_strategy() -> RetryStrategy {
+        RetryStrategy::never()
+    }
+
+    /// Jobs of this value that must not run at the same time share a lock.
+    fn lock(&self) -> Option<String> {
+        None
+    }
+
+    /// At most one waiting job per queueing lock.
+    fn queueing_lock(&self) -> Option<String> {
+        None
+    }
+}
