@@ -2,6 +2,7 @@
 //! local PostgreSQL, and (as they land) the worker and the runbook's
 //! operations. Every command here is a thin layer over the `dawdle` library.
 
+mod bench;
 mod output;
 
 use std::process::ExitCode;
@@ -42,6 +43,19 @@ enum Command {
     /// Manage the embedded local PostgreSQL (used when no database URL is set).
     #[command(subcommand)]
     Db(DbCommand),
+    /// Measure the performance claims of the schema; prints numbers.
+    #[command(subcommand)]
+    Bench(BenchCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum BenchCommand {
+    /// Compare batched claim+finish throughput: statement-level vs per-row history triggers.
+    ///
+    /// Creates two scratch databases on the jobs database's server (dawdle_bench_statement
+    /// with the schema as shipped, dawdle_bench_row with per-row history triggers), checks
+    /// that both record the same events, times draining jobs from each, and drops them.
+    Triggers(bench::TriggerBenchArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -163,15 +177,6 @@ impl_failure_from!(
 
 impl From<sqlx::Error> for Failure {
     fn from(error: sqlx::Error) -> Self {
-        let missing_schema = error
-            .as_database_error()
-            .is_some_and(|db| db.code().as_deref() == Some("42P01"));
-        if missing_schema {
-            return Failure::new(format!(
-                "failed to query the jobs database: {error}\n  the schema is not applied: \
-                 run ./scripts/jobs/apply-schema.sh (or `dawdle schema apply`)"
-            ));
-        }
         Failure::new(format!("failed to query the jobs database: {error}"))
     }
 }
@@ -198,6 +203,9 @@ async fn run(cli: Cli) -> Result<ExitCode, Failure> {
         Command::Defer(args) => defer(cli.database_url.as_deref(), args).await,
         Command::Jobs(args) => jobs(cli.database_url.as_deref(), args).await,
         Command::Db(command) => db(command).await,
+        Command::Bench(BenchCommand::Triggers(args)) => {
+            bench::triggers(cli.database_url.as_deref(), args).await
+        }
     }
 }
 
@@ -211,6 +219,16 @@ async fn jobs_database(explicit_url: Option<&str>) -> Result<JobsDatabase, Failu
         );
     }
     Ok(database)
+}
+
+/// A pool on the jobs database, after checking that the schema is there.
+async fn jobs_pool(explicit_url: Option<&str>) -> Result<sqlx::PgPool, Failure> {
+    let database = jobs_database(explicit_url).await?;
+    let pool = database.connect(1).await?;
+    let mut conn = pool.acquire().await?;
+    dawdle::schema::ensure_present(&mut conn).await?;
+    drop(conn);
+    Ok(pool)
 }
 
 async fn schema(explicit_url: Option<&str>, command: SchemaCommand) -> Result<ExitCode, Failure> {
@@ -297,8 +315,7 @@ async fn defer(explicit_url: Option<&str>, args: DeferArgs) -> Result<ExitCode, 
     // Reject bad input before touching (or starting) any database.
     job.validate()
         .map_err(|error| Failure::from_error(&DeferError::from(error)))?;
-    let database = jobs_database(explicit_url).await?;
-    let pool = database.connect(1).await?;
+    let pool = jobs_pool(explicit_url).await?;
     let id = dawdle::defer(&pool, &job).await?;
     if args.json {
         let job = admin::get_job(&pool, id).await?;
@@ -310,8 +327,7 @@ async fn defer(explicit_url: Option<&str>, args: DeferArgs) -> Result<ExitCode, 
 }
 
 async fn jobs(explicit_url: Option<&str>, args: JobsArgs) -> Result<ExitCode, Failure> {
-    let database = jobs_database(explicit_url).await?;
-    let pool = database.connect(1).await?;
+    let pool = jobs_pool(explicit_url).await?;
     let filter = JobFilter {
         queue: args.queue,
         task: args.task,

@@ -44,7 +44,11 @@ CREATE TABLE procrastinate_jobs (
     scheduled_at timestamptz,
     attempts integer NOT NULL DEFAULT 0,
     abort_requested boolean NOT NULL DEFAULT false,
-    worker_id bigint REFERENCES procrastinate_workers (id) ON DELETE SET NULL,
+    -- No foreign key: a per-row referential check on every claimed job costs
+    -- about as much as writing its history. dawdle_workers_after_delete_v1
+    -- unlinks a deleted worker's jobs (what ON DELETE SET NULL would do), and
+    -- dawdle_fetch_jobs_v1 refuses to claim for a worker that is not registered.
+    worker_id bigint,
     -- Runbook extensions. The invariants, kept by the functions below and,
     -- for hand-written SQL, by dawdle_jobs_timestamps_v1:
     --   todo: started_at and finished_at are null
@@ -93,7 +97,11 @@ CREATE INDEX dawdle_periodic_defers_job_id_idx
 
 CREATE TABLE procrastinate_events (
     id bigserial PRIMARY KEY,
-    job_id bigint NOT NULL REFERENCES procrastinate_jobs (id) ON DELETE CASCADE,
+    -- No foreign key, for the same reason: a referential check per event was
+    -- a third of the cost of recording history. Events are written from the
+    -- rows a statement just changed, and dawdle_jobs_after_delete_v1 deletes
+    -- a deleted job's events (what ON DELETE CASCADE would do).
+    job_id bigint NOT NULL,
     type procrastinate_job_event_type,
     at timestamptz DEFAULT now(),
     -- Runbook extensions, filled on `error` events only: a short kind such
@@ -116,22 +124,22 @@ CREATE INDEX dawdle_events_recent_errors_idx
 CREATE FUNCTION dawdle_jobs_after_insert_v1() RETURNS trigger
 LANGUAGE plpgsql AS $$
 BEGIN
+    -- One statement per event kind: each costs only the rows it concerns, and
+    -- statement order gives each job's events their order.
     INSERT INTO procrastinate_events (job_id, type, at)
-    SELECT ins.id, ev.type, ev.at
-    FROM inserted_jobs AS ins
-    CROSS JOIN LATERAL (VALUES
-        (CASE WHEN ins.scheduled_at IS NOT NULL
-              THEN 'scheduled'::procrastinate_job_event_type END,
-         ins.scheduled_at, 1),
-        ('deferred'::procrastinate_job_event_type, now(), 2)
-    ) AS ev (type, at, ord)
-    WHERE ins.status = 'todo' AND ev.type IS NOT NULL
-    ORDER BY ins.id, ev.ord;
+    SELECT id, 'scheduled', scheduled_at
+    FROM inserted_jobs
+    WHERE status = 'todo' AND scheduled_at IS NOT NULL;
 
-    PERFORM dawdle_notify_runnable_v1(array_agg(ins.queue_name), array_agg(ins.id))
-    FROM inserted_jobs AS ins
-    WHERE ins.status = 'todo'
-      AND (ins.scheduled_at IS NULL OR ins.scheduled_at <= now());
+    INSERT INTO procrastinate_events (job_id, type, at)
+    SELECT id, 'deferred', now()
+    FROM inserted_jobs
+    WHERE status = 'todo';
+
+    PERFORM dawdle_notify_runnable_v1(array_agg(queue_name), array_agg(id))
+    FROM inserted_jobs
+    WHERE status = 'todo' AND (scheduled_at IS NULL OR scheduled_at <= now())
+    HAVING count(*) > 0;
     RETURN NULL;
 END;
 $$;
@@ -179,48 +187,98 @@ $$;
 CREATE FUNCTION dawdle_jobs_after_update_v1() RETURNS trigger
 LANGUAGE plpgsql AS $$
 BEGIN
+    -- As on insert, one statement per event kind, in the order Procrastinate
+    -- records them for one job: scheduled, abort_requested, the transition.
     INSERT INTO procrastinate_events (job_id, type, at)
-    SELECT cur.id, ev.type, ev.at
-    FROM old_jobs AS prev
-    JOIN new_jobs AS cur ON cur.id = prev.id
-    CROSS JOIN LATERAL (VALUES
-        (CASE WHEN cur.status = 'todo' AND cur.scheduled_at IS NOT NULL
-              THEN 'scheduled'::procrastinate_job_event_type END, cur.scheduled_at, 1),
-        (CASE WHEN cur.abort_requested AND NOT prev.abort_requested
-              THEN 'abort_requested'::procrastinate_job_event_type END, now(), 2),
-        (CASE
-            WHEN prev.status = cur.status THEN NULL
-            WHEN prev.status = 'todo' AND cur.status = 'doing' THEN 'started'
-            WHEN prev.status = 'doing' AND cur.status = 'todo' THEN 'deferred_for_retry'
-            WHEN prev.status = 'doing' AND cur.status = 'failed' THEN 'failed'
-            WHEN prev.status = 'doing' AND cur.status = 'succeeded' THEN 'succeeded'
-            WHEN prev.status = 'doing' AND cur.status = 'aborted' THEN 'aborted'
-            WHEN prev.status = 'todo'
-                 AND cur.status IN ('cancelled', 'failed', 'succeeded') THEN 'cancelled'
-            WHEN prev.status = 'failed' AND cur.status = 'todo' THEN 'retried'
-         END::procrastinate_job_event_type, now(), 3)
-    ) AS ev (type, at, ord)
-    WHERE ev.type IS NOT NULL
-    ORDER BY cur.id, ev.ord;
+    SELECT id, 'scheduled', scheduled_at
+    FROM new_jobs
+    WHERE status = 'todo' AND scheduled_at IS NOT NULL;
 
-    PERFORM dawdle_notify_runnable_v1(array_agg(cur.queue_name), array_agg(cur.id))
-    FROM old_jobs AS prev
-    JOIN new_jobs AS cur ON cur.id = prev.id
-    WHERE cur.status = 'todo' AND prev.status <> 'todo'
-      AND (cur.scheduled_at IS NULL OR cur.scheduled_at <= now());
+    -- Claims and completions never raise the flag: skip the join for them.
+    IF EXISTS (SELECT 1 FROM new_jobs WHERE abort_requested) THEN
+        INSERT INTO procrastinate_events (job_id, type, at)
+        SELECT cur.id, 'abort_requested', now()
+        FROM old_jobs AS prev
+        JOIN new_jobs AS cur ON cur.id = prev.id
+        WHERE cur.abort_requested AND NOT prev.abort_requested;
 
-    PERFORM pg_notify(channel.name,
-                      jsonb_build_object('type', 'abort_job_requested', 'job_id', cur.id)::text)
-    FROM old_jobs AS prev
-    JOIN new_jobs AS cur ON cur.id = prev.id
-    CROSS JOIN LATERAL (VALUES
-        (dawdle_channel_name('procrastinate_queue_v1#' || cur.queue_name)),
-        ('procrastinate_any_queue_v1')
-    ) AS channel (name)
-    WHERE cur.status = 'doing' AND cur.abort_requested AND NOT prev.abort_requested;
+        PERFORM pg_notify(channel.name,
+                          jsonb_build_object('type', 'abort_job_requested', 'job_id', cur.id)::text)
+        FROM old_jobs AS prev
+        JOIN new_jobs AS cur ON cur.id = prev.id
+        CROSS JOIN LATERAL (VALUES
+            (dawdle_channel_name('procrastinate_queue_v1#' || cur.queue_name)),
+            ('procrastinate_any_queue_v1')
+        ) AS channel (name)
+        WHERE cur.status = 'doing' AND cur.abort_requested AND NOT prev.abort_requested;
+    END IF;
+
+    INSERT INTO procrastinate_events (job_id, type, at)
+    SELECT transition.id, transition.type, now()
+    FROM (
+        SELECT cur.id,
+               CASE
+                   WHEN prev.status = 'todo' AND cur.status = 'doing' THEN 'started'
+                   WHEN prev.status = 'doing' AND cur.status = 'todo' THEN 'deferred_for_retry'
+                   WHEN prev.status = 'doing' AND cur.status = 'failed' THEN 'failed'
+                   WHEN prev.status = 'doing' AND cur.status = 'succeeded' THEN 'succeeded'
+                   WHEN prev.status = 'doing' AND cur.status = 'aborted' THEN 'aborted'
+                   WHEN prev.status = 'todo'
+                        AND cur.status IN ('cancelled', 'failed', 'succeeded') THEN 'cancelled'
+                   WHEN prev.status = 'failed' AND cur.status = 'todo' THEN 'retried'
+               END::procrastinate_job_event_type AS type
+        FROM old_jobs AS prev
+        JOIN new_jobs AS cur ON cur.id = prev.id
+        WHERE cur.status <> prev.status
+    ) AS transition
+    WHERE transition.type IS NOT NULL;
+
+    -- Jobs that became runnable (a retry, a reset) wake the workers.
+    IF EXISTS (SELECT 1 FROM new_jobs WHERE status = 'todo') THEN
+        PERFORM dawdle_notify_runnable_v1(array_agg(cur.queue_name), array_agg(cur.id))
+        FROM old_jobs AS prev
+        JOIN new_jobs AS cur ON cur.id = prev.id
+        WHERE cur.status = 'todo' AND prev.status <> 'todo'
+          AND (cur.scheduled_at IS NULL OR cur.scheduled_at <= now())
+        HAVING count(*) > 0;
+    END IF;
     RETURN NULL;
 END;
 $$;
+
+-- Deleted jobs take their history with them.
+CREATE FUNCTION dawdle_jobs_after_delete_v1() RETURNS trigger
+LANGUAGE plpgsql AS $$
+BEGIN
+    DELETE FROM procrastinate_events AS event
+    USING deleted_jobs AS job
+    WHERE event.job_id = job.id;
+    RETURN NULL;
+END;
+$$;
+
+-- Deleted workers (unregistered, or pruned as stalled) are unlinked from
+-- their jobs; a `doing` job without a worker is how a stalled job is found.
+CREATE FUNCTION dawdle_workers_after_delete_v1() RETURNS trigger
+LANGUAGE plpgsql AS $$
+BEGIN
+    UPDATE procrastinate_jobs AS job
+    SET worker_id = NULL
+    FROM deleted_workers AS worker
+    WHERE job.worker_id = worker.id;
+    RETURN NULL;
+END;
+$$;
+
+CREATE TRIGGER dawdle_jobs_after_delete_v1
+    AFTER DELETE ON procrastinate_jobs
+    REFERENCING OLD TABLE AS deleted_jobs
+    FOR EACH STATEMENT EXECUTE FUNCTION dawdle_jobs_after_delete_v1();
+
+CREATE TRIGGER dawdle_workers_after_delete_v1
+    AFTER DELETE ON procrastinate_workers
+    REFERENCING OLD TABLE AS deleted_workers
+    FOR EACH STATEMENT EXECUTE FUNCTION dawdle_workers_after_delete_v1();
 
 CREATE TRIGGER dawdle_jobs_after_insert_v1
     AFTER INSERT ON procrastinate_jobs
@@ -242,6 +300,11 @@ BEGIN
     IF NEW.status = 'todo' THEN
         NEW.started_at := NULL;
         NEW.finished_at := NULL;
+        -- An abort request belongs to the attempt that was running; a job put
+        -- back to todo by hand (the runbook's "reset a stuck job") starts afresh.
+        IF OLD.status <> 'todo' THEN
+            NEW.abort_requested := false;
+        END IF;
     ELSIF NEW.status = 'doing' THEN
         IF OLD.status <> 'doing' AND NEW.started_at IS NOT DISTINCT FROM OLD.started_at THEN
             NEW.started_at := now();
@@ -258,7 +321,9 @@ CREATE TRIGGER dawdle_jobs_timestamps_v1
     BEFORE UPDATE ON procrastinate_jobs
     FOR EACH ROW
     WHEN (
-        (NEW.status = 'todo' AND (NEW.started_at IS NOT NULL OR NEW.finished_at IS NOT NULL))
+        (NEW.status = 'todo'
+         AND (NEW.started_at IS NOT NULL OR NEW.finished_at IS NOT NULL
+              OR (NEW.abort_requested AND OLD.status <> 'todo')))
         OR (NEW.status = 'doing'
             AND (NEW.finished_at IS NOT NULL
                  OR (OLD.status <> 'doing' AND NEW.started_at IS NOT DISTINCT FROM OLD.started_at)))
@@ -342,6 +407,19 @@ CREATE FUNCTION dawdle_fetch_jobs_v1(
 ) RETURNS SETOF procrastinate_jobs
 LANGUAGE plpgsql AS $$
 BEGIN
+    -- What a foreign key on worker_id would check, once per statement: the
+    -- worker is registered, and stays so (the key-share lock blocks its
+    -- deletion) until the claim commits. A worker pruned as stalled must
+    -- register again rather than claim jobs nobody could find as stalled.
+    IF p_worker_id IS NOT NULL THEN
+        PERFORM 1 FROM procrastinate_workers WHERE id = p_worker_id FOR KEY SHARE;
+        IF NOT FOUND THEN
+            RAISE 'cannot claim jobs: worker % is not registered (it may have been pruned as stalled)',
+                p_worker_id
+                USING ERRCODE = 'foreign_key_violation';
+        END IF;
+    END IF;
+
     RETURN QUERY
     WITH claimable AS (
         SELECT j.id

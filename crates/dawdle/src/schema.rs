@@ -79,6 +79,11 @@ pub enum SchemaError {
         #[source]
         source: sqlx::Error,
     },
+    #[error(
+        "use the jobs database: it has no dawdle schema (no procrastinate_jobs table); \
+         run ./scripts/jobs/apply-schema.sh (or `dawdle schema apply`)"
+    )]
+    NotApplied,
     #[error("read the schema state: {0}")]
     Database(#[from] sqlx::Error),
 }
@@ -182,6 +187,20 @@ fn verify_recorded(recorded: &[RecordedMigration]) -> Result<(), SchemaError> {
         }
     }
     Ok(())
+}
+
+/// Fails with [`SchemaError::NotApplied`] when the database has no schema at
+/// all: one cheap query that turns "relation does not exist" deep inside a
+/// command into a message that says what to do.
+pub async fn ensure_present(conn: &mut PgConnection) -> Result<(), SchemaError> {
+    let present: bool = sqlx::query_scalar("SELECT to_regclass('procrastinate_jobs') IS NOT NULL")
+        .fetch_one(conn)
+        .await?;
+    if present {
+        Ok(())
+    } else {
+        Err(SchemaError::NotApplied)
+    }
 }
 
 /// The result of [`check`]: empty `problems` means the schema is current.

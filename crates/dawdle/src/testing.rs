@@ -131,14 +131,15 @@ impl Drop for TestDatabase {
             "DROP DATABASE IF EXISTS {} WITH (FORCE)",
             quote_identifier(&self.name)
         );
-        let pool = self.pool.clone();
+        // The pool is not closed first: closing waits for borrowed
+        // connections, which a current-thread test runtime blocked in this
+        // very Drop could never return. FORCE ends those sessions instead.
         let handle = std::thread::spawn(move || {
             let runtime = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()
                 .ok()?;
             runtime.block_on(async move {
-                pool.close().await;
                 let mut admin = PgConnection::connect_with(&options).await.ok()?;
                 sqlx::query(&statement).execute(&mut admin).await.ok()?;
                 admin.close().await.ok()

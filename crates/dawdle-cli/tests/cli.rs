@@ -1,0 +1,301 @@
+//! The `dawdle` binary as a user runs it: exit codes, output, error messages.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use dawdle::testing::TestDatabase;
+
+fn dawdle(database_url: Option<&str>, args: &[&str]) -> Output {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_dawdle"));
+    command.args(args).env_remove("JOB_QUEUE_DATABASE_URL");
+    if let Some(url) = database_url {
+        command.env("JOB_QUEUE_DATABASE_URL", url);
+    }
+    command.output().expect("run dawdle")
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+/// Runs `dawdle` off the async runtime (it is a blocking child process).
+async fn run(database_url: Option<String>, args: &[&str]) -> Output {
+    let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+    tokio::task::spawn_blocking(move || {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        dawdle(database_url.as_deref(), &args)
+    })
+    .await
+    .unwrap()
+}
+
+#[test]
+fn version_and_help_for_every_command() {
+    let version = dawdle(None, &["--version"]);
+    assert!(version.status.success());
+    assert_eq!(
+        text(&version.stdout).trim(),
+        format!("dawdle {}", env!("CARGO_PKG_VERSION"))
+    );
+    for args in [
+        &["--help"][..],
+        &["schema", "--help"],
+        &["schema", "apply", "--help"],
+        &["schema", "check", "--help"],
+        &["defer", "--help"],
+        &["jobs", "--help"],
+        &["db", "--help"],
+        &["db", "start", "--help"],
+        &["bench", "triggers", "--help"],
+    ] {
+        let output = dawdle(None, args);
+        assert!(
+            output.status.success(),
+            "{args:?}: {}",
+            text(&output.stderr)
+        );
+        assert!(text(&output.stdout).contains("Usage:"), "{args:?}");
+    }
+}
+
+#[test]
+fn typos_get_usage_and_exit_code_2() {
+    let output = dawdle(None, &["shedule", "apply"]);
+    assert_eq!(output.status.code(), Some(2));
+    assert!(
+        text(&output.stderr).contains("Usage:"),
+        "{}",
+        text(&output.stderr)
+    );
+    let output = dawdle(
+        None,
+        &[
+            "defer",
+            "t",
+            "{}",
+            "--at",
+            "2030-01-01T00:00:00Z",
+            "--in",
+            "5",
+        ],
+    );
+    assert_eq!(output.status.code(), Some(2));
+    assert!(
+        text(&output.stderr).contains("cannot be used with"),
+        "{}",
+        text(&output.stderr)
+    );
+}
+
+#[tokio::test]
+async fn schema_check_apply_and_check_again() {
+    let db = TestDatabase::empty().await;
+    let url = Some(db.url());
+
+    let check = run(url.clone(), &["schema", "check"]).await;
+    assert_eq!(check.status.code(), Some(1));
+    let out = text(&check.stdout);
+    assert!(out.contains("schema is NOT current"), "{out}");
+    assert!(out.contains("schema not applied"), "{out}");
+    assert!(
+        out.contains("pending migration 0001_procrastinate_v3_interface"),
+        "{out}"
+    );
+
+    let apply = run(url.clone(), &["schema", "apply"]).await;
+    assert!(apply.status.success(), "{}", text(&apply.stderr));
+    assert!(text(&apply.stdout).contains("applied migration 0001_procrastinate_v3_interface"));
+    let again = run(url.clone(), &["schema", "apply"]).await;
+    assert!(
+        text(&again.stdout).contains("nothing to apply"),
+        "{}",
+        text(&again.stdout)
+    );
+
+    let check = run(url.clone(), &["schema", "check", "--json"]).await;
+    assert!(check.status.success());
+    let report: serde_json::Value = serde_json::from_slice(&check.stdout).unwrap();
+    assert_eq!(report["current"], true);
+    assert_eq!(report["problems"], serde_json::json!([]));
+}
+
+#[tokio::test]
+async fn defer_prints_the_id_and_rejects_bad_input() {
+    let db = TestDatabase::with_schema().await;
+    let url = Some(db.url());
+
+    let output = run(
+        url.clone(),
+        &[
+            "defer",
+            "email.send",
+            r#"{"to": "a@example.com"}"#,
+            "--queue",
+            "email",
+            "--priority",
+            "-2",
+            "--lock",
+            "user-1",
+            "--queueing-lock",
+            "mail-1",
+            "--in",
+            "60",
+        ],
+    )
+    .await;
+    assert!(output.status.success(), "{}", text(&output.stderr));
+    let id: i64 = text(&output.stdout)
+        .trim()
+        .parse()
+        .expect("the job id alone on stdout");
+    let job = dawdle::admin::get_job(db.pool(), id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!((job.queue_name.as_str(), job.priority), ("email", -2));
+    assert_eq!(job.lock.as_deref(), Some("user-1"));
+    assert!(job.scheduled_at.is_some());
+
+    let again = run(
+        url.clone(),
+        &["defer", "email.send", "{}", "--queueing-lock", "mail-1"],
+    )
+    .await;
+    assert_eq!(again.status.code(), Some(1));
+    assert!(
+        text(&again.stderr).contains("already waiting"),
+        "{}",
+        text(&again.stderr)
+    );
+
+    let bad_json = run(url.clone(), &["defer", "t", "{not json"]).await;
+    assert_eq!(bad_json.status.code(), Some(1));
+    assert!(
+        text(&bad_json.stderr).contains("not valid JSON"),
+        "{}",
+        text(&bad_json.stderr)
+    );
+
+    let not_object = run(url.clone(), &["defer", "t", "[1, 2]"]).await;
+    assert_eq!(not_object.status.code(), Some(1));
+    assert!(
+        text(&not_object.stderr).contains("must be a JSON object"),
+        "{}",
+        text(&not_object.stderr)
+    );
+
+    let long = "t".repeat(129);
+    let too_long = run(url.clone(), &["defer", &long]).await;
+    assert_eq!(too_long.status.code(), Some(1));
+    assert!(
+        text(&too_long.stderr).contains("the limit is 128"),
+        "{}",
+        text(&too_long.stderr)
+    );
+
+    let json = run(url.clone(), &["defer", "t", r#"{"k": 1}"#, "--json"]).await;
+    let job: serde_json::Value = serde_json::from_slice(&json.stdout).unwrap();
+    assert_eq!(job["task_name"], "t");
+    assert_eq!(job["args"], serde_json::json!({"k": 1}));
+    assert_eq!(job["status"], "todo");
+
+    let listed = run(url.clone(), &["jobs", "--queue", "email"]).await;
+    let out = text(&listed.stdout);
+    assert!(out.starts_with("ID"), "{out}");
+    let row: Vec<&str> = out.lines().nth(1).unwrap().split_whitespace().collect();
+    assert_eq!(
+        row[..4],
+        [id.to_string().as_str(), "email", "email.send", "todo"],
+        "{out}"
+    );
+    let listed = run(url, &["jobs", "--json"]).await;
+    let jobs: Vec<serde_json::Value> = serde_json::from_slice(&listed.stdout).unwrap();
+    assert_eq!(jobs.len(), 2);
+}
+
+#[tokio::test]
+async fn errors_name_the_database_and_the_fix() {
+    let unreachable = run(
+        Some("postgresql://app:s3cret@127.0.0.1:1/jobs".into()),
+        &["jobs"],
+    )
+    .await;
+    assert_eq!(unreachable.status.code(), Some(1));
+    let err = text(&unreachable.stderr);
+    assert!(
+        err.contains("postgresql://app:***@127.0.0.1:1/jobs"),
+        "{err}"
+    );
+    assert!(!err.contains("s3cret"), "{err}");
+
+    let db = TestDatabase::empty().await;
+    let missing = run(Some(db.url()), &["jobs"]).await;
+    assert_eq!(missing.status.code(), Some(1));
+    let err = text(&missing.stderr);
+    assert!(err.contains("apply-schema.sh"), "{err}");
+}
+
+/// Stops the embedded cluster of a test's DAWDLE_HOME and removes it, even
+/// when the test fails.
+struct EmbeddedHome(PathBuf);
+
+impl Drop for EmbeddedHome {
+    fn drop(&mut self) {
+        let _ = Command::new(env!("CARGO_BIN_EXE_dawdle"))
+            .args(["db", "stop"])
+            .env("DAWDLE_HOME", &self.0)
+            .output();
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn dawdle_at_home(home: &Path, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_dawdle"))
+        .args(args)
+        .env_remove("JOB_QUEUE_DATABASE_URL")
+        .env("DAWDLE_HOME", home)
+        .output()
+        .expect("run dawdle")
+}
+
+#[test]
+fn without_a_url_the_embedded_database_is_started_and_said_so() {
+    let home =
+        EmbeddedHome(std::env::temp_dir().join(format!("dawdle-home-{}", std::process::id())));
+    let apply = dawdle_at_home(&home.0, &["schema", "apply"]);
+    assert!(apply.status.success(), "{}", text(&apply.stderr));
+    let notice = text(&apply.stderr);
+    assert!(
+        notice.contains("JOB_QUEUE_DATABASE_URL is not set; using the embedded PostgreSQL"),
+        "{notice}"
+    );
+
+    let id = dawdle_at_home(&home.0, &["defer", "hello.world", r#"{"n": 1}"#]);
+    assert!(id.status.success(), "{}", text(&id.stderr));
+    let listed = dawdle_at_home(&home.0, &["jobs", "--json"]);
+    let jobs: Vec<serde_json::Value> = serde_json::from_slice(&listed.stdout).unwrap();
+    assert_eq!(jobs.len(), 1);
+    assert_eq!(jobs[0]["task_name"], "hello.world");
+
+    // The URL works for other clients, and the cluster keeps its data.
+    let url = text(&dawdle_at_home(&home.0, &["db", "url"]).stdout)
+        .trim()
+        .to_string();
+    assert!(
+        url.starts_with("postgresql://postgres@localhost:5432/jobs?host=/"),
+        "{url}"
+    );
+    let status = dawdle_at_home(&home.0, &["db", "status"]);
+    assert!(status.status.success() && text(&status.stdout).starts_with("running"));
+    let stop = dawdle_at_home(&home.0, &["db", "stop"]);
+    assert!(
+        text(&stop.stdout).contains("stopped"),
+        "{}",
+        text(&stop.stdout)
+    );
+    let status = dawdle_at_home(&home.0, &["db", "status"]);
+    assert_eq!(status.status.code(), Some(3));
+    let listed = dawdle_at_home(&home.0, &["jobs", "--json"]);
+    let jobs: Vec<serde_json::Value> = serde_json::from_slice(&listed.stdout).unwrap();
+    assert_eq!(jobs.len(), 1, "data survives a restart");
+}

@@ -1,0 +1,371 @@
+//! Compatibility with the real Python library (procrastinate 3.10.0, from the
+//! virtual environment the test command creates), against databases whose
+//! schema only `dawdle::schema::apply` created.
+
+mod common;
+
+use chrono::{DateTime, Utc};
+use dawdle::testing::TestDatabase;
+use dawdle::{defer, defer_batch, DeferError, NewJob};
+use serde_json::{json, Value};
+use sqlx::PgPool;
+
+/// Job specs in the JSON form defer.py reads, and the same jobs as NewJob.
+fn specs() -> (Value, Vec<NewJob>) {
+    let at = "2031-05-06T07:08:09+00:00";
+    let specs = json!([
+        {"task_name": "compat.echo", "args": {"a": 1, "nested": {"b": [1, 2]}}},
+        {"task_name": "compat.echo", "args": {}, "queue": "email", "priority": 7},
+        {"task_name": "compat.echo", "args": {"x": "y"}, "lock": "user-1"},
+        {"task_name": "compat.echo", "args": {}, "queueing_lock": "only-one"},
+        {"task_name": "compat.echo", "args": {}, "schedule_at": at, "queue": "later"},
+    ]);
+    let at: DateTime<Utc> = at.parse().unwrap();
+    let jobs = vec![
+        NewJob::new("compat.echo", json!({"a": 1, "nested": {"b": [1, 2]}})).unwrap(),
+        NewJob::new("compat.echo", json!({}))
+            .unwrap()
+            .queue("email")
+            .priority(7),
+        NewJob::new("compat.echo", json!({"x": "y"}))
+            .unwrap()
+            .lock("user-1"),
+        NewJob::new("compat.echo", json!({}))
+            .unwrap()
+            .queueing_lock("only-one"),
+        NewJob::new("compat.echo", json!({}))
+            .unwrap()
+            .scheduled_at(at)
+            .queue("later"),
+    ];
+    (specs, jobs)
+}
+
+type Row = (
+    String,
+    String,
+    i32,
+    Option<String>,
+    Option<String>,
+    Value,
+    String,
+    Option<DateTime<Utc>>,
+    i32,
+);
+
+/// Everything about the jobs and their history that does not depend on ids or
+/// on when the test ran.
+async fn snapshot(pool: &PgPool) -> (Vec<Row>, Vec<Vec<(String, bool)>>) {
+    let rows: Vec<Row> = sqlx::query_as(
+        "SELECT queue_name, task_name, priority, lock, queueing_lock, args, status::text,
+                scheduled_at, attempts
+         FROM procrastinate_jobs ORDER BY id",
+    )
+    .fetch_all(pool)
+    .await
+    .unwrap();
+    let ids: Vec<i64> = sqlx::query_scalar("SELECT id FROM procrastinate_jobs ORDER BY id")
+        .fetch_all(pool)
+        .await
+        .unwrap();
+    let mut histories = Vec::new();
+    for id in ids {
+        // (type, whether `at` equals the job's scheduled_at)
+        let history: Vec<(String, bool)> = sqlx::query_as(
+            "SELECT e.type::text, e.at IS NOT DISTINCT FROM j.scheduled_at
+             FROM procrastinate_events e JOIN procrastinate_jobs j ON j.id = e.job_id
+             WHERE e.job_id = $1 ORDER BY e.id",
+        )
+        .bind(id)
+        .fetch_all(pool)
+        .await
+        .unwrap();
+        histories.push(history);
+    }
+    (rows, histories)
+}
+
+#[tokio::test]
+async fn python_defer_and_batch_defer_store_what_rust_defer_stores() {
+    let (specs, jobs) = specs();
+    for mode in ["single", "batch"] {
+        let python_db = TestDatabase::with_schema().await;
+        let rust_db = TestDatabase::with_schema().await;
+
+        let request = json!({"mode": mode, "jobs": specs}).to_string();
+        let out = common::run_script(&python_db.url(), "defer.py", &[], &request)
+            .await
+            .expect_success()
+            .json();
+        assert_eq!(out["ids"].as_array().map(Vec::len), Some(5), "{out}");
+
+        if mode == "single" {
+            for job in &jobs {
+                defer(rust_db.pool(), job).await.unwrap();
+            }
+        } else {
+            defer_batch(rust_db.pool(), &jobs).await.unwrap();
+        }
+
+        let python = snapshot(python_db.pool()).await;
+        let rust = snapshot(rust_db.pool()).await;
+        assert_eq!(python, rust, "mode {mode}");
+        // And what both stored is what was asked for.
+        assert_eq!(python.0[1].0, "email");
+        assert_eq!(python.0[1].2, 7);
+        assert_eq!(
+            python.1[4],
+            [
+                ("scheduled".to_string(), true),
+                ("deferred".to_string(), false)
+            ]
+        );
+    }
+}
+
+#[tokio::test]
+async fn already_enqueued_works_both_ways_on_our_index() {
+    let db = TestDatabase::with_schema().await;
+    defer(
+        db.pool(),
+        &NewJob::new("compat.echo", json!({}))
+            .unwrap()
+            .queueing_lock("k1"),
+    )
+    .await
+    .unwrap();
+    let request =
+        json!([{"task_name": "compat.echo", "args": {}, "queueing_lock": "k1"}]).to_string();
+    let out = common::run_script(&db.url(), "defer.py", &[], &request)
+        .await
+        .expect_success()
+        .json();
+    assert_eq!(out["error"], "AlreadyEnqueued", "{out}");
+    assert!(out["message"].as_str().unwrap().contains("k1"), "{out}");
+
+    let request =
+        json!([{"task_name": "compat.echo", "args": {}, "queueing_lock": "k2"}]).to_string();
+    common::run_script(&db.url(), "defer.py", &[], &request)
+        .await
+        .expect_success();
+    let error = defer(
+        db.pool(),
+        &NewJob::new("compat.echo", json!({}))
+            .unwrap()
+            .queueing_lock("k2"),
+    )
+    .await
+    .unwrap_err();
+    assert!(
+        matches!(&error, DeferError::AlreadyEnqueued { queueing_lock } if queueing_lock == "k2"),
+        "{error}"
+    );
+}
+
+#[derive(Debug, sqlx::FromRow)]
+struct Outcome {
+    status: String,
+    attempts: i32,
+    worker_id: Option<i64>,
+    timestamps_in_order: Option<bool>,
+}
+
+async fn outcome(pool: &PgPool, id: i64) -> Outcome {
+    sqlx::query_as(
+        "SELECT status::text AS status, attempts, worker_id,
+                created_at <= started_at AND started_at <= finished_at AS timestamps_in_order
+         FROM procrastinate_jobs WHERE id = $1",
+    )
+    .bind(id)
+    .fetch_one(pool)
+    .await
+    .unwrap()
+}
+
+#[tokio::test]
+async fn the_python_worker_runs_jobs_rust_deferred() {
+    let db = TestDatabase::with_schema().await;
+    let pool = db.pool();
+    let ok = defer(
+        pool,
+        &NewJob::new("compat.succeed", json!({"user_id": 1})).unwrap(),
+    )
+    .await
+    .unwrap();
+    let locked_a = defer(
+        pool,
+        &NewJob::new("compat.echo", json!({"n": 1}))
+            .unwrap()
+            .lock("L"),
+    )
+    .await
+    .unwrap();
+    let locked_b = defer(
+        pool,
+        &NewJob::new("compat.echo", json!({"n": 2}))
+            .unwrap()
+            .lock("L"),
+    )
+    .await
+    .unwrap();
+    let failing = defer(
+        pool,
+        &NewJob::new("compat.fail", json!({"message": "smtp refused"}))
+            .unwrap()
+            .queue("email"),
+    )
+    .await
+    .unwrap();
+    let unknown = defer(
+        pool,
+        &NewJob::new("compat.no_such_task", json!({})).unwrap(),
+    )
+    .await
+    .unwrap();
+
+    let out = common::run_script(&db.url(), "work.py", &["--deadline", "90"], "")
+        .await
+        .expect_success()
+        .json();
+    assert_eq!(out["ok"], true, "{out}");
+
+    for id in [ok, locked_a, locked_b] {
+        let outcome = outcome(pool, id).await;
+        assert_eq!(outcome.status, "succeeded", "job {id}");
+        assert_eq!(outcome.attempts, 1);
+        assert_eq!(outcome.timestamps_in_order, Some(true), "job {id}");
+        // The worker unregistered on exit, which unlinks its jobs.
+        assert_eq!(outcome.worker_id, None);
+        assert_eq!(
+            common::event_types(pool, id).await,
+            ["deferred", "started", "succeeded"]
+        );
+    }
+    // Jobs of one lock ran one after the other, in id order.
+    let (a_finished, b_started): (DateTime<Utc>, DateTime<Utc>) = sqlx::query_as(
+        "SELECT (SELECT finished_at FROM procrastinate_jobs WHERE id = $1),
+                (SELECT started_at FROM procrastinate_jobs WHERE id = $2)",
+    )
+    .bind(locked_a)
+    .bind(locked_b)
+    .fetch_one(pool)
+    .await
+    .unwrap();
+    assert!(a_finished <= b_started);
+
+    // max_attempts=2, wait=0: three runs, then failed.
+    let failed = outcome(pool, failing).await;
+    assert_eq!((failed.status.as_str(), failed.attempts), ("failed", 3));
+    assert_eq!(failed.timestamps_in_order, Some(true));
+    assert_eq!(
+        common::event_types(pool, failing).await,
+        [
+            "deferred",
+            "started",
+            "scheduled",
+            "deferred_for_retry",
+            "started",
+            "scheduled",
+            "deferred_for_retry",
+            "started",
+            "failed"
+        ]
+    );
+    let unknown_outcome = outcome(pool, unknown).await;
+    assert_eq!(
+        (unknown_outcome.status.as_str(), unknown_outcome.attempts),
+        ("failed", 1)
+    );
+
+    let workers: i64 = sqlx::query_scalar("SELECT count(*) FROM procrastinate_workers")
+        .fetch_one(pool)
+        .await
+        .unwrap();
+    assert_eq!(workers, 0, "the worker unregistered");
+}
+
+#[tokio::test]
+async fn the_python_shell_lists_retries_and_cancels_on_our_database() {
+    let db = TestDatabase::with_schema().await;
+    let pool = db.pool();
+    let waiting = defer(
+        pool,
+        &NewJob::new("compat.echo", json!({"k": "v"}))
+            .unwrap()
+            .queue("email"),
+    )
+    .await
+    .unwrap();
+    let failed = defer(
+        pool,
+        &NewJob::new("compat.fail", json!({})).unwrap().lock("L9"),
+    )
+    .await
+    .unwrap();
+    sqlx::query("UPDATE procrastinate_jobs SET status = 'doing' WHERE id = $1")
+        .bind(failed)
+        .execute(pool)
+        .await
+        .unwrap();
+    sqlx::query("SELECT procrastinate_finish_job_v1($1, 'failed', false)")
+        .bind(failed)
+        .execute(pool)
+        .await
+        .unwrap();
+
+    let shell = |args: Vec<String>| {
+        let url = db.url();
+        async move {
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            let out = common::run_script(&url, "shell.py", &args, "")
+                .await
+                .expect_success()
+                .json();
+            assert_eq!(out["ok"], true, "{out}");
+            out["lines"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|l| l.as_str().unwrap().to_string())
+                .collect::<Vec<_>>()
+                .join("\n")
+        }
+    };
+
+    let jobs = shell(vec!["list_jobs".into(), "details".into()]).await;
+    assert!(
+        jobs.contains(&format!("#{waiting} compat.echo on email - [todo]")),
+        "{jobs}"
+    );
+    assert!(
+        jobs.contains(&format!("#{failed} compat.fail on default - [failed]")),
+        "{jobs}"
+    );
+
+    let queues = shell(vec!["list_queues".into()]).await;
+    assert!(queues.contains("email: 1 jobs (todo: 1"), "{queues}");
+    assert!(queues.contains("default: 1 jobs"), "{queues}");
+    let tasks = shell(vec!["list_tasks".into()]).await;
+    assert!(tasks.contains("compat.fail: 1 jobs"), "{tasks}");
+    let locks = shell(vec!["list_locks".into()]).await;
+    assert!(locks.contains("L9: 1 jobs"), "{locks}");
+
+    let retried = shell(vec!["retry".into(), failed.to_string()]).await;
+    assert!(retried.contains("[todo]"), "{retried}");
+    assert_eq!(common::status(pool, failed).await, "todo");
+    assert_eq!(
+        common::event_types(pool, failed).await.last().unwrap(),
+        "retried"
+    );
+
+    let cancelled = shell(vec!["cancel".into(), waiting.to_string()]).await;
+    assert!(cancelled.contains("[cancelled]"), "{cancelled}");
+    assert_eq!(common::status(pool, waiting).await, "cancelled");
+    let finished: bool =
+        sqlx::query_scalar("SELECT finished_at IS NOT NULL FROM procrastinate_jobs WHERE id = $1")
+            .bind(waiting)
+            .fetch_one(pool)
+            .await
+            .unwrap();
+    assert!(finished);
+}

@@ -1,0 +1,73 @@
+#!/usr/bin/env bash
+# Runs the whole test suite from a fresh clone: installs what it needs (the
+# PostgreSQL server binaries when missing and we are root, a Python virtual
+# environment with the Procrastinate library the compatibility tests use),
+# starts nothing by hand (the tests start one throwaway PostgreSQL cluster for
+# the run), and removes that cluster afterwards.
+#
+# Usage: ./scripts/test.sh [extra arguments for cargo nextest run]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+log() { printf '==> %s\n' "$*" >&2; }
+
+find_pg_bin() {
+    local dir
+    if command -v initdb >/dev/null 2>&1 && command -v pg_ctl >/dev/null 2>&1; then
+        dirname "$(command -v pg_ctl)"
+        return 0
+    fi
+    dir=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1)
+    if [ -n "$dir" ] && [ -x "$dir/initdb" ]; then
+        echo "$dir"
+        return 0
+    fi
+    return 1
+}
+
+if ! pg_bin=$(find_pg_bin); then
+    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+        log "installing the PostgreSQL server (apt-get install postgresql)"
+        apt-get update -qq
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null
+        pg_bin=$(find_pg_bin)
+    else
+        echo "error: the PostgreSQL server binaries (initdb, pg_ctl) are not installed;" >&2
+        echo "       install them with: sudo apt-get install postgresql" >&2
+        exit 1
+    fi
+fi
+log "PostgreSQL binaries: $pg_bin"
+
+requirements=crates/dawdle/tests/python/requirements.txt
+if [ ! -x .venv/bin/python ] || ! cmp -s "$requirements" .venv/requirements.installed; then
+    log "creating the Python virtual environment in .venv (procrastinate, for compatibility tests)"
+    python3 -m venv .venv
+    .venv/bin/pip install --quiet --disable-pip-version-check -r "$requirements"
+    cp "$requirements" .venv/requirements.installed
+fi
+
+# One throwaway cluster for the whole run, shared by every test process.
+DAWDLE_TEST_PG_DIR=$(mktemp -d "${TMPDIR:-/tmp}/dawdle-test-pg.XXXXXX")
+export DAWDLE_TEST_PG_DIR
+cleanup() {
+    if [ -f "$DAWDLE_TEST_PG_DIR/data/postmaster.pid" ]; then
+        if [ "$(id -u)" = 0 ]; then
+            runuser -u postgres -- "$pg_bin/pg_ctl" -D "$DAWDLE_TEST_PG_DIR/data" -m immediate stop >/dev/null 2>&1 || true
+        else
+            "$pg_bin/pg_ctl" -D "$DAWDLE_TEST_PG_DIR/data" -m immediate stop >/dev/null 2>&1 || true
+        fi
+    fi
+    rm -rf "$DAWDLE_TEST_PG_DIR"
+}
+trap cleanup EXIT
+
+if cargo nextest --version >/dev/null 2>&1; then
+    log "running the test suite (cargo nextest)"
+    cargo nextest run --workspace --no-fail-fast "$@"
+else
+    log "running the test suite (cargo test; install cargo-nextest for a faster run)"
+    cargo test --workspace --no-fail-fast "$@"
+fi
+log "running documentation examples"
+cargo test --workspace --doc --quiet
