@@ -4,6 +4,7 @@
 
 mod bench;
 mod output;
+mod worker;
 
 use std::process::ExitCode;
 
@@ -40,6 +41,8 @@ enum Command {
     Defer(DeferArgs),
     /// List jobs, newest first.
     Jobs(JobsArgs),
+    /// Run a worker (with the diagnostic tasks dawdle.noop, dawdle.sleep, dawdle.fail).
+    Worker(worker::WorkerArgs),
     /// Manage the embedded local PostgreSQL (used when no database URL is set).
     #[command(subcommand)]
     Db(DbCommand),
@@ -134,9 +137,19 @@ enum DbCommand {
 struct Failure {
     message: String,
     code: u8,
+    /// The database could not be reached (worth retrying for a long-running command).
+    unreachable: bool,
 }
 
 impl Failure {
+    fn message(&self) -> &str {
+        &self.message
+    }
+
+    fn is_unreachable(&self) -> bool {
+        self.unreachable
+    }
+
     /// An operational failure (exit 1); `error` is printed with its causes.
     fn from_error(error: &(dyn std::error::Error + 'static)) -> Self {
         let mut message = format!("failed to {error}");
@@ -148,13 +161,18 @@ impl Failure {
             }
             source = cause.source();
         }
-        Self { message, code: 1 }
+        Self {
+            message,
+            code: 1,
+            unreachable: false,
+        }
     }
 
     fn new(message: impl Into<String>) -> Self {
         Self {
             message: message.into(),
             code: 1,
+            unreachable: false,
         }
     }
 }
@@ -168,8 +186,17 @@ macro_rules! impl_failure_from {
         }
     )*};
 }
+impl From<dawdle::ConnectError> for Failure {
+    fn from(error: dawdle::ConnectError) -> Self {
+        let unreachable = matches!(error, dawdle::ConnectError::Unreachable { .. });
+        Failure {
+            unreachable,
+            ..Failure::from_error(&error)
+        }
+    }
+}
+
 impl_failure_from!(
-    dawdle::ConnectError,
     dawdle::schema::SchemaError,
     DeferError,
     dawdle::local_pg::LocalPgError
@@ -202,6 +229,7 @@ async fn run(cli: Cli) -> Result<ExitCode, Failure> {
         Command::Schema(command) => schema(cli.database_url.as_deref(), command).await,
         Command::Defer(args) => defer(cli.database_url.as_deref(), args).await,
         Command::Jobs(args) => jobs(cli.database_url.as_deref(), args).await,
+        Command::Worker(args) => worker::run(cli.database_url.as_deref(), args).await,
         Command::Db(command) => db(command).await,
         Command::Bench(BenchCommand::Triggers(args)) => {
             bench::triggers(cli.database_url.as_deref(), args).await
@@ -223,8 +251,13 @@ async fn jobs_database(explicit_url: Option<&str>) -> Result<JobsDatabase, Failu
 
 /// A pool on the jobs database, after checking that the schema is there.
 async fn jobs_pool(explicit_url: Option<&str>) -> Result<sqlx::PgPool, Failure> {
+    jobs_pool_sized(explicit_url, 1).await
+}
+
+/// [`jobs_pool`] with up to `max_connections`.
+async fn jobs_pool_sized(explicit_url: Option<&str>, max_connections: u32) -> Result<sqlx::PgPool, Failure> {
     let database = jobs_database(explicit_url).await?;
-    let pool = database.connect(1).await?;
+    let pool = database.connect(max_connections).await?;
     let mut conn = pool.acquire().await?;
     dawdle::schema::ensure_present(&mut conn).await?;
     drop(conn);

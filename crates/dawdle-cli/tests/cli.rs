@@ -46,6 +46,7 @@ fn version_and_help_for_every_command() {
         &["jobs", "--help"],
         &["db", "--help"],
         &["db", "start", "--help"],
+        &["worker", "--help"],
         &["bench", "triggers", "--help"],
     ] {
         let output = dawdle(None, args);
@@ -298,4 +299,123 @@ fn without_a_url_the_embedded_database_is_started_and_said_so() {
     let listed = dawdle_at_home(&home.0, &["jobs", "--json"]);
     let jobs: Vec<serde_json::Value> = serde_json::from_slice(&listed.stdout).unwrap();
     assert_eq!(jobs.len(), 1, "data survives a restart");
+}
+
+#[tokio::test]
+async fn one_shot_worker_runs_the_diagnostic_tasks_and_reports_failures_in_its_exit_code() {
+    let db = TestDatabase::with_schema().await;
+    let url = Some(db.url());
+    for (task, args) in [
+        ("dawdle.noop", "{}"),
+        ("dawdle.sleep", r#"{"seconds": 0.05}"#),
+    ] {
+        assert!(run(url.clone(), &["defer", task, args])
+            .await
+            .status
+            .success());
+    }
+    let ok = run(
+        url.clone(),
+        &["worker", "--one-shot", "--json", "--log-format", "json"],
+    )
+    .await;
+    assert_eq!(ok.status.code(), Some(0), "{}", text(&ok.stderr));
+    let report: serde_json::Value = serde_json::from_slice(&ok.stdout).unwrap();
+    assert_eq!(report["succeeded"], 2);
+    assert!(report["peak_rss_kb"].as_u64().unwrap() > 0);
+    // JSON logs, one object per line, including the startup line.
+    let logs: Vec<serde_json::Value> = text(&ok.stderr)
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap_or_else(|_| panic!("not JSON: {line}")))
+        .collect();
+    assert!(
+        logs.iter()
+            .any(|l| l["message"] == "job_queue_worker_started"),
+        "{logs:?}"
+    );
+    assert!(logs
+        .iter()
+        .any(|l| l["message"] == "job succeeded" && l["task"] == "dawdle.noop"));
+
+    let id = run(
+        url.clone(),
+        &[
+            "defer",
+            "dawdle.fail",
+            r#"{"kind": "ConnectionError", "message": "smtp down"}"#,
+        ],
+    )
+    .await;
+    let id: i64 = text(&id.stdout).trim().parse().unwrap();
+    let failed = run(url, &["worker", "--one-shot"]).await;
+    assert_eq!(failed.status.code(), Some(1), "{}", text(&failed.stderr));
+    let (kind, message): (String, String) = sqlx::query_as(
+        "SELECT error, error_message FROM procrastinate_events WHERE job_id = $1 AND type = 'error'",
+    )
+    .bind(id)
+    .fetch_one(db.pool())
+    .await
+    .unwrap();
+    assert_eq!(
+        (kind.as_str(), message.as_str()),
+        ("ConnectionError", "smtp down")
+    );
+}
+
+#[tokio::test]
+async fn sigterm_stops_the_worker_cleanly_and_puts_unfinished_jobs_back() {
+    let db = TestDatabase::with_schema().await;
+    let url = db.url();
+    let id = run(
+        Some(url.clone()),
+        &["defer", "dawdle.sleep", r#"{"seconds": 600}"#],
+    )
+    .await;
+    let id: i64 = text(&id.stdout).trim().parse().unwrap();
+    let child = Command::new(env!("CARGO_BIN_EXE_dawdle"))
+        .args(["worker", "--shutdown-timeout", "0.5"])
+        .env("JOB_QUEUE_DATABASE_URL", &url)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let status: String =
+            sqlx::query_scalar("SELECT status::text FROM procrastinate_jobs WHERE id = $1")
+                .bind(id)
+                .fetch_one(db.pool())
+                .await
+                .unwrap();
+        if status == "doing" {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the job never started"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    let killed = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    let output = tokio::task::spawn_blocking(move || child.wait_with_output())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(0), "{}", text(&output.stderr));
+    let logs = text(&output.stderr);
+    assert!(logs.contains("SIGTERM received"), "{logs}");
+    assert!(logs.contains("job_queue_worker_stopped"), "{logs}");
+    let (status, workers): (String, i64) = sqlx::query_as(
+        "SELECT (SELECT status::text FROM procrastinate_jobs WHERE id = $1),
+                (SELECT count(*) FROM procrastinate_workers)",
+    )
+    .bind(id)
+    .fetch_one(db.pool())
+    .await
+    .unwrap();
+    assert_eq!((status.as_str(), workers), ("todo", 0));
 }

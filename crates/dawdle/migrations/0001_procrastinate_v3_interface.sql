@@ -442,10 +442,14 @@ BEGIN
         LIMIT max_jobs
         FOR UPDATE OF j SKIP LOCKED
     )
+    -- clock_timestamp(), not now(): the snapshot that saw the previous job
+    -- of a lock finish is taken after the transaction started, so now()
+    -- could precede that job's finished_at and show two jobs of one lock
+    -- overlapping when they did not.
     UPDATE procrastinate_jobs AS job
     SET status = 'doing',
         worker_id = p_worker_id,
-        started_at = now(),
+        started_at = clock_timestamp(),
         finished_at = NULL
     FROM claimable
     WHERE job.id = claimable.id

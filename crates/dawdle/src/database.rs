@@ -6,6 +6,7 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
+use sqlx::Connection;
 
 use crate::local_pg::{LocalCluster, LocalClusterConfig, LocalPgError};
 
@@ -124,16 +125,21 @@ impl JobsDatabase {
     /// A pool of up to `max_connections`, with the first connection opened
     /// now so that a wrong URL fails here, with the URL in the message.
     pub async fn connect(&self, max_connections: u32) -> Result<PgPool, ConnectError> {
-        PgPoolOptions::new()
+        // One direct connection first: a pool retries a refused connection
+        // until its acquire timeout, and a typo in a URL should fail at once.
+        let unreachable = |source| ConnectError::Unreachable {
+            url: self.display_url.clone(),
+            source,
+        };
+        let probe = sqlx::PgConnection::connect_with(&self.options)
+            .await
+            .map_err(unreachable)?;
+        let _ = probe.close().await;
+        Ok(PgPoolOptions::new()
             .max_connections(max_connections)
             .min_connections(0)
             .acquire_timeout(Duration::from_secs(10))
-            .connect_with(self.options.clone())
-            .await
-            .map_err(|source| ConnectError::Unreachable {
-                url: self.display_url.clone(),
-                source,
-            })
+            .connect_lazy_with(self.options.clone()))
     }
 }
 

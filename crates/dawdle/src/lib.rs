@@ -12,17 +12,24 @@
 //! database (`JOB_QUEUE_DATABASE_URL`, or an embedded local PostgreSQL).
 
 pub mod admin;
+pub mod context;
 pub mod database;
 pub mod defer;
+pub mod diagnostics;
 pub mod job;
 pub mod local_pg;
 pub mod retry;
 pub mod schema;
 pub mod task;
+pub mod task_error;
 pub mod testing;
+pub mod worker;
 
+pub use context::JobContext;
 pub use database::{ConnectError, JobsDatabase};
 pub use defer::{defer, defer_batch, defer_task, DeferError};
 pub use job::{Event, EventType, InvalidJob, Job, JobStatus, NewJob};
 pub use retry::RetryStrategy;
 pub use task::Task;
+pub use task_error::TaskError;
+pub use worker::{Registry, Worker, WorkerConfig, WorkerReport};

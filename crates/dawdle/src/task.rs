@@ -4,10 +4,14 @@
 //! object: the same `args` a Python task receives as keyword arguments, so a
 //! job can be deferred from one language and run by the other.
 
+use std::future::Future;
+
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
+use crate::context::JobContext;
 use crate::retry::RetryStrategy;
+use crate::task_error::TaskError;
 
 /// A kind of job. Implement it on the struct of the job's arguments:
 ///
@@ -29,6 +33,13 @@ use crate::retry::RetryStrategy;
 ///
 ///     fn queueing_lock(&self) -> Option<String> {
 ///         Some(format!("welcome-{}", self.user_id))
+///     }
+///
+///     async fn run(self, ctx: dawdle::JobContext) -> Result<(), dawdle::TaskError> {
+///         // Send the email; `?` turns any error into a TaskError with its
+///         // cause chain, and a kind such as ConnectionError where known.
+///         let _ = (self.user_id, ctx.attempts);
+///         Ok(())
 ///     }
 /// }
 /// ```
@@ -54,4 +65,9 @@ pub trait Task: Serialize + DeserializeOwned + Send + Sync + 'static {
     fn queueing_lock(&self) -> Option<String> {
         None
     }
+
+    /// Runs one attempt. An `Err` is recorded as an `error` event and retried
+    /// per [`retry_strategy`](Self::retry_strategy); a panic fails the attempt
+    /// with kind `Panic` and never takes the worker down.
+    fn run(self, ctx: JobContext) -> impl Future<Output = Result<(), TaskError>> + Send;
 }

@@ -28,6 +28,10 @@ impl Task for SendWelcomeEmail {
     fn queueing_lock(&self) -> Option<String> {
         Some(format!("welcome-{}", self.user_id))
     }
+
+    async fn run(self, _ctx: dawdle::JobContext) -> Result<(), dawdle::TaskError> {
+        Ok(())
+    }
 }
 
 #[tokio::test]

@@ -1,0 +1,139 @@
+//! `dawdle worker`: a worker process with the built-in diagnostic tasks
+//! (`dawdle.noop`, `dawdle.sleep`, `dawdle.fail`), for smoke tests,
+//! benchmarks, alert drills, and running jobs outside an application.
+
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Args, ValueEnum};
+use dawdle::{Registry, Worker, WorkerConfig};
+
+use crate::{jobs_pool_sized, output, Failure};
+
+#[derive(Debug, Args)]
+pub(crate) struct WorkerArgs {
+    /// Queues to work on, comma-separated (default: every queue).
+    #[arg(long, value_delimiter = ',', value_name = "QUEUE,...")]
+    queues: Option<Vec<String>>,
+    /// Jobs run at the same time.
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    concurrency: u32,
+    /// Exit once no runnable job is left; the exit code is 1 if any job failed.
+    #[arg(long)]
+    one_shot: bool,
+    /// Seconds between claims when no notification arrives.
+    #[arg(long, default_value_t = 2.0, value_name = "SECONDS")]
+    poll_interval: f64,
+    /// Seconds running jobs get to finish on SIGINT/SIGTERM before they are put back.
+    #[arg(long, default_value_t = 30.0, value_name = "SECONDS")]
+    shutdown_timeout: f64,
+    /// Log format on stderr.
+    #[arg(long, value_enum, default_value_t = LogFormat::Text, env = "DAWDLE_LOG_FORMAT")]
+    log_format: LogFormat,
+    /// At exit, print what the worker did (and its peak memory) as JSON on stdout.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub(crate) enum LogFormat {
+    Text,
+    Json,
+}
+
+/// Structured logs on stderr; `RUST_LOG` filters (default `info`).
+pub(crate) fn init_logging(format: LogFormat) {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().flatten_event(true).init(),
+    }
+}
+
+fn seconds(value: f64, flag: &str) -> Result<Duration, Failure> {
+    Duration::try_from_secs_f64(value).map_err(|_| {
+        Failure::new(format!(
+            "failed to start the worker: {flag} {value} is not a non-negative number of seconds"
+        ))
+    })
+}
+
+pub(crate) async fn run(explicit_url: Option<&str>, args: WorkerArgs) -> Result<ExitCode, Failure> {
+    init_logging(args.log_format);
+    let config = WorkerConfig {
+        queues: args.queues,
+        concurrency: args.concurrency as usize,
+        poll_interval: seconds(args.poll_interval, "--poll-interval")?
+            .max(Duration::from_millis(10)),
+        shutdown_timeout: seconds(args.shutdown_timeout, "--shutdown-timeout")?,
+        one_shot: args.one_shot,
+        ..WorkerConfig::default()
+    };
+    // Claims, completions and heartbeats each use a connection; tasks may
+    // borrow a few more to defer follow-up jobs. A database that is not up
+    // yet (services starting together) is waited for, not a reason to exit.
+    let pool = loop {
+        match jobs_pool_sized(explicit_url, 8).await {
+            Ok(pool) => break pool,
+            Err(failure) if failure.is_unreachable() => {
+                tracing::warn!(error = %failure.message(), "the jobs database is unreachable; retrying in 2 s");
+                tokio::select! {
+                    _ = shutdown_signal() => return Ok(ExitCode::SUCCESS),
+                    _ = tokio::time::sleep(Duration::from_secs(2)) => {}
+                }
+            }
+            Err(failure) => return Err(failure),
+        }
+    };
+    let mut registry = Registry::new();
+    dawdle::diagnostics::register(&mut registry);
+    let worker = Worker::new(pool, registry, config);
+    let report = worker
+        .run(shutdown_signal())
+        .await
+        .map_err(|error| Failure::from_error(&error))?;
+    if args.json {
+        output::print_json(&serde_json::json!({
+            "succeeded": report.succeeded,
+            "retried": report.retried,
+            "failed": report.failed,
+            "interrupted": report.interrupted,
+            "peak_rss_kb": peak_rss_kb(),
+        }));
+    }
+    Ok(if args.one_shot && report.failed > 0 {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+/// Completes on SIGINT or SIGTERM.
+async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut terminate = match signal(SignalKind::terminate()) {
+        Ok(stream) => stream,
+        Err(error) => {
+            tracing::warn!(error = %error, "cannot listen for SIGTERM; only SIGINT stops the worker");
+            let _ = tokio::signal::ctrl_c().await;
+            return;
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT received; stopping"),
+        _ = terminate.recv() => tracing::info!("SIGTERM received; stopping"),
+    }
+}
+
+/// The process's peak resident memory (VmHWM), in KiB, where /proc has it.
+fn peak_rss_kb() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmHWM:"))
+        .and_then(|value| value.trim().trim_end_matches("kB").trim().parse().ok())
+}

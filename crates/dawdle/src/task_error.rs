@@ -1,0 +1,220 @@
+//! Errors as data: what a failed attempt records in its `error` event.
+//!
+//! A [`TaskError`] has a short kind (`ConnectionError`, `TimeoutError`,
+//! `ValidationError`, `DatabaseError`, `Panic`, or a task's own), a message,
+//! and the full cause chain as `error_traceback`, so the runbook's "errors by
+//! type" query and `dawdle job` show the root cause. Any `std::error::Error`
+//! converts with `?`; well-known error types get their kind automatically.
+
+use std::error::Error as StdError;
+use std::fmt;
+
+/// Kind of a connection failure to another service.
+pub const CONNECTION_ERROR: &str = "ConnectionError";
+/// Kind of an attempt that ran out of time.
+pub const TIMEOUT_ERROR: &str = "TimeoutError";
+/// Kind of bad job arguments: never retried.
+pub const VALIDATION_ERROR: &str = "ValidationError";
+/// Kind of a database failure.
+pub const DATABASE_ERROR: &str = "DatabaseError";
+/// Kind of a task that panicked.
+pub const PANIC: &str = "Panic";
+/// Kind of a job whose task no worker knows.
+pub const UNKNOWN_TASK: &str = "UnknownTask";
+/// Kind of an attempt interrupted by the worker shutting down.
+pub const WORKER_SHUTDOWN: &str = "WorkerShutdown";
+/// Kind given to errors nobody classified.
+pub const GENERIC_ERROR: &str = "Error";
+
+/// Why an attempt failed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TaskError {
+    kind: String,
+    message: String,
+    traceback: String,
+    retryable: bool,
+}
+
+impl TaskError {
+    /// An error of `kind` with `message`; its traceback is `kind: message`.
+    pub fn new(kind: impl Into<String>, message: impl Into<String>) -> Self {
+        let kind = kind.into();
+        let message = message.into();
+        Self {
+            traceback: format!("{kind}: {message}"),
+            retryable: kind != VALIDATION_ERROR,
+            kind,
+            message,
+        }
+    }
+
+    pub fn connection(message: impl Into<String>) -> Self {
+        Self::new(CONNECTION_ERROR, message)
+    }
+
+    pub fn timeout(message: impl Into<String>) -> Self {
+        Self::new(TIMEOUT_ERROR, message)
+    }
+
+    /// Bad arguments: the job fails without retry.
+    pub fn validation(message: impl Into<String>) -> Self {
+        Self::new(VALIDATION_ERROR, message)
+    }
+
+    pub fn database(message: impl Into<String>) -> Self {
+        Self::new(DATABASE_ERROR, message)
+    }
+
+    /// From any error, with its whole cause chain, under the given kind.
+    pub fn from_error(kind: impl Into<String>, error: &(dyn StdError + 'static)) -> Self {
+        let mut task_error = Self::new(kind, error.to_string());
+        task_error.traceback = cause_chain(&task_error.kind, error);
+        task_error
+    }
+
+    /// The same error under another kind.
+    pub fn with_kind(mut self, kind: impl Into<String>) -> Self {
+        let kind = kind.into();
+        self.traceback = match self.traceback.strip_prefix(&format!("{}: ", self.kind)) {
+            Some(rest) => format!("{kind}: {rest}"),
+            None => self.traceback,
+        };
+        self.retryable = self.retryable && kind != VALIDATION_ERROR;
+        self.kind = kind;
+        self
+    }
+
+    /// Fail the job now, whatever the retry strategy says.
+    pub fn no_retry(mut self) -> Self {
+        self.retryable = false;
+        self
+    }
+
+    pub fn kind(&self) -> &str {
+        &self.kind
+    }
+
+    pub fn message(&self) -> &str {
+        &self.message
+    }
+
+    /// The cause chain, one error per line, outermost first.
+    pub fn traceback(&self) -> &str {
+        &self.traceback
+    }
+
+    /// Whether the retry strategy may retry it.
+    pub fn is_retryable(&self) -> bool {
+        self.retryable
+    }
+}
+
+impl fmt::Display for TaskError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.kind, self.message)
+    }
+}
+
+impl<E> From<E> for TaskError
+where
+    E: StdError + Send + Sync + 'static,
+{
+    fn from(error: E) -> Self {
+        let kind = classify(&error);
+        Self::from_error(kind, &error)
+    }
+}
+
+/// The runbook's kinds for the error types whose meaning is known.
+fn classify(error: &(dyn StdError + 'static)) -> &'static str {
+    if let Some(error) = error.downcast_ref::<sqlx::Error>() {
+        return match error {
+            sqlx::Error::PoolTimedOut => TIMEOUT_ERROR,
+            sqlx::Error::Io(_) | sqlx::Error::Tls(_) | sqlx::Error::PoolClosed => CONNECTION_ERROR,
+            _ => DATABASE_ERROR,
+        };
+    }
+    if error.is::<tokio::time::error::Elapsed>() {
+        return TIMEOUT_ERROR;
+    }
+    if error.is::<serde_json::Error>() {
+        return VALIDATION_ERROR;
+    }
+    if let Some(error) = error.downcast_ref::<std::io::Error>() {
+        use std::io::ErrorKind;
+        return match error.kind() {
+            ErrorKind::TimedOut => TIMEOUT_ERROR,
+            ErrorKind::ConnectionRefused
+            | ErrorKind::ConnectionReset
+            | ErrorKind::ConnectionAborted
+            | ErrorKind::NotConnected
+            | ErrorKind::BrokenPipe
+            | ErrorKind::AddrNotAvailable => CONNECTION_ERROR,
+            _ => GENERIC_ERROR,
+        };
+    }
+    GENERIC_ERROR
+}
+
+fn cause_chain(kind: &str, error: &(dyn StdError + 'static)) -> String {
+    let mut chain = format!("{kind}: {error}");
+    let mut source = error.source();
+    while let Some(cause) = source {
+        chain.push_str(&format!("\ncaused by: {cause}"));
+        source = cause.source();
+    }
+    chain
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("send welcome email to user 42")]
+    struct SendFailed(#[source] std::io::Error);
+
+    #[test]
+    fn the_cause_chain_becomes_the_traceback() {
+        let error = SendFailed(std::io::Error::new(
+            std::io::ErrorKind::ConnectionRefused,
+            "smtp.example.com:25 refused the connection",
+        ));
+        let task_error = TaskError::from(error).with_kind(CONNECTION_ERROR);
+        assert_eq!(task_error.kind(), "ConnectionError");
+        assert_eq!(task_error.message(), "send welcome email to user 42");
+        assert_eq!(
+            task_error.traceback(),
+            "ConnectionError: send welcome email to user 42\n\
+             caused by: smtp.example.com:25 refused the connection"
+        );
+        assert!(task_error.is_retryable());
+    }
+
+    #[test]
+    fn well_known_errors_get_the_runbook_kinds() {
+        let refused = std::io::Error::from(std::io::ErrorKind::ConnectionRefused);
+        assert_eq!(TaskError::from(refused).kind(), CONNECTION_ERROR);
+        let bad_json = serde_json::from_str::<i32>("x").unwrap_err();
+        let validation = TaskError::from(bad_json);
+        assert_eq!(validation.kind(), VALIDATION_ERROR);
+        assert!(!validation.is_retryable());
+        assert_eq!(
+            TaskError::from(sqlx::Error::RowNotFound).kind(),
+            DATABASE_ERROR
+        );
+        assert_eq!(
+            TaskError::from(sqlx::Error::PoolTimedOut).kind(),
+            TIMEOUT_ERROR
+        );
+    }
+
+    #[test]
+    fn validation_errors_are_never_retryable() {
+        assert!(!TaskError::validation("bad").is_retryable());
+        assert!(!TaskError::new("Custom", "x")
+            .with_kind(VALIDATION_ERROR)
+            .is_retryable());
+        assert!(!TaskError::connection("x").no_retry().is_retryable());
+    }
+}

@@ -1,0 +1,216 @@
+//! Batched completion: outcomes of finished attempts are buffered and written
+//! with one statement per flush, error events included.
+//!
+//! The completer is a task of its own so that running jobs never wait on the
+//! database to report: a job's outcome is handed over through a channel, and
+//! whatever accumulated while the previous flush was in flight goes out in
+//! the next one. A flush that fails is retried with backoff until it
+//! succeeds; outcomes are never dropped while the worker runs.
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use sqlx::PgPool;
+use tokio::sync::{mpsc, oneshot};
+use tracing::warn;
+
+use crate::task_error::TaskError;
+use crate::worker::backoff::Backoff;
+
+/// Most outcomes written by one statement.
+const MAX_FLUSH: usize = 2000;
+
+/// How an attempt ended, as the database must record it.
+#[derive(Debug, Clone)]
+pub(crate) enum Verdict {
+    Succeeded,
+    /// Back to `todo`, runnable at `at`.
+    Retry {
+        at: DateTime<Utc>,
+    },
+    Failed,
+}
+
+#[derive(Debug, Clone)]
+pub(crate) struct Outcome {
+    pub(crate) job_id: i64,
+    pub(crate) verdict: Verdict,
+    pub(crate) error: Option<TaskError>,
+}
+
+#[derive(Debug)]
+enum Message {
+    Outcome(Outcome),
+    /// Answered once every outcome sent before it is written.
+    Flush(oneshot::Sender<()>),
+}
+
+/// The sending side, held by the worker loop.
+#[derive(Debug, Clone)]
+pub(crate) struct Completer {
+    sender: mpsc::UnboundedSender<Message>,
+}
+
+impl Completer {
+    /// Starts the completer task. It ends once every `Completer` is dropped
+    /// and the remaining outcomes are written, or `give_up_after` has passed
+    /// since the channel closed with writes still failing.
+    pub(crate) fn spawn(
+        pool: PgPool,
+        give_up_after: Duration,
+    ) -> (Self, tokio::task::JoinHandle<()>) {
+        let (sender, receiver) = mpsc::unbounded_channel();
+        let task = tokio::spawn(run(pool, receiver, give_up_after));
+        (Self { sender }, task)
+    }
+
+    pub(crate) fn send(&self, outcome: Outcome) {
+        // The completer only stops after every sender is gone.
+        let _ = self.sender.send(Message::Outcome(outcome));
+    }
+
+    /// Waits until every outcome sent so far is in the database.
+    pub(crate) async fn flush(&self) {
+        let (ack, done) = oneshot::channel();
+        if self.sender.send(Message::Flush(ack)).is_ok() {
+            let _ = done.await;
+        }
+    }
+}
+
+async fn run(
+    pool: PgPool,
+    mut receiver: mpsc::UnboundedReceiver<Message>,
+    give_up_after: Duration,
+) {
+    let mut batch: Vec<Outcome> = Vec::new();
+    let mut acks: Vec<oneshot::Sender<()>> = Vec::new();
+    let mut backoff = Backoff::new();
+    let mut closed_at: Option<tokio::time::Instant> = None;
+    loop {
+        if batch.is_empty() && acks.is_empty() {
+            match receiver.recv().await {
+                Some(message) => take(message, &mut batch, &mut acks),
+                None => return,
+            }
+        }
+        while batch.len() < MAX_FLUSH {
+            match receiver.try_recv() {
+                Ok(message) => take(message, &mut batch, &mut acks),
+                Err(mpsc::error::TryRecvError::Empty) => break,
+                Err(mpsc::error::TryRecvError::Disconnected) => {
+                    closed_at.get_or_insert_with(tokio::time::Instant::now);
+                    break;
+                }
+            }
+        }
+        if batch.is_empty() {
+            for ack in acks.drain(..) {
+                let _ = ack.send(());
+            }
+            continue;
+        }
+        match write(&pool, &batch).await {
+            Ok(()) => {
+                backoff.reset();
+                batch.clear();
+                // An ack waits for everything sent before it, which may span
+                // several flushes: answer only once nothing is left buffered.
+                if receiver.is_empty() {
+                    for ack in acks.drain(..) {
+                        let _ = ack.send(());
+                    }
+                }
+            }
+            Err(error) => {
+                let wait = backoff.next_wait();
+                warn!(
+                    jobs = batch.len(),
+                    retry_in_ms = wait.as_millis() as u64,
+                    error = %error,
+                    "failed to record job outcomes; retrying"
+                );
+                if closed_at.is_some_and(|at| at.elapsed() > give_up_after) {
+                    warn!(
+                        jobs = batch.len(),
+                        "giving up recording job outcomes at shutdown; the jobs stay in doing \
+                         and will be found as stalled"
+                    );
+                    return;
+                }
+                tokio::time::sleep(wait).await;
+            }
+        }
+    }
+}
+
+fn take(message: Message, batch: &mut Vec<Outcome>, acks: &mut Vec<oneshot::Sender<()>>) {
+    match message {
+        Message::Outcome(outcome) => batch.push(outcome),
+        Message::Flush(ack) => acks.push(ack),
+    }
+}
+
+/// One statement: every outcome's status, attempt count, schedule and
+/// timestamps, and an `error` event for each failed attempt. The statement's
+/// trigger records `succeeded`, `failed` and `deferred_for_retry` (and
+/// `scheduled`) after the error events, so a job's history reads in order.
+async fn write(pool: &PgPool, batch: &[Outcome]) -> Result<(), sqlx::Error> {
+    let mut ids = Vec::with_capacity(batch.len());
+    let mut statuses = Vec::with_capacity(batch.len());
+    let mut retry_at = Vec::with_capacity(batch.len());
+    let mut kinds = Vec::with_capacity(batch.len());
+    let mut messages = Vec::with_capacity(batch.len());
+    let mut tracebacks = Vec::with_capacity(batch.len());
+    for outcome in batch {
+        ids.push(outcome.job_id);
+        let (status, at) = match outcome.verdict {
+            Verdict::Succeeded => ("succeeded", None),
+            Verdict::Retry { at } => ("todo", Some(at)),
+            Verdict::Failed => ("failed", None),
+        };
+        statuses.push(status);
+        retry_at.push(at);
+        kinds.push(outcome.error.as_ref().map(|e| e.kind()));
+        messages.push(outcome.error.as_ref().map(|e| e.message()));
+        tracebacks.push(outcome.error.as_ref().map(|e| e.traceback()));
+    }
+    sqlx::query(
+        "WITH outcome AS (
+             SELECT *
+             FROM unnest($1::bigint[], $2::text[]::procrastinate_job_status[], $3::timestamptz[],
+                         $4::text[], $5::text[], $6::text[])
+                  AS o (id, status, retry_at, error, error_message, error_traceback)
+         ),
+         recorded AS (
+             UPDATE procrastinate_jobs AS job
+             SET status = outcome.status,
+                 attempts = job.attempts + 1,
+                 abort_requested = false,
+                 scheduled_at = CASE WHEN outcome.status = 'todo' THEN outcome.retry_at
+                                     ELSE job.scheduled_at END,
+                 started_at = CASE WHEN outcome.status = 'todo' THEN NULL ELSE job.started_at END,
+                 finished_at = CASE WHEN outcome.status = 'todo' THEN NULL ELSE now() END
+             FROM outcome
+             WHERE job.id = outcome.id AND job.status = 'doing'
+             RETURNING job.id
+         ),
+         errors AS (
+             INSERT INTO procrastinate_events (job_id, type, error, error_message, error_traceback)
+             SELECT outcome.id, 'error', outcome.error, outcome.error_message, outcome.error_traceback
+             FROM outcome
+             JOIN recorded ON recorded.id = outcome.id
+             WHERE outcome.error IS NOT NULL
+         )
+         SELECT count(*) FROM recorded",
+    )
+    .bind(&ids)
+    .bind(&statuses)
+    .bind(&retry_at)
+    .bind(&kinds)
+    .bind(&messages)
+    .bind(&tracebacks)
+    .execute(pool)
+    .await?;
+    Ok(())
+}

@@ -1,0 +1,637 @@
+//! The worker: claims jobs in batches, runs them, records their outcomes in
+//! batches, and keeps itself registered.
+//!
+//! One loop owns claiming. It asks for as many jobs as it has free slots with
+//! one statement (`dawdle_fetch_jobs_v1`), spawns each job as a tokio task,
+//! and hands every outcome to the completer (see `completion`), which writes
+//! them in batches. Claiming happens again when a claim came back full (there
+//! is probably more), when a notification says jobs were inserted, or when
+//! the poll interval passes (notifications can be lost). Database errors are
+//! logged and retried with backoff; the worker never gives up on its own.
+//!
+//! Invariant: the worker never holds a row lock while user code runs. A
+//! claim commits before any job of it starts.
+
+mod backoff;
+mod completion;
+mod registry;
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use chrono::Utc;
+use sqlx::postgres::PgListener;
+use sqlx::PgPool;
+use tokio::sync::Notify;
+use tokio::task::JoinSet;
+use tracing::{debug, error, info, warn};
+
+pub use registry::Registry;
+
+use crate::context::JobContext;
+use crate::job::{Job, JOB_COLUMNS};
+use crate::task_error::{self, TaskError};
+use backoff::Backoff;
+use completion::{Completer, Outcome, Verdict};
+
+/// How a worker runs.
+#[derive(Debug, Clone)]
+pub struct WorkerConfig {
+    /// Queues to take jobs from; `None` takes from every queue.
+    pub queues: Option<Vec<String>>,
+    /// Jobs run at the same time.
+    pub concurrency: usize,
+    /// Claim at least this often even without notifications.
+    pub poll_interval: Duration,
+    /// How often the worker's row in `procrastinate_workers` is refreshed.
+    pub heartbeat_interval: Duration,
+    /// On shutdown, how long running jobs may take to finish before they are
+    /// interrupted and put back for retry.
+    pub shutdown_timeout: Duration,
+    /// Stop once no runnable job is left (scripts, tests, cron).
+    pub one_shot: bool,
+    /// LISTEN for new jobs (otherwise only poll).
+    pub listen: bool,
+}
+
+impl Default for WorkerConfig {
+    fn default() -> Self {
+        Self {
+            queues: None,
+            concurrency: 10,
+            poll_interval: Duration::from_secs(2),
+            heartbeat_interval: Duration::from_secs(10),
+            shutdown_timeout: Duration::from_secs(30),
+            one_shot: false,
+            listen: true,
+        }
+    }
+}
+
+/// What a worker did, returned when it stops.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct WorkerReport {
+    pub succeeded: u64,
+    /// Attempts that failed and were scheduled again.
+    pub retried: u64,
+    /// Jobs that failed for good.
+    pub failed: u64,
+    /// Attempts interrupted by shutdown and put back for retry.
+    pub interrupted: u64,
+}
+
+/// Failures that stop a worker before it starts, worded to read after "failed to …".
+#[derive(Debug, thiserror::Error)]
+pub enum WorkerError {
+    #[error("start the worker: concurrency must be at least 1")]
+    NoConcurrency,
+    #[error("start the worker: the queue list is empty (leave it unset to work on every queue)")]
+    NoQueues,
+}
+
+/// A worker over one jobs database.
+#[derive(Debug)]
+pub struct Worker {
+    pool: PgPool,
+    registry: Arc<Registry>,
+    config: WorkerConfig,
+}
+
+/// A job being run, by tokio task id.
+#[derive(Debug)]
+struct Running {
+    job: Job,
+    started: Instant,
+}
+
+impl Worker {
+    pub fn new(pool: PgPool, registry: Registry, config: WorkerConfig) -> Self {
+        Self {
+            pool,
+            registry: Arc::new(registry),
+            config,
+        }
+    }
+
+    /// Runs until `shutdown` completes (or, in one-shot mode, until no
+    /// runnable job is left), then lets running jobs finish within the
+    /// shutdown timeout, records every outcome and unregisters.
+    pub async fn run<S>(self, shutdown: S) -> Result<WorkerReport, WorkerError>
+    where
+        S: Future<Output = ()> + Send,
+    {
+        if self.config.concurrency == 0 {
+            return Err(WorkerError::NoConcurrency);
+        }
+        if self.config.queues.as_ref().is_some_and(Vec::is_empty) {
+            return Err(WorkerError::NoQueues);
+        }
+        tokio::pin!(shutdown);
+        let Some(worker_id) = register(&self.pool, &mut shutdown).await else {
+            return Ok(WorkerReport::default());
+        };
+        let worker_id = Arc::new(AtomicI64::new(worker_id));
+        let wake = Arc::new(Notify::new());
+        let mut helpers = JoinSet::new();
+        if self.config.listen {
+            helpers.spawn(listen(
+                self.pool.clone(),
+                channels(&self.config.queues),
+                wake.clone(),
+            ));
+        }
+        helpers.spawn(heartbeat(
+            self.pool.clone(),
+            worker_id.clone(),
+            self.config.heartbeat_interval,
+        ));
+        let (completer, completer_task) =
+            Completer::spawn(self.pool.clone(), self.config.shutdown_timeout);
+        info!(
+            worker_id = worker_id.load(Ordering::Relaxed),
+            queues = %self.config.queues.as_ref().map_or("*".to_string(), |q| q.join(",")),
+            concurrency = self.config.concurrency,
+            tasks = %self.registry.names().join(","),
+            "job_queue_worker_started"
+        );
+
+        let mut state = Loop {
+            worker: &self,
+            worker_id: worker_id.clone(),
+            completer: completer.clone(),
+            running: JoinSet::new(),
+            by_task: HashMap::new(),
+            report: WorkerReport::default(),
+            reconcile: false,
+        };
+        state.main_loop(&mut shutdown, &wake).await;
+        state.drain(self.config.shutdown_timeout).await;
+        let report = state.report;
+        drop(state);
+        drop(completer);
+        if completer_task.await.is_err() {
+            error!("the completion task panicked");
+        }
+        helpers.abort_all();
+        let id = worker_id.load(Ordering::Relaxed);
+        if let Err(error) = sqlx::query("SELECT procrastinate_unregister_worker_v1($1)")
+            .bind(id)
+            .execute(&self.pool)
+            .await
+        {
+            warn!(worker_id = id, error = %error, "failed to unregister the worker; it will be pruned as stalled");
+        }
+        info!(
+            worker_id = id,
+            succeeded = report.succeeded,
+            retried = report.retried,
+            failed = report.failed,
+            interrupted = report.interrupted,
+            "job_queue_worker_stopped"
+        );
+        Ok(report)
+    }
+}
+
+/// The claiming loop's state.
+struct Loop<'w> {
+    worker: &'w Worker,
+    worker_id: Arc<AtomicI64>,
+    completer: Completer,
+    running: JoinSet<Result<(), TaskError>>,
+    by_task: HashMap<tokio::task::Id, Running>,
+    report: WorkerReport,
+    /// Set when a claim failed for lack of a connection: the claim may have
+    /// committed without us seeing its rows, leaving jobs in `doing` that
+    /// nobody runs. The next claim first puts those back.
+    reconcile: bool,
+}
+
+impl Loop<'_> {
+    async fn main_loop<S: Future<Output = ()>>(
+        &mut self,
+        shutdown: &mut std::pin::Pin<&mut S>,
+        wake: &Notify,
+    ) {
+        let config = &self.worker.config;
+        let mut poll = tokio::time::interval(config.poll_interval);
+        poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut claim_due = true;
+        let mut backoff = Backoff::new();
+        loop {
+            let free = config.concurrency - self.running.len();
+            if claim_due && free > 0 {
+                match self.claim(free).await {
+                    Ok(0) if config.one_shot && self.running.is_empty() => {
+                        // Outcomes not yet written may be retries runnable
+                        // now: write them, then look once more.
+                        self.completer.flush().await;
+                        match self.claim(free).await {
+                            Ok(0) => return,
+                            Ok(claimed) => claim_due = claimed == free,
+                            Err(()) => {}
+                        }
+                        continue;
+                    }
+                    Ok(claimed) => {
+                        backoff.reset();
+                        claim_due = claimed == free;
+                    }
+                    Err(()) => {
+                        let wait = backoff.next_wait();
+                        tokio::select! {
+                            _ = shutdown.as_mut() => return,
+                            _ = tokio::time::sleep(wait) => {}
+                        }
+                        continue;
+                    }
+                }
+                if claim_due && self.running.len() < config.concurrency {
+                    continue;
+                }
+            }
+            tokio::select! {
+                biased;
+                _ = shutdown.as_mut() => return,
+                Some(joined) = self.running.join_next_with_id(), if !self.running.is_empty() => {
+                    self.finished(joined);
+                    while let Some(joined) = self.running.try_join_next_with_id() {
+                        self.finished(joined);
+                    }
+                    // Idle in one-shot mode: find out now whether we are done.
+                    if config.one_shot && self.running.is_empty() {
+                        claim_due = true;
+                    }
+                }
+                _ = wake.notified() => claim_due = true,
+                _ = poll.tick() => claim_due = true,
+            }
+        }
+    }
+
+    /// Claims up to `limit` jobs and starts them; `Err` after logging a
+    /// database error.
+    async fn claim(&mut self, limit: usize) -> Result<usize, ()> {
+        if self.reconcile {
+            self.put_back_orphans().await?;
+        }
+        let worker_id = self.worker_id.load(Ordering::Relaxed);
+        let claimed: Result<Vec<Job>, sqlx::Error> = sqlx::query_as(&format!(
+            "SELECT {JOB_COLUMNS} FROM dawdle_fetch_jobs_v1($1, $2, $3)"
+        ))
+        .bind(&self.worker.config.queues)
+        .bind(worker_id)
+        .bind(i32::try_from(limit).unwrap_or(i32::MAX))
+        .fetch_all(&self.worker.pool)
+        .await;
+        let mut jobs = match claimed {
+            Ok(jobs) => jobs,
+            Err(error) => {
+                let code = error
+                    .as_database_error()
+                    .and_then(|e| e.code())
+                    .map(|c| c.into_owned());
+                match code.as_deref() {
+                    // Another claimer took the last job of a lock between our
+                    // snapshot and our update: nothing is wrong, claim again.
+                    Some("23505") => return Ok(0),
+                    // This worker was pruned as stalled: register anew.
+                    Some("23503") => {
+                        warn!(
+                            worker_id,
+                            "the worker was pruned as stalled; registering again"
+                        );
+                        if let Ok(id) = register_once(&self.worker.pool).await {
+                            self.worker_id.store(id, Ordering::Relaxed);
+                        }
+                    }
+                    Some(_) => warn!(error = %error, "failed to claim jobs; retrying"),
+                    None => {
+                        warn!(error = %error, "failed to claim jobs (connection); retrying");
+                        self.reconcile = true;
+                    }
+                }
+                return Err(());
+            }
+        };
+        jobs.sort_by(|a, b| b.priority.cmp(&a.priority).then(a.id.cmp(&b.id)));
+        let count = jobs.len();
+        for job in jobs {
+            self.start(job, worker_id);
+        }
+        Ok(count)
+    }
+
+    /// Puts back `doing` jobs of this worker that it neither runs nor has an
+    /// outcome for: claimed by a statement whose answer was lost.
+    async fn put_back_orphans(&mut self) -> Result<(), ()> {
+        // Outcomes still buffered belong to jobs that are legitimately doing.
+        if tokio::time::timeout(Duration::from_secs(5), self.completer.flush())
+            .await
+            .is_err()
+        {
+            return Err(());
+        }
+        let running: Vec<i64> = self
+            .by_task
+            .values()
+            .map(|running| running.job.id)
+            .collect();
+        let result = sqlx::query(
+            "UPDATE procrastinate_jobs
+             SET status = 'todo', started_at = NULL, finished_at = NULL, abort_requested = false
+             WHERE worker_id = $1 AND status = 'doing' AND NOT (id = ANY ($2))",
+        )
+        .bind(self.worker_id.load(Ordering::Relaxed))
+        .bind(&running)
+        .execute(&self.worker.pool)
+        .await;
+        match result {
+            Ok(done) => {
+                self.reconcile = false;
+                if done.rows_affected() > 0 {
+                    warn!(
+                        jobs = done.rows_affected(),
+                        "put back jobs claimed while the connection was lost"
+                    );
+                }
+                Ok(())
+            }
+            Err(error) => {
+                warn!(error = %error, "failed to check for jobs claimed while the connection was lost");
+                Err(())
+            }
+        }
+    }
+
+    fn start(&mut self, job: Job, worker_id: i64) {
+        info!(
+            job_id = job.id,
+            task = %job.task_name,
+            queue = %job.queue_name,
+            attempt = job.attempts + 1,
+            "job started"
+        );
+        let registered = self.worker.registry.get(&job.task_name).cloned();
+        let context = JobContext::new(&job, worker_id, self.worker.pool.clone());
+        let args = job.args.clone();
+        let task_name = job.task_name.clone();
+        let known = self.worker.registry.names().join(", ");
+        let handle = self.running.spawn(async move {
+            match registered {
+                Some(task) => (task.run)(args, context).await,
+                None => Err(TaskError::new(
+                    task_error::UNKNOWN_TASK,
+                    format!("no task named {task_name:?} is registered in this worker (it knows: {known})"),
+                )
+                .no_retry()),
+            }
+        });
+        self.by_task.insert(
+            handle.id(),
+            Running {
+                job,
+                started: Instant::now(),
+            },
+        );
+    }
+
+    /// Turns a finished (or panicked) attempt into an outcome for the completer.
+    fn finished(
+        &mut self,
+        joined: Result<(tokio::task::Id, Result<(), TaskError>), tokio::task::JoinError>,
+    ) {
+        let (task_id, result) = match joined {
+            Ok((id, result)) => (id, result),
+            Err(join_error) => {
+                let id = join_error.id();
+                let message = if join_error.is_panic() {
+                    panic_message(join_error.into_panic())
+                } else {
+                    "the attempt was cancelled".to_string()
+                };
+                (id, Err(TaskError::new(task_error::PANIC, message)))
+            }
+        };
+        let Some(Running { job, started }) = self.by_task.remove(&task_id) else {
+            return;
+        };
+        let duration_ms = started.elapsed().as_secs_f64() * 1000.0;
+        let outcome = match result {
+            Ok(()) => {
+                self.report.succeeded += 1;
+                info!(job_id = job.id, task = %job.task_name, queue = %job.queue_name,
+                      attempt = job.attempts + 1, duration_ms, "job succeeded");
+                Outcome {
+                    job_id: job.id,
+                    verdict: Verdict::Succeeded,
+                    error: None,
+                }
+            }
+            Err(error) => self.failure(&job, error, duration_ms),
+        };
+        self.completer.send(outcome);
+    }
+
+    fn failure(&mut self, job: &Job, error: TaskError, duration_ms: f64) -> Outcome {
+        let attempts = u32::try_from(job.attempts).unwrap_or(0);
+        let wait = if error.is_retryable() {
+            self.worker
+                .registry
+                .get(&job.task_name)
+                .and_then(|task| task.retry.next_wait(attempts, error.kind()))
+        } else {
+            None
+        };
+        let verdict = match wait {
+            Some(wait) => {
+                self.report.retried += 1;
+                let at =
+                    Utc::now() + chrono::Duration::from_std(wait).unwrap_or(chrono::Duration::MAX);
+                warn!(job_id = job.id, task = %job.task_name, queue = %job.queue_name,
+                      attempt = job.attempts + 1, duration_ms, error_kind = error.kind(),
+                      error = error.message(), retry_in_s = wait.as_secs_f64(),
+                      "job failed; retry scheduled");
+                Verdict::Retry { at }
+            }
+            None => {
+                self.report.failed += 1;
+                error!(job_id = job.id, task = %job.task_name, queue = %job.queue_name,
+                       attempt = job.attempts + 1, duration_ms, error_kind = error.kind(),
+                       error = error.message(), "job failed");
+                Verdict::Failed
+            }
+        };
+        Outcome {
+            job_id: job.id,
+            verdict,
+            error: Some(error),
+        }
+    }
+
+    /// After the loop: let running jobs finish within `timeout`, then put the
+    /// others back for retry.
+    async fn drain(&mut self, timeout: Duration) {
+        if !self.running.is_empty() {
+            info!(
+                running = self.running.len(),
+                timeout_s = timeout.as_secs_f64(),
+                "stopping: waiting for running jobs to finish"
+            );
+        }
+        let deadline = tokio::time::Instant::now() + timeout;
+        while !self.running.is_empty() {
+            match tokio::time::timeout_at(deadline, self.running.join_next_with_id()).await {
+                Ok(Some(joined)) => self.finished(joined),
+                Ok(None) => break,
+                Err(_) => break,
+            }
+        }
+        self.running.abort_all();
+        for (_, Running { job, .. }) in self.by_task.drain() {
+            self.report.interrupted += 1;
+            warn!(job_id = job.id, task = %job.task_name, queue = %job.queue_name,
+                  "job interrupted by shutdown; put back for retry");
+            self.completer.send(Outcome {
+                job_id: job.id,
+                verdict: Verdict::Retry { at: Utc::now() },
+                error: Some(TaskError::new(
+                    task_error::WORKER_SHUTDOWN,
+                    format!(
+                        "the worker stopped before the job finished (waited {} s)",
+                        timeout.as_secs_f64()
+                    ),
+                )),
+            });
+        }
+        // Aborted tasks still report through the JoinSet; nothing to record.
+        while self.running.join_next().await.is_some() {}
+    }
+}
+
+fn panic_message(payload: Box<dyn std::any::Any + Send>) -> String {
+    if let Some(message) = payload.downcast_ref::<&str>() {
+        format!("the task panicked: {message}")
+    } else if let Some(message) = payload.downcast_ref::<String>() {
+        format!("the task panicked: {message}")
+    } else {
+        "the task panicked".to_string()
+    }
+}
+
+/// Registers the worker, retrying with backoff until it works or `shutdown`
+/// completes (`None`).
+async fn register<S: Future<Output = ()>>(
+    pool: &PgPool,
+    shutdown: &mut std::pin::Pin<&mut S>,
+) -> Option<i64> {
+    let mut backoff = Backoff::new();
+    loop {
+        match register_once(pool).await {
+            Ok(id) => return Some(id),
+            Err(error) => {
+                let wait = backoff.next_wait();
+                warn!(error = %error, retry_in_ms = wait.as_millis() as u64,
+                      "failed to register the worker with the jobs database; retrying");
+                tokio::select! {
+                    _ = shutdown.as_mut() => return None,
+                    _ = tokio::time::sleep(wait) => {}
+                }
+            }
+        }
+    }
+}
+
+async fn register_once(pool: &PgPool) -> Result<i64, sqlx::Error> {
+    sqlx::query_scalar("SELECT worker_id FROM procrastinate_register_worker_v1()")
+        .fetch_one(pool)
+        .await
+}
+
+/// The channels to LISTEN on: one per queue, or the any-queue channel.
+fn channels(queues: &Option<Vec<String>>) -> Vec<String> {
+    match queues {
+        None => vec!["procrastinate_any_queue_v1".to_string()],
+        Some(queues) => queues
+            .iter()
+            .map(|queue| format!("procrastinate_queue_v1#{queue}"))
+            .collect(),
+    }
+}
+
+/// Wakes the claiming loop on every notification; reconnects with backoff.
+async fn listen(pool: PgPool, channels: Vec<String>, wake: Arc<Notify>) {
+    let mut backoff = Backoff::new();
+    loop {
+        let connected = async {
+            let mut listener = PgListener::connect_with(&pool).await?;
+            let names: Vec<&str> = channels.iter().map(String::as_str).collect();
+            listener.listen_all(names).await?;
+            Ok::<_, sqlx::Error>(listener)
+        }
+        .await;
+        match connected {
+            Ok(mut listener) => {
+                backoff.reset();
+                // Anything inserted while we were not listening.
+                wake.notify_one();
+                loop {
+                    match listener.try_recv().await {
+                        Ok(Some(notification)) => {
+                            debug!(
+                                channel = notification.channel(),
+                                payload = notification.payload(),
+                                "notification"
+                            );
+                            wake.notify_one();
+                        }
+                        // The connection dropped; the next call reconnects.
+                        Ok(None) => {
+                            warn!("lost the LISTEN connection to the jobs database; reconnecting");
+                            wake.notify_one();
+                        }
+                        Err(error) => {
+                            warn!(error = %error, "LISTEN failed; reconnecting");
+                            break;
+                        }
+                    }
+                }
+            }
+            Err(error) => warn!(error = %error, "failed to LISTEN for new jobs; polling meanwhile"),
+        }
+        tokio::time::sleep(backoff.next_wait()).await;
+    }
+}
+
+/// Refreshes the worker's heartbeat; registers again if it was pruned.
+async fn heartbeat(pool: PgPool, worker_id: Arc<AtomicI64>, interval: Duration) {
+    let mut ticks = tokio::time::interval(interval);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    ticks.tick().await;
+    loop {
+        ticks.tick().await;
+        let id = worker_id.load(Ordering::Relaxed);
+        let updated: Result<Option<i64>, sqlx::Error> = sqlx::query_scalar(
+            "UPDATE procrastinate_workers SET last_heartbeat = now() WHERE id = $1 RETURNING id",
+        )
+        .bind(id)
+        .fetch_optional(&pool)
+        .await;
+        match updated {
+            Ok(Some(_)) => debug!(worker_id = id, "heartbeat"),
+            Ok(None) => {
+                warn!(
+                    worker_id = id,
+                    "the worker was pruned as stalled; registering again"
+                );
+                if let Ok(new_id) = register_once(&pool).await {
+                    worker_id.store(new_id, Ordering::Relaxed);
+                }
+            }
+            Err(error) => warn!(worker_id = id, error = %error, "failed to send the heartbeat"),
+        }
+    }
+}
