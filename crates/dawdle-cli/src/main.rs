@@ -3,7 +3,9 @@
 //! operations. Every command here is a thin layer over the `dawdle` library.
 
 mod bench;
+mod ops;
 mod output;
+mod shell;
 mod worker;
 
 use std::process::ExitCode;
@@ -43,6 +45,30 @@ enum Command {
     Jobs(JobsArgs),
     /// Run a worker (with the diagnostic tasks dawdle.noop, dawdle.sleep, dawdle.fail).
     Worker(worker::WorkerArgs),
+    /// Queue health: counts by status and queue, stuck jobs, failure trend, verdict (exit 1 when unhealthy).
+    Stats(ops::StatsArgs),
+    /// Recent failed jobs with their last error.
+    Failed(ops::FailedArgs),
+    /// Everything about one job: fields, timings, history, errors with tracebacks.
+    Job(ops::JobArgs),
+    /// Retry one failed job.
+    Retry(ops::RetryArgs),
+    /// Retry every failed job (of one queue, or all).
+    RetryFailed(ops::RetryFailedArgs),
+    /// Delete finished jobs older than N days, in batches.
+    Purge(ops::PurgeArgs),
+    /// Put jobs stuck in doing back to todo (one job, or all older than a duration).
+    ResetStalled(ops::ResetStalledArgs),
+    /// Cancel a waiting job, or request the abort of a running one.
+    Cancel(ops::CancelArgs),
+    /// Delete every waiting job (of one queue, or all); needs --yes.
+    ClearPending(ops::ClearPendingArgs),
+    /// Exit 0 when the database answers, the schema is current and a worker is alive.
+    Healthcheck(ops::HealthcheckArgs),
+    /// Run one of the runbook's monitoring queries (list them without a name).
+    Check(ops::CheckArgs),
+    /// Interactive shell (Procrastinate's commands and ours); or run one command: `dawdle shell list_jobs status=failed`.
+    Shell(shell::ShellArgs),
     /// Manage the embedded local PostgreSQL (used when no database URL is set).
     #[command(subcommand)]
     Db(DbCommand),
@@ -230,6 +256,18 @@ async fn run(cli: Cli) -> Result<ExitCode, Failure> {
         Command::Defer(args) => defer(cli.database_url.as_deref(), args).await,
         Command::Jobs(args) => jobs(cli.database_url.as_deref(), args).await,
         Command::Worker(args) => worker::run(cli.database_url.as_deref(), args).await,
+        Command::Stats(args) => ops::stats(cli.database_url.as_deref(), args).await,
+        Command::Failed(args) => ops::failed(cli.database_url.as_deref(), args).await,
+        Command::Job(args) => ops::job(cli.database_url.as_deref(), args).await,
+        Command::Retry(args) => ops::retry(cli.database_url.as_deref(), args).await,
+        Command::RetryFailed(args) => ops::retry_failed(cli.database_url.as_deref(), args).await,
+        Command::Purge(args) => ops::purge(cli.database_url.as_deref(), args).await,
+        Command::ResetStalled(args) => ops::reset_stalled(cli.database_url.as_deref(), args).await,
+        Command::Cancel(args) => ops::cancel(cli.database_url.as_deref(), args).await,
+        Command::ClearPending(args) => ops::clear_pending(cli.database_url.as_deref(), args).await,
+        Command::Healthcheck(args) => ops::healthcheck(cli.database_url.as_deref(), args).await,
+        Command::Check(args) => ops::check(cli.database_url.as_deref(), args).await,
+        Command::Shell(args) => shell::run(cli.database_url.as_deref(), args).await,
         Command::Db(command) => db(command).await,
         Command::Bench(BenchCommand::Triggers(args)) => {
             bench::triggers(cli.database_url.as_deref(), args).await

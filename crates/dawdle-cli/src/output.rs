@@ -25,7 +25,7 @@ pub fn print_table(header: &[&str], rows: &[Vec<String>]) {
 }
 
 pub fn timestamp(at: Option<DateTime<Utc>>) -> String {
-    at.map(|at| at.to_rfc3339_opts(SecondsFormat::Secs, true))
+    at.map(|at| at.to_rfc3339_opts(SecondsFormat::Millis, true))
         .unwrap_or_else(|| "-".to_string())
 }
 

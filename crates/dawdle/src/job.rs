@@ -105,6 +105,24 @@ pub enum EventType {
     Error,
 }
 
+impl EventType {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EventType::Deferred => "deferred",
+            EventType::Started => "started",
+            EventType::DeferredForRetry => "deferred_for_retry",
+            EventType::Failed => "failed",
+            EventType::Succeeded => "succeeded",
+            EventType::Cancelled => "cancelled",
+            EventType::AbortRequested => "abort_requested",
+            EventType::Aborted => "aborted",
+            EventType::Scheduled => "scheduled",
+            EventType::Retried => "retried",
+            EventType::Error => "error",
+        }
+    }
+}
+
 /// A row of `procrastinate_jobs`.
 #[derive(Debug, Clone, PartialEq, Serialize, sqlx::FromRow)]
 pub struct Job {

@@ -1,0 +1,434 @@
+//! The operations commands as an operator uses them: what they change, what
+//! they refuse and why, exit codes and JSON output.
+
+use std::process::{Command, Output};
+
+use dawdle::testing::TestDatabase;
+use dawdle::{defer, NewJob};
+use serde_json::{json, Value};
+use sqlx::PgPool;
+
+async fn dawdle(db: &TestDatabase, args: &[&str]) -> Output {
+    let url = db.url();
+    let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+    tokio::task::spawn_blocking(move || {
+        Command::new(env!("CARGO_BIN_EXE_dawdle"))
+            .args(&args)
+            .env("JOB_QUEUE_DATABASE_URL", url)
+            .output()
+            .expect("run dawdle")
+    })
+    .await
+    .unwrap()
+}
+
+fn stdout(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+fn stderr(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+fn json_of(output: &Output) -> Value {
+    serde_json::from_slice(&output.stdout)
+        .unwrap_or_else(|e| panic!("not JSON ({e}): {}\n{}", stdout(output), stderr(output)))
+}
+
+async fn job(pool: &PgPool, task: &str, queue: &str) -> i64 {
+    defer(pool, &NewJob::new(task, json!({})).unwrap().queue(queue))
+        .await
+        .unwrap()
+}
+
+async fn exec(pool: &PgPool, sql: &str) {
+    sqlx::raw_sql(sql).execute(pool).await.unwrap();
+}
+
+async fn status(pool: &PgPool, id: i64) -> Option<String> {
+    sqlx::query_scalar("SELECT status::text FROM procrastinate_jobs WHERE id = $1")
+        .bind(id)
+        .fetch_optional(pool)
+        .await
+        .unwrap()
+}
+
+/// Fails a job the way a worker does: started, an error event, failed.
+async fn fail(pool: &PgPool, id: i64, kind: &str, message: &str) {
+    exec(
+        pool,
+        &format!("UPDATE procrastinate_jobs SET status = 'doing' WHERE id = {id}"),
+    )
+    .await;
+    sqlx::query(
+        "INSERT INTO procrastinate_events (job_id, type, error, error_message, error_traceback)
+         VALUES ($1, 'error', $2, $3, $2 || ': ' || $3)",
+    )
+    .bind(id)
+    .bind(kind)
+    .bind(message)
+    .execute(pool)
+    .await
+    .unwrap();
+    exec(
+        pool,
+        &format!("UPDATE procrastinate_jobs SET status = 'failed', attempts = 1 WHERE id = {id}"),
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn unknown_jobs_and_wrong_states_are_refused_with_the_reason() {
+    let db = TestDatabase::with_schema().await;
+    let pool = db.pool();
+    let missing = dawdle(&db, &["job", "123"]).await;
+    assert_eq!(missing.status.code(), Some(1));
+    assert!(
+        stderr(&missing).contains("no job 123"),
+        "{}",
+        stderr(&missing)
+    );
+
+    let waiting = job(pool, "t", "default").await;
+    let retry = dawdle(&db, &["retry", &waiting.to_string()]).await;
+    assert_eq!(retry.status.code(), Some(1));
+    assert!(
+        stderr(&retry).contains(&format!("job {waiting} is todo, already waiting to run")),
+        "{}",
+        stderr(&retry)
+    );
+
+    let reset = dawdle(&db, &["reset-stalled", &waiting.to_string()]).await;
+    assert_eq!(reset.status.code(), Some(1));
+    assert!(
+        stderr(&reset).contains("only jobs in doing can be reset"),
+        "{}",
+        stderr(&reset)
+    );
+
+    let nothing = dawdle(&db, &["retry", "999"]).await;
+    assert!(stderr(&nothing).contains("no job 999"));
+}
+
+#[tokio::test]
+async fn failures_are_listed_shown_and_retried() {
+    let db = TestDatabase::with_schema().await;
+    let pool = db.pool();
+    let email = job(pool, "email.send", "email").await;
+    let crm = job(pool, "crm.notify", "crm").await;
+    fail(pool, email, "ConnectionError", "smtp refused").await;
+    fail(pool, crm, "TimeoutError", "crm slow").await;
+
+    let failed = dawdle(&db, &["failed", "--json"]).await;
+    let rows = json_of(&failed);
+    assert_eq!(rows.as_array().unwrap().len(), 2);
+    assert!(rows
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|r| r["error"] == "ConnectionError" && r["id"] == email));
+    let table = dawdle(&db, &["failed", "--queue", "crm"]).await;
+    assert!(stdout(&table).contains("TimeoutError") && !stdout(&table).contains("smtp refused"));
+
+    let detail = dawdle(&db, &["job", &email.to_string()]).await;
+    let text = stdout(&detail);
+    for expected in [
+        "status:          failed",
+        "history:",
+        "error",
+        "ConnectionError: smtp refused",
+    ] {
+        assert!(text.contains(expected), "missing {expected:?} in\n{text}");
+    }
+    let detail = json_of(&dawdle(&db, &["job", &email.to_string(), "--json"]).await);
+    assert_eq!(detail["job"]["status"], "failed");
+    assert_eq!(detail["events"].as_array().unwrap().len(), 4);
+
+    let dry = dawdle(&db, &["retry-failed", "email", "--dry-run"]).await;
+    assert!(
+        stdout(&dry).contains("would retry 1 failed job(s) in queue email"),
+        "{}",
+        stdout(&dry)
+    );
+    assert_eq!(status(pool, email).await.as_deref(), Some("failed"));
+    let one_queue = dawdle(&db, &["retry-failed", "email"]).await;
+    assert!(
+        stdout(&one_queue).contains("retried 1 failed job(s) in queue email"),
+        "{}",
+        stdout(&one_queue)
+    );
+    assert_eq!(status(pool, email).await.as_deref(), Some("todo"));
+    assert_eq!(status(pool, crm).await.as_deref(), Some("failed"));
+    let single = dawdle(&db, &["retry", &crm.to_string(), "--json"]).await;
+    assert_eq!(json_of(&single)["retried"], 1);
+    assert_eq!(status(pool, crm).await.as_deref(), Some("todo"));
+    let history: Vec<String> = sqlx::query_scalar(
+        "SELECT type::text FROM procrastinate_events WHERE job_id = $1 ORDER BY id",
+    )
+    .bind(crm)
+    .fetch_all(pool)
+    .await
+    .unwrap();
+    assert_eq!(history.last().unwrap(), "retried");
+}
+
+#[tokio::test]
+async fn stats_judge_health_and_exit_1_when_jobs_are_stuck() {
+    let db = TestDatabase::with_schema().await;
+    let pool = db.pool();
+    exec(pool, "SELECT procrastinate_register_worker_v1()").await;
+    job(pool, "t", "default").await;
+    let healthy = dawdle(&db, &["stats", "--json"]).await;
+    assert_eq!(healthy.status.code(), Some(0), "{}", stdout(&healthy));
+    let report = json_of(&healthy);
+    assert_eq!(report["totals"]["todo"], 1);
+    assert_eq!(report["live_workers"], 1);
+
+    let stuck = job(pool, "t", "default").await;
+    exec(
+        pool,
+        &format!("UPDATE procrastinate_jobs SET status = 'doing', started_at = now() - interval '20 minutes' WHERE id = {stuck}"),
+    )
+    .await;
+    let unhealthy = dawdle(&db, &["stats"]).await;
+    assert_eq!(unhealthy.status.code(), Some(1));
+    let text = stdout(&unhealthy);
+    assert!(text.contains("verdict: UNHEALTHY"), "{text}");
+    assert!(
+        text.contains("stuck in doing for more than 5 minutes"),
+        "{text}"
+    );
+
+    let reset = dawdle(&db, &["reset-stalled", "--older-than", "10m", "--json"]).await;
+    assert_eq!(json_of(&reset)["ids"], json!([stuck]));
+    assert_eq!(status(pool, stuck).await.as_deref(), Some("todo"));
+    let noted: String = sqlx::query_scalar(
+        "SELECT error FROM procrastinate_events WHERE job_id = $1 AND type = 'error'",
+    )
+    .bind(stuck)
+    .fetch_one(pool)
+    .await
+    .unwrap();
+    assert_eq!(noted, "Stalled");
+    assert_eq!(dawdle(&db, &["stats"]).await.status.code(), Some(0));
+}
+
+#[tokio::test]
+async fn cancel_and_clear_pending_say_what_they_changed() {
+    let db = TestDatabase::with_schema().await;
+    let pool = db.pool();
+    let waiting = job(pool, "t", "email").await;
+    let running = job(pool, "t", "email").await;
+    exec(
+        pool,
+        &format!("UPDATE procrastinate_jobs SET status = 'doing' WHERE id = {running}"),
+    )
+    .await;
+    let done = job(pool, "t", "email").await;
+    exec(pool, &format!("UPDATE procrastinate_jobs SET status = 'doing' WHERE id = {done}; UPDATE procrastinate_jobs SET status = 'succeeded' WHERE id = {done}")).await;
+
+    assert!(
+        stdout(&dawdle(&db, &["cancel", &waiting.to_string()]).await).contains("cancelled 1 job")
+    );
+    assert_eq!(status(pool, waiting).await.as_deref(), Some("cancelled"));
+    let abort = dawdle(&db, &["cancel", &running.to_string()]).await;
+    assert!(
+        stdout(&abort).contains("abort requested"),
+        "{}",
+        stdout(&abort)
+    );
+    let refused = dawdle(&db, &["cancel", &done.to_string()]).await;
+    assert_eq!(refused.status.code(), Some(1));
+    assert!(stderr(&refused).contains("already finished"));
+
+    for _ in 0..3 {
+        job(pool, "t", "email").await;
+    }
+    job(pool, "t", "crm").await;
+    let without_yes = dawdle(&db, &["clear-pending"]).await;
+    assert_eq!(without_yes.status.code(), Some(2));
+    assert!(stderr(&without_yes).contains("--yes"));
+    let cleared = dawdle(
+        &db,
+        &["clear-pending", "--queue", "email", "--yes", "--json"],
+    )
+    .await;
+    assert_eq!(json_of(&cleared)["deleted"], 3);
+    let left: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM procrastinate_jobs WHERE status = 'todo'")
+            .fetch_one(pool)
+            .await
+            .unwrap();
+    assert_eq!(left, 1, "the crm job stays");
+}
+
+#[tokio::test]
+async fn purge_deletes_old_finished_jobs_in_batches_with_their_history() {
+    let db = TestDatabase::with_schema().await;
+    let pool = db.pool();
+    let jobs: Vec<NewJob> = (0..250)
+        .map(|i| NewJob::new("t", json!({"i": i})).unwrap())
+        .collect();
+    let ids = dawdle::defer_batch(pool, &jobs).await.unwrap();
+    // 200 succeeded 40 days ago, 30 failed 40 days ago, 20 succeeded today.
+    exec(pool, "UPDATE procrastinate_jobs SET status = 'doing'").await;
+    sqlx::query(
+        "UPDATE procrastinate_jobs SET
+             status = CASE WHEN id <= $1 THEN 'succeeded' WHEN id <= $2 THEN 'failed' ELSE 'succeeded' END::procrastinate_job_status,
+             finished_at = CASE WHEN id <= $2 THEN now() - interval '40 days' ELSE now() END",
+    )
+    .bind(ids[199])
+    .bind(ids[229])
+    .execute(pool)
+    .await
+    .unwrap();
+
+    let dry = dawdle(&db, &["purge", "--older-than", "30", "--dry-run", "--json"]).await;
+    assert_eq!(json_of(&dry)["matching"], 200);
+    let purged = dawdle(&db, &["purge", "--older-than", "30", "--batch-size", "17"]).await;
+    assert!(purged.status.success(), "{}", stderr(&purged));
+    assert!(
+        stdout(&purged).contains("deleted 200 succeeded, cancelled and aborted job(s)"),
+        "{}",
+        stdout(&purged)
+    );
+    let with_failed = dawdle(
+        &db,
+        &["purge", "--older-than", "30", "--include-failed", "--json"],
+    )
+    .await;
+    assert_eq!(json_of(&with_failed)["deleted"], 30);
+    let (jobs, orphan_events): (i64, i64) = sqlx::query_as(
+        "SELECT (SELECT count(*) FROM procrastinate_jobs),
+                (SELECT count(*) FROM procrastinate_events e
+                 WHERE NOT EXISTS (SELECT 1 FROM procrastinate_jobs j WHERE j.id = e.job_id))",
+    )
+    .fetch_one(pool)
+    .await
+    .unwrap();
+    assert_eq!((jobs, orphan_events), (20, 0));
+}
+
+#[tokio::test]
+async fn healthcheck_checks_database_schema_and_worker() {
+    let db = TestDatabase::empty().await;
+    let no_schema = dawdle(&db, &["healthcheck", "--json"]).await;
+    assert_eq!(no_schema.status.code(), Some(1));
+    assert_eq!(json_of(&no_schema)["schema_current"], false);
+    dawdle(&db, &["schema", "apply"]).await;
+    let no_worker = dawdle(&db, &["healthcheck"]).await;
+    assert_eq!(no_worker.status.code(), Some(1));
+    assert!(
+        stdout(&no_worker).contains("no worker has sent a heartbeat"),
+        "{}",
+        stdout(&no_worker)
+    );
+    assert_eq!(
+        dawdle(&db, &["healthcheck", "--no-worker"])
+            .await
+            .status
+            .code(),
+        Some(0)
+    );
+    exec(db.pool(), "SELECT procrastinate_register_worker_v1()").await;
+    let healthy = dawdle(&db, &["healthcheck"]).await;
+    assert_eq!(healthy.status.code(), Some(0));
+    assert!(stdout(&healthy).starts_with("healthy"));
+}
+
+#[tokio::test]
+async fn monitoring_checks_run_by_name_with_json() {
+    let db = TestDatabase::with_schema().await;
+    let pool = db.pool();
+    for queue in ["email", "email", "crm"] {
+        job(pool, "t", queue).await;
+    }
+    let listed = json_of(&dawdle(&db, &["check", "--json"]).await);
+    assert_eq!(listed.as_array().unwrap().len(), 6);
+    let depth = json_of(&dawdle(&db, &["check", "queue-depth", "--json"]).await);
+    let mut rows: Vec<(String, i64)> = depth["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            (
+                r["queue_name"].as_str().unwrap().to_string(),
+                r["pending"].as_i64().unwrap(),
+            )
+        })
+        .collect();
+    rows.sort();
+    assert_eq!(rows, [("crm".to_string(), 1), ("email".to_string(), 2)]);
+    assert_eq!(depth["columns"], json!(["queue_name", "pending"]));
+    let unknown = dawdle(&db, &["check", "nope"]).await;
+    assert_eq!(unknown.status.code(), Some(2));
+    assert!(stderr(&unknown).contains("queue-depth"));
+}
+
+#[tokio::test]
+async fn the_shell_runs_procrastinate_commands_one_at_a_time_or_interactively() {
+    let db = TestDatabase::with_schema().await;
+    let pool = db.pool();
+    let a = job(pool, "email.send", "email").await;
+    let b = job(pool, "crm.notify", "crm").await;
+    fail(pool, b, "ConnectionError", "down").await;
+    exec(
+        pool,
+        &format!("UPDATE procrastinate_jobs SET lock = 'L1' WHERE id = {a}"),
+    )
+    .await;
+
+    let listed = stdout(&dawdle(&db, &["shell", "list_jobs", "status=failed", "details"]).await);
+    assert!(
+        listed.contains(&format!("#{b} crm.notify on crm - [failed] (attempts=1")),
+        "{listed}"
+    );
+    assert!(!listed.contains("email.send"), "{listed}");
+    let queues = stdout(&dawdle(&db, &["shell", "list_queues"]).await);
+    assert!(
+        queues.contains("crm: 1 jobs (todo: 0, doing: 0, succeeded: 0, failed: 1"),
+        "{queues}"
+    );
+    let locks = stdout(&dawdle(&db, &["shell", "list_locks"]).await);
+    assert!(locks.starts_with("L1: 1 jobs"), "{locks}");
+    let retried = stdout(&dawdle(&db, &["shell", "retry", &b.to_string()]).await);
+    assert!(retried.contains("[todo]"), "{retried}");
+    let bad = dawdle(&db, &["shell", "list_jobs", "colour=blue"]).await;
+    assert_eq!(bad.status.code(), Some(2));
+    assert!(stderr(&bad).contains("unknown filter"), "{}", stderr(&bad));
+
+    // Interactive: commands from standard input, a failing one does not end it.
+    let url = db.url();
+    let session = tokio::task::spawn_blocking(move || {
+        use std::io::Write;
+        let mut child = Command::new(env!("CARGO_BIN_EXE_dawdle"))
+            .arg("shell")
+            .env("JOB_QUEUE_DATABASE_URL", url)
+            .env("HOME", std::env::temp_dir())
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(b"help\ncancel 999999\nlist_tasks\nexit\n")
+            .unwrap();
+        child.wait_with_output().unwrap()
+    })
+    .await
+    .unwrap();
+    assert!(session.status.success());
+    let out = stdout(&session);
+    assert!(
+        out.contains("list_queues") && out.contains("crm.notify: 1 jobs"),
+        "{out}"
+    );
+    assert!(
+        stderr(&session).contains("no job 999999"),
+        "{}",
+        stderr(&session)
+    );
+}
