@@ -293,7 +293,10 @@ async fn jobs_pool(explicit_url: Option<&str>) -> Result<sqlx::PgPool, Failure> 
 }
 
 /// [`jobs_pool`] with up to `max_connections`.
-async fn jobs_pool_sized(explicit_url: Option<&str>, max_connections: u32) -> Result<sqlx::PgPool, Failure> {
+async fn jobs_pool_sized(
+    explicit_url: Option<&str>,
+    max_connections: u32,
+) -> Result<sqlx::PgPool, Failure> {
     let database = jobs_database(explicit_url).await?;
     let pool = database.connect(max_connections).await?;
     let mut conn = pool.acquire().await?;

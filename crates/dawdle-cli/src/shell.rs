@@ -162,9 +162,11 @@ fn parse(words: &[&str]) -> Result<Arguments, String> {
                 arguments.filter.queueing_lock = Some(value.to_string())
             }
             Some(("status", value)) => arguments.filter.status = Some(value.parse::<JobStatus>()?),
-            Some((key, _)) => return Err(format!(
+            Some((key, _)) => {
+                return Err(format!(
                 "unknown filter {key:?}; filters are id, queue, task, status, lock, queueing_lock"
-            )),
+            ))
+            }
             None if *word == "details" => arguments.details = true,
             None => arguments.positional.push(word.to_string()),
         }

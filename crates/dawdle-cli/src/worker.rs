@@ -27,12 +27,39 @@ pub(crate) struct WorkerArgs {
     /// Seconds running jobs get to finish on SIGINT/SIGTERM before they are put back.
     #[arg(long, default_value_t = 30.0, value_name = "SECONDS")]
     shutdown_timeout: f64,
+    /// Defer a job on a cron schedule: `TASK=CRON`, e.g.
+    /// `dawdle.remove_old_jobs=0 3 * * *` or `dawdle.noop=* * * * * */10` (a
+    /// sixth field is seconds). Repeatable.
+    #[arg(long, value_name = "TASK=CRON")]
+    periodic: Vec<String>,
+    /// Time zone of the --periodic schedules (e.g. Europe/Paris).
+    #[arg(long, default_value = "UTC", value_name = "ZONE")]
+    time_zone: String,
+    /// Delete finished jobs right away: never (keep them, the default), successful, always.
+    #[arg(long, value_enum, default_value_t = RetentionArg::Never)]
+    delete_finished: RetentionArg,
+    /// Seconds between heartbeats (and stalled-worker checks).
+    #[arg(long, default_value_t = 10.0, value_name = "SECONDS")]
+    heartbeat_interval: f64,
+    /// A worker silent this many seconds is dead: pruned, its jobs put back.
+    #[arg(long, default_value_t = 30.0, value_name = "SECONDS")]
+    stalled_after: f64,
+    /// Seconds a job gets to stop by itself after an abort request.
+    #[arg(long, default_value_t = 10.0, value_name = "SECONDS")]
+    abort_grace: f64,
     /// Log format on stderr.
     #[arg(long, value_enum, default_value_t = LogFormat::Text, env = "DAWDLE_LOG_FORMAT")]
     log_format: LogFormat,
     /// At exit, print what the worker did (and its peak memory) as JSON on stdout.
     #[arg(long)]
     json: bool,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub(crate) enum RetentionArg {
+    Never,
+    Successful,
+    Always,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -64,6 +91,27 @@ fn seconds(value: f64, flag: &str) -> Result<Duration, Failure> {
 
 pub(crate) async fn run(explicit_url: Option<&str>, args: WorkerArgs) -> Result<ExitCode, Failure> {
     init_logging(args.log_format);
+    let time_zone: chrono_tz::Tz = args.time_zone.parse().map_err(|_| {
+        Failure::new(format!(
+            "failed to start the worker: unknown time zone {:?}; use a name such as UTC or Europe/Paris",
+            args.time_zone
+        ))
+    })?;
+    let mut periodic = Vec::new();
+    for declaration in &args.periodic {
+        let Some((task, cron)) = declaration.split_once('=') else {
+            return Err(Failure::new(format!(
+                "failed to start the worker: --periodic {declaration:?} is not TASK=CRON \
+                 (e.g. dawdle.remove_old_jobs=0 3 * * *)"
+            )));
+        };
+        let schedule = dawdle::cron::Schedule::parse_in(cron.trim(), time_zone)
+            .map_err(|error| Failure::new(format!("failed to start the worker: {error}")))?;
+        let mut entry = dawdle::Periodic::new(task.trim(), schedule);
+        // Several schedules of one task need their own ids to be told apart.
+        entry.periodic_id = cron.trim().to_string();
+        periodic.push(entry);
+    }
     let config = WorkerConfig {
         queues: args.queues,
         concurrency: args.concurrency as usize,
@@ -71,6 +119,15 @@ pub(crate) async fn run(explicit_url: Option<&str>, args: WorkerArgs) -> Result<
             .max(Duration::from_millis(10)),
         shutdown_timeout: seconds(args.shutdown_timeout, "--shutdown-timeout")?,
         one_shot: args.one_shot,
+        heartbeat_interval: seconds(args.heartbeat_interval, "--heartbeat-interval")?
+            .max(Duration::from_millis(50)),
+        stalled_after: seconds(args.stalled_after, "--stalled-after")?,
+        abort_grace: seconds(args.abort_grace, "--abort-grace")?,
+        retention: match args.delete_finished {
+            RetentionArg::Never => dawdle::Retention::KeepAll,
+            RetentionArg::Successful => dawdle::Retention::DeleteSuccessful,
+            RetentionArg::Always => dawdle::Retention::DeleteAll,
+        },
         ..WorkerConfig::default()
     };
     // Claims, completions and heartbeats each use a connection; tasks may
@@ -91,6 +148,10 @@ pub(crate) async fn run(explicit_url: Option<&str>, args: WorkerArgs) -> Result<
     };
     let mut registry = Registry::new();
     dawdle::diagnostics::register(&mut registry);
+    registry.register::<dawdle::builtin::RemoveOldJobs>();
+    for entry in periodic {
+        registry.add_periodic(entry);
+    }
     let worker = Worker::new(pool, registry, config);
     let report = worker
         .run(shutdown_signal())

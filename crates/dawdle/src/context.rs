@@ -1,7 +1,9 @@
-//! What a running task knows about its job, and how it defers follow-ups.
+//! What a running task knows about its job, how it learns that an abort was
+//! requested, and how it defers follow-ups.
 
 use chrono::{DateTime, Utc};
 use sqlx::PgPool;
+use tokio::sync::watch;
 
 use crate::job::Job;
 
@@ -18,10 +20,16 @@ pub struct JobContext {
     /// The `procrastinate_workers` id of the worker running the job.
     pub worker_id: i64,
     pool: PgPool,
+    abort: watch::Receiver<bool>,
 }
 
 impl JobContext {
-    pub(crate) fn new(job: &Job, worker_id: i64, pool: PgPool) -> Self {
+    pub(crate) fn new(
+        job: &Job,
+        worker_id: i64,
+        pool: PgPool,
+        abort: watch::Receiver<bool>,
+    ) -> Self {
         Self {
             job_id: job.id,
             attempts: job.attempts,
@@ -31,11 +39,29 @@ impl JobContext {
             scheduled_at: job.scheduled_at,
             worker_id,
             pool,
+            abort,
         }
     }
 
     /// The jobs database, to defer follow-up jobs (`dawdle::defer(ctx.pool(), …)`).
     pub fn pool(&self) -> &PgPool {
         &self.pool
+    }
+
+    /// Whether someone asked to abort this job (`dawdle cancel`, or
+    /// `procrastinate_cancel_job_v1` with abort).
+    pub fn is_abort_requested(&self) -> bool {
+        *self.abort.borrow()
+    }
+
+    /// Completes when an abort is requested: race it against the work with
+    /// `tokio::select!` to stop cleanly. A task that ignores it is stopped by
+    /// the worker after the abort grace period.
+    pub async fn abort_requested(&self) {
+        let mut abort = self.abort.clone();
+        // An error means the worker dropped the job: nothing will come.
+        if abort.wait_for(|requested| *requested).await.is_err() {
+            std::future::pending::<()>().await;
+        }
     }
 }

@@ -12,7 +12,9 @@
 //! database (`JOB_QUEUE_DATABASE_URL`, or an embedded local PostgreSQL).
 
 pub mod admin;
+pub mod builtin;
 pub mod context;
+pub mod cron;
 pub mod database;
 pub mod defer;
 pub mod diagnostics;
@@ -32,4 +34,6 @@ pub use job::{Event, EventType, InvalidJob, Job, JobStatus, NewJob};
 pub use retry::RetryStrategy;
 pub use task::Task;
 pub use task_error::TaskError;
-pub use worker::{Registry, Worker, WorkerConfig, WorkerReport};
+pub use worker::{
+    AttemptEnd, Middleware, Periodic, Registry, Retention, Worker, WorkerConfig, WorkerReport,
+};

@@ -25,11 +25,18 @@ impl Migration {
 }
 
 /// Every migration, oldest first.
-pub const MIGRATIONS: &[Migration] = &[Migration {
-    version: 1,
-    name: "procrastinate_v3_interface",
-    sql: include_str!("../migrations/0001_procrastinate_v3_interface.sql"),
-}];
+pub const MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        name: "procrastinate_v3_interface",
+        sql: include_str!("../migrations/0001_procrastinate_v3_interface.sql"),
+    },
+    Migration {
+        version: 2,
+        name: "jobs_hold_a_worker_only_while_running",
+        sql: include_str!("../migrations/0002_jobs_hold_a_worker_only_while_running.sql"),
+    },
+];
 
 /// The version a fully migrated database is at.
 pub fn latest_version() -> i32 {

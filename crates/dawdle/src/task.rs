@@ -51,6 +51,12 @@ pub trait Task: Serialize + DeserializeOwned + Send + Sync + 'static {
     /// Higher runs first.
     const PRIORITY: i32 = 0;
 
+    /// Longest an attempt may run; a longer one is stopped and fails with
+    /// kind `TimeoutError`, retried per the strategy. `None`: no limit.
+    fn timeout() -> Option<std::time::Duration> {
+        None
+    }
+
     /// How failed attempts are retried. The default never retries.
     fn retry_strategy() -> RetryStrategy {
         RetryStrategy::never()

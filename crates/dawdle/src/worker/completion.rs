@@ -29,6 +29,8 @@ pub(crate) enum Verdict {
         at: DateTime<Utc>,
     },
     Failed,
+    /// Stopped on request (`procrastinate_cancel_job_v1` with abort).
+    Aborted,
 }
 
 #[derive(Debug, Clone)]
@@ -36,6 +38,9 @@ pub(crate) struct Outcome {
     pub(crate) job_id: i64,
     pub(crate) verdict: Verdict,
     pub(crate) error: Option<TaskError>,
+    /// Delete the job (and its history) instead of recording the outcome:
+    /// the worker's retention setting.
+    pub(crate) delete: bool,
 }
 
 #[derive(Debug)]
@@ -162,13 +167,16 @@ async fn write(pool: &PgPool, batch: &[Outcome]) -> Result<(), sqlx::Error> {
     let mut kinds = Vec::with_capacity(batch.len());
     let mut messages = Vec::with_capacity(batch.len());
     let mut tracebacks = Vec::with_capacity(batch.len());
+    let mut deletes = Vec::with_capacity(batch.len());
     for outcome in batch {
         ids.push(outcome.job_id);
         let (status, at) = match outcome.verdict {
             Verdict::Succeeded => ("succeeded", None),
             Verdict::Retry { at } => ("todo", Some(at)),
             Verdict::Failed => ("failed", None),
+            Verdict::Aborted => ("aborted", None),
         };
+        deletes.push(outcome.delete);
         statuses.push(status);
         retry_at.push(at);
         kinds.push(outcome.error.as_ref().map(|e| e.kind()));
@@ -179,20 +187,27 @@ async fn write(pool: &PgPool, batch: &[Outcome]) -> Result<(), sqlx::Error> {
         "WITH outcome AS (
              SELECT *
              FROM unnest($1::bigint[], $2::text[]::procrastinate_job_status[], $3::timestamptz[],
-                         $4::text[], $5::text[], $6::text[])
-                  AS o (id, status, retry_at, error, error_message, error_traceback)
+                         $4::text[], $5::text[], $6::text[], $7::bool[])
+                  AS o (id, status, retry_at, error, error_message, error_traceback, delete_job)
+         ),
+         removed AS (
+             DELETE FROM procrastinate_jobs AS job
+             USING outcome
+             WHERE job.id = outcome.id AND job.status = 'doing' AND outcome.delete_job
+             RETURNING job.id
          ),
          recorded AS (
              UPDATE procrastinate_jobs AS job
              SET status = outcome.status,
                  attempts = job.attempts + 1,
+                 worker_id = NULL,
                  abort_requested = false,
                  scheduled_at = CASE WHEN outcome.status = 'todo' THEN outcome.retry_at
                                      ELSE job.scheduled_at END,
                  started_at = CASE WHEN outcome.status = 'todo' THEN NULL ELSE job.started_at END,
                  finished_at = CASE WHEN outcome.status = 'todo' THEN NULL ELSE now() END
              FROM outcome
-             WHERE job.id = outcome.id AND job.status = 'doing'
+             WHERE job.id = outcome.id AND job.status = 'doing' AND NOT outcome.delete_job
              RETURNING job.id
          ),
          errors AS (
@@ -202,7 +217,7 @@ async fn write(pool: &PgPool, batch: &[Outcome]) -> Result<(), sqlx::Error> {
              JOIN recorded ON recorded.id = outcome.id
              WHERE outcome.error IS NOT NULL
          )
-         SELECT count(*) FROM recorded",
+         SELECT (SELECT count(*) FROM recorded) + (SELECT count(*) FROM removed)",
     )
     .bind(&ids)
     .bind(&statuses)
@@ -210,6 +225,7 @@ async fn write(pool: &PgPool, batch: &[Outcome]) -> Result<(), sqlx::Error> {
     .bind(&kinds)
     .bind(&messages)
     .bind(&tracebacks)
+    .bind(&deletes)
     .execute(pool)
     .await?;
     Ok(())

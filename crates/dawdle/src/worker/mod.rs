@@ -14,6 +14,8 @@
 
 mod backoff;
 mod completion;
+mod maintenance;
+mod middleware;
 mod registry;
 
 use std::collections::HashMap;
@@ -25,11 +27,12 @@ use std::time::{Duration, Instant};
 use chrono::Utc;
 use sqlx::postgres::PgListener;
 use sqlx::PgPool;
-use tokio::sync::Notify;
+use tokio::sync::{mpsc, watch, Notify};
 use tokio::task::JoinSet;
 use tracing::{debug, error, info, warn};
 
-pub use registry::Registry;
+pub use middleware::{AttemptEnd, LogJobs, Middleware};
+pub use registry::{Periodic, Registry};
 
 use crate::context::JobContext;
 use crate::job::{Job, JOB_COLUMNS};
@@ -55,6 +58,26 @@ pub struct WorkerConfig {
     pub one_shot: bool,
     /// LISTEN for new jobs (otherwise only poll).
     pub listen: bool,
+    /// A worker whose heartbeat is older than this is considered dead: it is
+    /// pruned and its running jobs are put back (by any live worker).
+    pub stalled_after: Duration,
+    /// After an abort request, how long a task gets to stop by itself
+    /// before the worker cancels it.
+    pub abort_grace: Duration,
+    /// Which finished jobs are deleted instead of kept.
+    pub retention: Retention,
+}
+
+/// Which finished jobs a worker deletes right away (with their history).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Retention {
+    /// Keep every job (the runbook's default: failed jobs stay for debugging).
+    #[default]
+    KeepAll,
+    /// Delete jobs that succeeded.
+    DeleteSuccessful,
+    /// Delete every finished job.
+    DeleteAll,
 }
 
 impl Default for WorkerConfig {
@@ -67,6 +90,9 @@ impl Default for WorkerConfig {
             shutdown_timeout: Duration::from_secs(30),
             one_shot: false,
             listen: true,
+            stalled_after: Duration::from_secs(30),
+            abort_grace: Duration::from_secs(10),
+            retention: Retention::KeepAll,
         }
     }
 }
@@ -81,6 +107,8 @@ pub struct WorkerReport {
     pub failed: u64,
     /// Attempts interrupted by shutdown and put back for retry.
     pub interrupted: u64,
+    /// Jobs stopped because an abort was requested.
+    pub aborted: u64,
 }
 
 /// Failures that stop a worker before it starts, worded to read after "failed to …".
@@ -93,11 +121,21 @@ pub enum WorkerError {
 }
 
 /// A worker over one jobs database.
-#[derive(Debug)]
 pub struct Worker {
     pool: PgPool,
     registry: Arc<Registry>,
     config: WorkerConfig,
+    middleware: Vec<Arc<dyn Middleware>>,
+}
+
+impl std::fmt::Debug for Worker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Worker")
+            .field("config", &self.config)
+            .field("tasks", &self.registry.names())
+            .field("middleware", &self.middleware.len())
+            .finish_non_exhaustive()
+    }
 }
 
 /// A job being run, by tokio task id.
@@ -105,6 +143,9 @@ pub struct Worker {
 struct Running {
     job: Job,
     started: Instant,
+    abort: watch::Sender<bool>,
+    abort_handle: tokio::task::AbortHandle,
+    abort_requested: bool,
 }
 
 impl Worker {
@@ -113,7 +154,21 @@ impl Worker {
             pool,
             registry: Arc::new(registry),
             config,
+            middleware: vec![Arc::new(LogJobs)],
         }
+    }
+
+    /// Adds a middleware; they run in the order added, after the built-in
+    /// job logs.
+    pub fn with_middleware(mut self, middleware: impl Middleware) -> Self {
+        self.middleware.push(Arc::new(middleware));
+        self
+    }
+
+    /// Drops every middleware, the built-in job logs included.
+    pub fn without_middleware(mut self) -> Self {
+        self.middleware.clear();
+        self
     }
 
     /// Runs until `shutdown` completes (or, in one-shot mode, until no
@@ -135,19 +190,29 @@ impl Worker {
         };
         let worker_id = Arc::new(AtomicI64::new(worker_id));
         let wake = Arc::new(Notify::new());
+        let (abort_sender, mut abort_requests) = mpsc::unbounded_channel::<i64>();
         let mut helpers = JoinSet::new();
         if self.config.listen {
             helpers.spawn(listen(
                 self.pool.clone(),
                 channels(&self.config.queues),
                 wake.clone(),
+                abort_sender.clone(),
             ));
         }
-        helpers.spawn(heartbeat(
+        helpers.spawn(maintenance::run(
             self.pool.clone(),
             worker_id.clone(),
             self.config.heartbeat_interval,
+            self.config.stalled_after,
+            abort_sender,
         ));
+        if !self.registry.periodic().is_empty() {
+            helpers.spawn(maintenance::defer_periodic(
+                self.pool.clone(),
+                self.registry.periodic().to_vec(),
+            ));
+        }
         let (completer, completer_task) =
             Completer::spawn(self.pool.clone(), self.config.shutdown_timeout);
         info!(
@@ -167,7 +232,9 @@ impl Worker {
             report: WorkerReport::default(),
             reconcile: false,
         };
-        state.main_loop(&mut shutdown, &wake).await;
+        state
+            .main_loop(&mut shutdown, &wake, &mut abort_requests)
+            .await;
         state.drain(self.config.shutdown_timeout).await;
         let report = state.report;
         drop(state);
@@ -215,6 +282,7 @@ impl Loop<'_> {
         &mut self,
         shutdown: &mut std::pin::Pin<&mut S>,
         wake: &Notify,
+        abort_requests: &mut mpsc::UnboundedReceiver<i64>,
     ) {
         let config = &self.worker.config;
         let mut poll = tokio::time::interval(config.poll_interval);
@@ -266,6 +334,7 @@ impl Loop<'_> {
                         claim_due = true;
                     }
                 }
+                Some(job_id) = abort_requests.recv() => self.request_abort(job_id),
                 _ = wake.notified() => claim_due = true,
                 _ = poll.tick() => claim_due = true,
             }
@@ -368,26 +437,32 @@ impl Loop<'_> {
     }
 
     fn start(&mut self, job: Job, worker_id: i64) {
-        info!(
-            job_id = job.id,
-            task = %job.task_name,
-            queue = %job.queue_name,
-            attempt = job.attempts + 1,
-            "job started"
-        );
+        for middleware in &self.worker.middleware {
+            middleware.before(&job);
+        }
         let registered = self.worker.registry.get(&job.task_name).cloned();
-        let context = JobContext::new(&job, worker_id, self.worker.pool.clone());
+        let (abort, abort_receiver) = watch::channel(false);
+        let context = JobContext::new(&job, worker_id, self.worker.pool.clone(), abort_receiver);
         let args = job.args.clone();
         let task_name = job.task_name.clone();
         let known = self.worker.registry.names().join(", ");
         let handle = self.running.spawn(async move {
-            match registered {
-                Some(task) => (task.run)(args, context).await,
-                None => Err(TaskError::new(
+            let Some(task) = registered else {
+                return Err(TaskError::new(
                     task_error::UNKNOWN_TASK,
                     format!("no task named {task_name:?} is registered in this worker (it knows: {known})"),
                 )
-                .no_retry()),
+                .no_retry());
+            };
+            match task.timeout {
+                Some(limit) => match tokio::time::timeout(limit, (task.run)(args, context)).await {
+                    Ok(result) => result,
+                    Err(_) => Err(TaskError::timeout(format!(
+                        "the job ran longer than its timeout of {} s and was stopped",
+                        limit.as_secs_f64()
+                    ))),
+                },
+                None => (task.run)(args, context).await,
             }
         });
         self.by_task.insert(
@@ -395,8 +470,31 @@ impl Loop<'_> {
             Running {
                 job,
                 started: Instant::now(),
+                abort,
+                abort_handle: handle,
+                abort_requested: false,
             },
         );
+    }
+
+    /// Tells a running job its abort was requested, and cancels it if it has
+    /// not stopped by itself after the grace period.
+    fn request_abort(&mut self, job_id: i64) {
+        let Some(running) = self.by_task.values_mut().find(|r| r.job.id == job_id) else {
+            return;
+        };
+        if running.abort_requested {
+            return;
+        }
+        running.abort_requested = true;
+        let _ = running.abort.send(true);
+        info!(job_id, task = %running.job.task_name, "abort requested; asking the job to stop");
+        let handle = running.abort_handle.clone();
+        let grace = self.worker.config.abort_grace;
+        tokio::spawn(async move {
+            tokio::time::sleep(grace).await;
+            handle.abort();
+        });
     }
 
     /// Turns a finished (or panicked) attempt into an outcome for the completer.
@@ -416,27 +514,52 @@ impl Loop<'_> {
                 (id, Err(TaskError::new(task_error::PANIC, message)))
             }
         };
-        let Some(Running { job, started }) = self.by_task.remove(&task_id) else {
+        let Some(running) = self.by_task.remove(&task_id) else {
             return;
         };
-        let duration_ms = started.elapsed().as_secs_f64() * 1000.0;
-        let outcome = match result {
+        let Running {
+            job,
+            started,
+            abort_requested,
+            ..
+        } = running;
+        let duration = started.elapsed();
+        let (verdict, error) = match result {
             Ok(()) => {
                 self.report.succeeded += 1;
-                info!(job_id = job.id, task = %job.task_name, queue = %job.queue_name,
-                      attempt = job.attempts + 1, duration_ms, "job succeeded");
-                Outcome {
-                    job_id: job.id,
-                    verdict: Verdict::Succeeded,
-                    error: None,
-                }
+                self.notify_after(&job, AttemptEnd::Succeeded, duration);
+                (Verdict::Succeeded, None)
             }
-            Err(error) => self.failure(&job, error, duration_ms),
+            Err(error) if abort_requested => {
+                self.report.aborted += 1;
+                self.notify_after(&job, AttemptEnd::Aborted, duration);
+                (Verdict::Aborted, Some(error))
+            }
+            Err(error) => {
+                let verdict = self.failure(&job, &error, duration);
+                (verdict, Some(error))
+            }
         };
-        self.completer.send(outcome);
+        let delete = match (self.worker.config.retention, &verdict) {
+            (Retention::KeepAll, _) | (_, Verdict::Retry { .. }) => false,
+            (Retention::DeleteSuccessful, verdict) => matches!(verdict, Verdict::Succeeded),
+            (Retention::DeleteAll, _) => true,
+        };
+        self.completer.send(Outcome {
+            job_id: job.id,
+            verdict,
+            error,
+            delete,
+        });
     }
 
-    fn failure(&mut self, job: &Job, error: TaskError, duration_ms: f64) -> Outcome {
+    fn notify_after(&self, job: &Job, end: AttemptEnd<'_>, duration: Duration) {
+        for middleware in &self.worker.middleware {
+            middleware.after(job, end, duration);
+        }
+    }
+
+    fn failure(&mut self, job: &Job, error: &TaskError, duration: Duration) -> Verdict {
         let attempts = u32::try_from(job.attempts).unwrap_or(0);
         let wait = if error.is_retryable() {
             self.worker
@@ -446,29 +569,22 @@ impl Loop<'_> {
         } else {
             None
         };
-        let verdict = match wait {
+        for middleware in &self.worker.middleware {
+            middleware.on_error(job, error, wait.is_some());
+        }
+        match wait {
             Some(wait) => {
                 self.report.retried += 1;
+                self.notify_after(job, AttemptEnd::WillRetry { error, wait }, duration);
                 let at =
                     Utc::now() + chrono::Duration::from_std(wait).unwrap_or(chrono::Duration::MAX);
-                warn!(job_id = job.id, task = %job.task_name, queue = %job.queue_name,
-                      attempt = job.attempts + 1, duration_ms, error_kind = error.kind(),
-                      error = error.message(), retry_in_s = wait.as_secs_f64(),
-                      "job failed; retry scheduled");
                 Verdict::Retry { at }
             }
             None => {
                 self.report.failed += 1;
-                error!(job_id = job.id, task = %job.task_name, queue = %job.queue_name,
-                       attempt = job.attempts + 1, duration_ms, error_kind = error.kind(),
-                       error = error.message(), "job failed");
+                self.notify_after(job, AttemptEnd::Failed { error }, duration);
                 Verdict::Failed
             }
-        };
-        Outcome {
-            job_id: job.id,
-            verdict,
-            error: Some(error),
         }
     }
 
@@ -491,10 +607,10 @@ impl Loop<'_> {
             }
         }
         self.running.abort_all();
-        for (_, Running { job, .. }) in self.by_task.drain() {
+        let interrupted: Vec<Running> = self.by_task.drain().map(|(_, running)| running).collect();
+        for Running { job, started, .. } in interrupted {
             self.report.interrupted += 1;
-            warn!(job_id = job.id, task = %job.task_name, queue = %job.queue_name,
-                  "job interrupted by shutdown; put back for retry");
+            self.notify_after(&job, AttemptEnd::Interrupted, started.elapsed());
             self.completer.send(Outcome {
                 job_id: job.id,
                 verdict: Verdict::Retry { at: Utc::now() },
@@ -505,6 +621,7 @@ impl Loop<'_> {
                         timeout.as_secs_f64()
                     ),
                 )),
+                delete: false,
             });
         }
         // Aborted tasks still report through the JoinSet; nothing to record.
@@ -563,7 +680,12 @@ fn channels(queues: &Option<Vec<String>>) -> Vec<String> {
 }
 
 /// Wakes the claiming loop on every notification; reconnects with backoff.
-async fn listen(pool: PgPool, channels: Vec<String>, wake: Arc<Notify>) {
+async fn listen(
+    pool: PgPool,
+    channels: Vec<String>,
+    wake: Arc<Notify>,
+    abort_requests: mpsc::UnboundedSender<i64>,
+) {
     let mut backoff = Backoff::new();
     loop {
         let connected = async {
@@ -586,7 +708,12 @@ async fn listen(pool: PgPool, channels: Vec<String>, wake: Arc<Notify>) {
                                 payload = notification.payload(),
                                 "notification"
                             );
-                            wake.notify_one();
+                            match abort_request(notification.payload()) {
+                                Some(job_id) => {
+                                    let _ = abort_requests.send(job_id);
+                                }
+                                None => wake.notify_one(),
+                            }
                         }
                         // The connection dropped; the next call reconnects.
                         Ok(None) => {
@@ -606,32 +733,11 @@ async fn listen(pool: PgPool, channels: Vec<String>, wake: Arc<Notify>) {
     }
 }
 
-/// Refreshes the worker's heartbeat; registers again if it was pruned.
-async fn heartbeat(pool: PgPool, worker_id: Arc<AtomicI64>, interval: Duration) {
-    let mut ticks = tokio::time::interval(interval);
-    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    ticks.tick().await;
-    loop {
-        ticks.tick().await;
-        let id = worker_id.load(Ordering::Relaxed);
-        let updated: Result<Option<i64>, sqlx::Error> = sqlx::query_scalar(
-            "UPDATE procrastinate_workers SET last_heartbeat = now() WHERE id = $1 RETURNING id",
-        )
-        .bind(id)
-        .fetch_optional(&pool)
-        .await;
-        match updated {
-            Ok(Some(_)) => debug!(worker_id = id, "heartbeat"),
-            Ok(None) => {
-                warn!(
-                    worker_id = id,
-                    "the worker was pruned as stalled; registering again"
-                );
-                if let Ok(new_id) = register_once(&pool).await {
-                    worker_id.store(new_id, Ordering::Relaxed);
-                }
-            }
-            Err(error) => warn!(worker_id = id, error = %error, "failed to send the heartbeat"),
-        }
+/// The job id of an `abort_job_requested` notification.
+fn abort_request(payload: &str) -> Option<i64> {
+    let payload: serde_json::Value = serde_json::from_str(payload).ok()?;
+    if payload["type"] != "abort_job_requested" {
+        return None;
     }
+    payload["job_id"].as_i64()
 }

@@ -5,9 +5,10 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 
-use serde_json::Value;
+use serde_json::{Map, Value};
 
 use crate::context::JobContext;
+use crate::cron::Schedule;
 use crate::retry::RetryStrategy;
 use crate::task::Task;
 use crate::task_error::TaskError;
@@ -23,6 +24,39 @@ type BoxedRun = Arc<
 pub(crate) struct RegisteredTask {
     pub(crate) run: BoxedRun,
     pub(crate) retry: RetryStrategy,
+    pub(crate) timeout: Option<std::time::Duration>,
+}
+
+/// A job deferred on a cron schedule, once per tick across every worker
+/// (`procrastinate_defer_periodic_job_v2`), with the tick's unix time added
+/// to its arguments as `timestamp`, as Procrastinate does.
+#[derive(Debug, Clone)]
+pub struct Periodic {
+    pub task_name: String,
+    pub schedule: Schedule,
+    /// Tells apart several schedules of one task (default empty).
+    pub periodic_id: String,
+    pub args: Map<String, Value>,
+    pub queue: String,
+    pub priority: i32,
+    pub lock: Option<String>,
+    pub queueing_lock: Option<String>,
+}
+
+impl Periodic {
+    /// `task_name` on `schedule`, with empty arguments on the default queue.
+    pub fn new(task_name: impl Into<String>, schedule: Schedule) -> Self {
+        Self {
+            task_name: task_name.into(),
+            schedule,
+            periodic_id: String::new(),
+            args: Map::new(),
+            queue: crate::job::DEFAULT_QUEUE.to_string(),
+            priority: 0,
+            lock: None,
+            queueing_lock: None,
+        }
+    }
 }
 
 impl std::fmt::Debug for RegisteredTask {
@@ -37,6 +71,7 @@ impl std::fmt::Debug for RegisteredTask {
 #[derive(Debug, Clone, Default)]
 pub struct Registry {
     tasks: HashMap<String, RegisteredTask>,
+    periodic: Vec<Periodic>,
 }
 
 impl Registry {
@@ -63,9 +98,32 @@ impl Registry {
             RegisteredTask {
                 run,
                 retry: T::retry_strategy(),
+                timeout: T::timeout(),
             },
         );
         self
+    }
+
+    /// Registers `T` and defers it on `schedule` (with `T`'s queue and
+    /// priority, and empty arguments besides `timestamp`).
+    pub fn register_periodic<T: Task>(&mut self, schedule: Schedule) -> &mut Self {
+        self.register::<T>();
+        let mut periodic = Periodic::new(T::NAME, schedule);
+        periodic.queue = T::QUEUE.to_string();
+        periodic.priority = T::PRIORITY;
+        self.periodic.push(periodic);
+        self
+    }
+
+    /// Defers a job on a schedule; its task may be run by any worker,
+    /// Python ones included.
+    pub fn add_periodic(&mut self, periodic: Periodic) -> &mut Self {
+        self.periodic.push(periodic);
+        self
+    }
+
+    pub(crate) fn periodic(&self) -> &[Periodic] {
+        &self.periodic
     }
 
     pub fn contains(&self, task_name: &str) -> bool {

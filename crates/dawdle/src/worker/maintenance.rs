@@ -1,0 +1,198 @@
+//! Upkeep every worker does on its own, safely at once with any number of
+//! others (no leader): the heartbeat, pruning workers that stopped beating,
+//! putting their running jobs back, noticing abort requests that arrived
+//! while the notification was lost, and deferring periodic jobs.
+
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::Utc;
+use sqlx::PgPool;
+use tokio::sync::mpsc;
+use tracing::{debug, info, warn};
+
+use super::register_once;
+use super::registry::Periodic;
+
+/// Every `interval`: heartbeat (registering again if this worker was pruned),
+/// prune workers silent for `stalled_after`, rescue their jobs, and forward
+/// abort requests for this worker's jobs.
+pub(crate) async fn run(
+    pool: PgPool,
+    worker_id: Arc<AtomicI64>,
+    interval: Duration,
+    stalled_after: Duration,
+    abort_requests: mpsc::UnboundedSender<i64>,
+) {
+    let mut ticks = tokio::time::interval(interval);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticks.tick().await;
+        heartbeat(&pool, &worker_id).await;
+        if let Err(error) = rescue_stalled(&pool, stalled_after).await {
+            warn!(error = %error, "failed to check for stalled workers and jobs");
+        }
+        match aborts_requested(&pool, worker_id.load(Ordering::Relaxed)).await {
+            Ok(ids) => {
+                for id in ids {
+                    let _ = abort_requests.send(id);
+                }
+            }
+            Err(error) => warn!(error = %error, "failed to check for abort requests"),
+        }
+    }
+}
+
+async fn heartbeat(pool: &PgPool, worker_id: &AtomicI64) {
+    let id = worker_id.load(Ordering::Relaxed);
+    let updated: Result<Option<i64>, sqlx::Error> = sqlx::query_scalar(
+        "UPDATE procrastinate_workers SET last_heartbeat = now() WHERE id = $1 RETURNING id",
+    )
+    .bind(id)
+    .fetch_optional(pool)
+    .await;
+    match updated {
+        Ok(Some(_)) => debug!(worker_id = id, "heartbeat"),
+        Ok(None) => {
+            warn!(
+                worker_id = id,
+                "the worker was pruned as stalled; registering again"
+            );
+            if let Ok(new_id) = register_once(pool).await {
+                worker_id.store(new_id, Ordering::Relaxed);
+            }
+        }
+        Err(error) => warn!(worker_id = id, error = %error, "failed to send the heartbeat"),
+    }
+}
+
+/// Prunes silent workers, then puts every running job without a live worker
+/// back to `todo` (one attempt counted, an `error` event of kind `Stalled`).
+/// Row locks with SKIP LOCKED make concurrent rescuers share the work: no
+/// job is rescued twice.
+async fn rescue_stalled(pool: &PgPool, stalled_after: Duration) -> Result<(), sqlx::Error> {
+    let seconds = stalled_after.as_secs_f64();
+    let pruned: Vec<i64> =
+        sqlx::query_scalar("SELECT worker_id FROM procrastinate_prune_stalled_workers_v1($1)")
+            .bind(seconds)
+            .fetch_all(pool)
+            .await?;
+    for worker in &pruned {
+        warn!(
+            pruned_worker_id = worker,
+            stalled_after_s = seconds,
+            "pruned a worker that stopped sending heartbeats"
+        );
+    }
+    let rescued: Vec<(i64, String)> = sqlx::query_as(
+        "WITH stalled AS (
+             SELECT job.id
+             FROM procrastinate_jobs AS job
+             WHERE job.status = 'doing'
+               AND (job.worker_id IS NULL
+                    OR NOT EXISTS (SELECT 1 FROM procrastinate_workers AS worker
+                                   WHERE worker.id = job.worker_id))
+               AND job.started_at < now() - make_interval(secs => $1)
+             FOR UPDATE OF job SKIP LOCKED
+         ),
+         rescued AS (
+             UPDATE procrastinate_jobs AS job
+             SET status = 'todo', attempts = job.attempts + 1, worker_id = NULL,
+                 started_at = NULL, finished_at = NULL, abort_requested = false
+             FROM stalled
+             WHERE job.id = stalled.id
+             RETURNING job.id, job.task_name::text
+         ),
+         noted AS (
+             INSERT INTO procrastinate_events (job_id, type, error, error_message, error_traceback)
+             SELECT id, 'error', 'Stalled',
+                    'the worker running the job stopped sending heartbeats; the job runs again',
+                    'Stalled: no live worker held the job after ' || $1 || ' s without heartbeat'
+             FROM rescued
+         )
+         SELECT id, task_name FROM rescued",
+    )
+    .bind(seconds)
+    .fetch_all(pool)
+    .await?;
+    for (job_id, task) in &rescued {
+        warn!(job_id, task = %task, "put back a job whose worker stopped; it runs again");
+    }
+    Ok(())
+}
+
+/// This worker's running jobs whose abort was requested.
+async fn aborts_requested(pool: &PgPool, worker_id: i64) -> Result<Vec<i64>, sqlx::Error> {
+    sqlx::query_scalar(
+        "SELECT id FROM procrastinate_jobs
+         WHERE status = 'doing' AND worker_id = $1 AND abort_requested",
+    )
+    .bind(worker_id)
+    .fetch_all(pool)
+    .await
+}
+
+/// Defers each periodic job at each tick of its schedule, from now on: ticks
+/// missed while no worker ran are not replayed. Every worker does this; the
+/// unique (task, periodic id, tick) row in `procrastinate_periodic_defers`
+/// makes one of them win each tick.
+pub(crate) async fn defer_periodic(pool: PgPool, periodic: Vec<Periodic>) {
+    let now = Utc::now();
+    let mut next: Vec<Option<chrono::DateTime<Utc>>> = periodic
+        .iter()
+        .map(|p| p.schedule.next_after(now))
+        .collect();
+    for (entry, tick) in periodic.iter().zip(&next) {
+        info!(task = %entry.task_name, periodic_id = %entry.periodic_id,
+              schedule = entry.schedule.source(), next = ?tick, "periodic job scheduled");
+    }
+    loop {
+        let Some((index, at)) = next
+            .iter()
+            .enumerate()
+            .filter_map(|(i, tick)| tick.map(|t| (i, t)))
+            .min_by_key(|(_, tick)| *tick)
+        else {
+            return;
+        };
+        let wait = (at - Utc::now()).to_std().unwrap_or(Duration::ZERO);
+        tokio::time::sleep(wait).await;
+        let entry = &periodic[index];
+        defer_tick(&pool, entry, at.timestamp()).await;
+        next[index] = entry.schedule.next_after(at);
+    }
+}
+
+async fn defer_tick(pool: &PgPool, entry: &Periodic, tick: i64) {
+    let mut args = entry.args.clone();
+    args.insert("timestamp".to_string(), serde_json::Value::from(tick));
+    let deferred: Result<Option<i64>, sqlx::Error> = sqlx::query_scalar(
+        "SELECT procrastinate_defer_periodic_job_v2($1, $2, $3, $4, $5, $6, $7, $8)",
+    )
+    .bind(&entry.queue)
+    .bind(&entry.lock)
+    .bind(&entry.queueing_lock)
+    .bind(&entry.task_name)
+    .bind(entry.priority)
+    .bind(&entry.periodic_id)
+    .bind(tick)
+    .bind(sqlx::types::Json(&args))
+    .fetch_one(pool)
+    .await;
+    match deferred {
+        Ok(Some(job_id)) => info!(job_id, task = %entry.task_name, tick, "periodic job deferred"),
+        Ok(None) => {
+            debug!(task = %entry.task_name, tick, "periodic tick already deferred by another worker")
+        }
+        Err(error)
+            if error.as_database_error().and_then(|e| e.constraint())
+                == Some(crate::defer::QUEUEING_LOCK_INDEX) =>
+        {
+            info!(task = %entry.task_name, tick, "periodic job skipped: one is already waiting (queueing lock)")
+        }
+        Err(error) => {
+            warn!(task = %entry.task_name, tick, error = %error, "failed to defer a periodic job")
+        }
+    }
+}

@@ -1,0 +1,481 @@
+//! The worker in production: stalled workers and jobs, abort, timeouts,
+//! periodic jobs, retention, the built-in cleanup task and middleware.
+
+mod common;
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use dawdle::cron::Schedule;
+use dawdle::testing::TestDatabase;
+use dawdle::{
+    defer, AttemptEnd, JobContext, Middleware, NewJob, Periodic, Registry, Retention,
+    RetryStrategy, Task, TaskError, Worker, WorkerConfig, WorkerReport,
+};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use sqlx::PgPool;
+
+/// Sleeps, stopping early (with an error) when an abort is requested.
+#[derive(Debug, Serialize, Deserialize)]
+struct Polite {
+    seconds: f64,
+}
+
+impl Task for Polite {
+    const NAME: &'static str = "test.polite";
+
+    async fn run(self, ctx: JobContext) -> Result<(), TaskError> {
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_secs_f64(self.seconds)) => Ok(()),
+            _ = ctx.abort_requested() => Err(TaskError::new("Aborted", "stopped on request")),
+        }
+    }
+}
+
+/// Sleeps and ignores abort requests.
+#[derive(Debug, Serialize, Deserialize)]
+struct Stubborn {
+    seconds: f64,
+}
+
+impl Task for Stubborn {
+    const NAME: &'static str = "test.stubborn";
+
+    async fn run(self, _ctx: JobContext) -> Result<(), TaskError> {
+        tokio::time::sleep(Duration::from_secs_f64(self.seconds)).await;
+        Ok(())
+    }
+}
+
+/// Takes longer than its timeout.
+#[derive(Debug, Serialize, Deserialize)]
+struct Slow {}
+
+impl Task for Slow {
+    const NAME: &'static str = "test.slow";
+
+    fn timeout() -> Option<Duration> {
+        Some(Duration::from_millis(100))
+    }
+
+    fn retry_strategy() -> RetryStrategy {
+        RetryStrategy::constant(1, Duration::ZERO)
+    }
+
+    async fn run(self, _ctx: JobContext) -> Result<(), TaskError> {
+        tokio::time::sleep(Duration::from_secs(30)).await;
+        Ok(())
+    }
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct Quick {
+    #[serde(default)]
+    timestamp: Option<i64>,
+    #[serde(default)]
+    fail: bool,
+}
+
+impl Task for Quick {
+    const NAME: &'static str = "test.quick";
+
+    async fn run(self, _ctx: JobContext) -> Result<(), TaskError> {
+        if self.fail {
+            return Err(TaskError::validation("asked to fail"));
+        }
+        Ok(())
+    }
+}
+
+fn registry() -> Registry {
+    let mut registry = Registry::new();
+    registry
+        .register::<Polite>()
+        .register::<Stubborn>()
+        .register::<Slow>()
+        .register::<Quick>()
+        .register::<dawdle::builtin::RemoveOldJobs>();
+    registry
+}
+
+fn config() -> WorkerConfig {
+    WorkerConfig {
+        poll_interval: Duration::from_millis(100),
+        heartbeat_interval: Duration::from_millis(100),
+        stalled_after: Duration::from_secs(1),
+        abort_grace: Duration::from_millis(300),
+        ..WorkerConfig::default()
+    }
+}
+
+/// A worker running in the background until `stop`.
+struct Running {
+    stop: tokio::sync::oneshot::Sender<()>,
+    task: tokio::task::JoinHandle<Result<WorkerReport, dawdle::worker::WorkerError>>,
+}
+
+fn start(pool: &PgPool, registry: Registry, config: WorkerConfig) -> Running {
+    start_worker(Worker::new(pool.clone(), registry, config))
+}
+
+fn start_worker(worker: Worker) -> Running {
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(worker.run(async {
+        let _ = stopped.await;
+    }));
+    Running { stop, task }
+}
+
+impl Running {
+    async fn stop(self) -> WorkerReport {
+        let _ = self.stop.send(());
+        self.task.await.unwrap().unwrap()
+    }
+}
+
+async fn eventually(what: &str, mut condition: impl AsyncFnMut() -> bool) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while !condition().await {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+async fn status(pool: &PgPool, id: i64) -> String {
+    common::status(pool, id).await
+}
+
+async fn count(pool: &PgPool, sql: &str) -> i64 {
+    sqlx::query_scalar(sql).fetch_one(pool).await.unwrap()
+}
+
+#[tokio::test]
+async fn jobs_of_a_dead_worker_are_put_back_once_and_run_again() {
+    let db = TestDatabase::with_schema().await;
+    let pool = db.pool();
+    // A worker that died mid-job: registered, silent for a minute, job doing.
+    let dead: i64 = sqlx::query_scalar("SELECT worker_id FROM procrastinate_register_worker_v1()")
+        .fetch_one(pool)
+        .await
+        .unwrap();
+    let id = defer(pool, &NewJob::new("test.quick", json!({})).unwrap())
+        .await
+        .unwrap();
+    sqlx::query("SELECT id FROM dawdle_fetch_jobs_v1(NULL, $1, 1)")
+        .bind(dead)
+        .fetch_all(pool)
+        .await
+        .unwrap();
+    sqlx::raw_sql(
+        "UPDATE procrastinate_workers SET last_heartbeat = now() - interval '1 minute';
+         UPDATE procrastinate_jobs SET started_at = now() - interval '1 minute'",
+    )
+    .execute(pool)
+    .await
+    .unwrap();
+
+    // Two live workers both do the upkeep; the job is rescued once.
+    let first = start(pool, registry(), config());
+    let second = start(pool, registry(), config());
+    eventually("the job to run again and succeed", async || {
+        status(pool, id).await == "succeeded"
+    })
+    .await;
+    first.stop().await;
+    second.stop().await;
+    let stalled = count(
+        pool,
+        &format!(
+            "SELECT count(*) FROM procrastinate_events WHERE job_id = {id} AND error = 'Stalled'"
+        ),
+    )
+    .await;
+    assert_eq!(stalled, 1, "rescued exactly once");
+    assert_eq!(
+        count(
+            pool,
+            &format!("SELECT count(*) FROM procrastinate_workers WHERE id = {dead}")
+        )
+        .await,
+        0,
+        "pruned"
+    );
+    let history = common::event_types(pool, id).await;
+    assert_eq!(
+        history,
+        [
+            "deferred",
+            "started",
+            "error",
+            "deferred_for_retry",
+            "started",
+            "succeeded"
+        ]
+    );
+}
+
+#[tokio::test]
+async fn an_abort_request_stops_a_running_job_which_ends_aborted() {
+    let db = TestDatabase::with_schema().await;
+    let pool = db.pool();
+    let polite = defer(
+        pool,
+        &NewJob::new("test.polite", json!({"seconds": 60})).unwrap(),
+    )
+    .await
+    .unwrap();
+    let stubborn = defer(
+        pool,
+        &NewJob::new("test.stubborn", json!({"seconds": 60})).unwrap(),
+    )
+    .await
+    .unwrap();
+    let worker = start(pool, registry(), config());
+    eventually("both jobs to run", async || {
+        status(pool, polite).await == "doing" && status(pool, stubborn).await == "doing"
+    })
+    .await;
+    for id in [polite, stubborn] {
+        assert_eq!(
+            dawdle::admin::cancel(pool, id).await.unwrap(),
+            dawdle::admin::CancelOutcome::AbortRequested
+        );
+    }
+    eventually("both jobs to end aborted", async || {
+        status(pool, polite).await == "aborted" && status(pool, stubborn).await == "aborted"
+    })
+    .await;
+    let report = worker.stop().await;
+    assert_eq!(report.aborted, 2);
+    assert_eq!(
+        common::event_types(pool, polite).await,
+        ["deferred", "started", "abort_requested", "error", "aborted"]
+    );
+}
+
+#[tokio::test]
+async fn a_job_over_its_timeout_fails_as_timeout_error_and_is_retried() {
+    let db = TestDatabase::with_schema().await;
+    let pool = db.pool();
+    let id = defer(pool, &NewJob::new("test.slow", json!({})).unwrap())
+        .await
+        .unwrap();
+    let worker = start(
+        pool,
+        registry(),
+        WorkerConfig {
+            one_shot: true,
+            ..config()
+        },
+    );
+    let report = worker.task.await.unwrap().unwrap();
+    drop(worker.stop);
+    assert_eq!((report.retried, report.failed), (1, 1));
+    assert_eq!(status(pool, id).await, "failed");
+    let kinds: Vec<String> = sqlx::query_scalar(
+        "SELECT error FROM procrastinate_events WHERE job_id = $1 AND type = 'error'",
+    )
+    .bind(id)
+    .fetch_all(pool)
+    .await
+    .unwrap();
+    assert_eq!(kinds, ["TimeoutError", "TimeoutError"]);
+}
+
+#[tokio::test]
+async fn periodic_jobs_are_deferred_once_per_tick_by_any_number_of_workers() {
+    let db = TestDatabase::with_schema().await;
+    let pool = db.pool();
+    let every_second = || {
+        let mut registry = registry();
+        registry.add_periodic(Periodic::new(
+            "test.quick",
+            Schedule::parse("* * * * * *").unwrap(),
+        ));
+        registry
+    };
+    let workers: Vec<Running> = (0..3)
+        .map(|_| start(pool, every_second(), config()))
+        .collect();
+    eventually("four ticks", async || {
+        count(
+            pool,
+            "SELECT count(*) FROM procrastinate_jobs WHERE status = 'succeeded'",
+        )
+        .await
+            >= 4
+    })
+    .await;
+    for worker in workers {
+        worker.stop().await;
+    }
+    let ticks: Vec<(i64, i64)> = sqlx::query_as(
+        "SELECT (args->>'timestamp')::bigint AS tick, count(*) FROM procrastinate_jobs GROUP BY 1 ORDER BY 1",
+    )
+    .fetch_all(pool)
+    .await
+    .unwrap();
+    assert!(
+        ticks.iter().all(|(_, n)| *n == 1),
+        "a tick deferred twice: {ticks:?}"
+    );
+    for pair in ticks.windows(2) {
+        assert_eq!(pair[1].0 - pair[0].0, 1, "a tick was skipped: {ticks:?}");
+    }
+    // Only the latest tick is remembered per periodic task.
+    assert_eq!(
+        count(pool, "SELECT count(*) FROM procrastinate_periodic_defers").await,
+        1
+    );
+}
+
+#[tokio::test]
+async fn retention_deletes_successes_and_the_cleanup_task_removes_old_jobs() {
+    let db = TestDatabase::with_schema().await;
+    let pool = db.pool();
+    let ok = defer(pool, &NewJob::new("test.quick", json!({})).unwrap())
+        .await
+        .unwrap();
+    let bad = defer(
+        pool,
+        &NewJob::new("test.quick", json!({"fail": true})).unwrap(),
+    )
+    .await
+    .unwrap();
+    let worker = start(
+        pool,
+        registry(),
+        WorkerConfig {
+            one_shot: true,
+            retention: Retention::DeleteSuccessful,
+            ..config()
+        },
+    );
+    worker.task.await.unwrap().unwrap();
+    assert_eq!(
+        count(
+            pool,
+            &format!("SELECT count(*) FROM procrastinate_jobs WHERE id = {ok}")
+        )
+        .await,
+        0
+    );
+    assert_eq!(
+        count(
+            pool,
+            &format!("SELECT count(*) FROM procrastinate_events WHERE job_id = {ok}")
+        )
+        .await,
+        0
+    );
+    assert_eq!(
+        status(pool, bad).await,
+        "failed",
+        "failed jobs stay for debugging"
+    );
+
+    sqlx::query(
+        "UPDATE procrastinate_jobs SET finished_at = now() - interval '3 days' WHERE id = $1",
+    )
+    .bind(bad)
+    .execute(pool)
+    .await
+    .unwrap();
+    defer(
+        pool,
+        &NewJob::new(
+            "dawdle.remove_old_jobs",
+            json!({"max_hours": 24, "include_failed": true}),
+        )
+        .unwrap(),
+    )
+    .await
+    .unwrap();
+    let worker = start(
+        pool,
+        registry(),
+        WorkerConfig {
+            one_shot: true,
+            ..config()
+        },
+    );
+    worker.task.await.unwrap().unwrap();
+    assert_eq!(
+        count(
+            pool,
+            &format!("SELECT count(*) FROM procrastinate_jobs WHERE id = {bad}")
+        )
+        .await,
+        0
+    );
+}
+
+/// Records every hook call.
+#[derive(Clone, Default)]
+struct Recorder(Arc<Mutex<Vec<String>>>);
+
+impl Middleware for Recorder {
+    fn before(&self, job: &dawdle::Job) {
+        self.0.lock().unwrap().push(format!("before {}", job.id));
+    }
+
+    fn after(&self, job: &dawdle::Job, end: AttemptEnd<'_>, _duration: Duration) {
+        let end = match end {
+            AttemptEnd::Succeeded => "succeeded",
+            AttemptEnd::Failed { .. } => "failed",
+            _ => "other",
+        };
+        self.0
+            .lock()
+            .unwrap()
+            .push(format!("after {} {end}", job.id));
+    }
+
+    fn on_error(&self, job: &dawdle::Job, error: &TaskError, will_retry: bool) {
+        self.0
+            .lock()
+            .unwrap()
+            .push(format!("error {} {} {will_retry}", job.id, error.kind()));
+    }
+}
+
+#[tokio::test]
+async fn middleware_sees_every_attempt() {
+    let db = TestDatabase::with_schema().await;
+    let pool = db.pool();
+    let ok = defer(pool, &NewJob::new("test.quick", json!({})).unwrap())
+        .await
+        .unwrap();
+    let bad = defer(
+        pool,
+        &NewJob::new("test.quick", json!({"fail": true})).unwrap(),
+    )
+    .await
+    .unwrap();
+    let recorder = Recorder::default();
+    let worker = Worker::new(
+        pool.clone(),
+        registry(),
+        WorkerConfig {
+            one_shot: true,
+            ..config()
+        },
+    )
+    .with_middleware(recorder.clone());
+    start_worker(worker).task.await.unwrap().unwrap();
+    let mut calls = recorder.0.lock().unwrap().clone();
+    calls.sort();
+    let mut expected = vec![
+        format!("after {bad} failed"),
+        format!("after {ok} succeeded"),
+        format!("before {bad}"),
+        format!("before {ok}"),
+        format!("error {bad} ValidationError false"),
+    ];
+    expected.sort();
+    assert_eq!(calls, expected);
+}
