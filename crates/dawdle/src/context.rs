@@ -1,11 +1,13 @@
 //! What a running task knows about its job, how it learns that an abort was
 //! requested, and how it defers follow-ups.
 
+use std::sync::{Arc, Mutex};
+
 use chrono::{DateTime, Utc};
 use sqlx::PgPool;
 use tokio::sync::watch;
 
-use crate::job::Job;
+use crate::job::{InvalidJob, Job, NewJob};
 
 /// Handed to [`crate::Task::run`] with every attempt.
 #[derive(Debug, Clone)]
@@ -19,16 +21,21 @@ pub struct JobContext {
     pub scheduled_at: Option<DateTime<Utc>>,
     /// The `procrastinate_workers` id of the worker running the job.
     pub worker_id: i64,
+    /// `host:pid` of the process running the job, for logs.
+    pub worker_name: String,
     pool: PgPool,
     abort: watch::Receiver<bool>,
+    follow_ups: Arc<Mutex<Vec<NewJob>>>,
 }
 
 impl JobContext {
     pub(crate) fn new(
         job: &Job,
         worker_id: i64,
+        worker_name: String,
         pool: PgPool,
         abort: watch::Receiver<bool>,
+        follow_ups: Arc<Mutex<Vec<NewJob>>>,
     ) -> Self {
         Self {
             job_id: job.id,
@@ -38,9 +45,23 @@ impl JobContext {
             lock: job.lock.clone(),
             scheduled_at: job.scheduled_at,
             worker_id,
+            worker_name,
             pool,
             abort,
+            follow_ups,
         }
+    }
+
+    /// Defers `job` in the same transaction that records this attempt's
+    /// success: it exists if and only if this job is recorded as succeeded.
+    /// Validated now, so a bad follow-up fails this attempt, not the record.
+    pub fn defer_after_success(&self, job: NewJob) -> Result<(), InvalidJob> {
+        job.validate()?;
+        self.follow_ups
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .push(job);
+        Ok(())
     }
 
     /// The jobs database, to defer follow-up jobs (`dawdle::defer(ctx.pool(), …)`).

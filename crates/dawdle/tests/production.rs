@@ -88,9 +88,31 @@ impl Task for Quick {
     }
 }
 
+/// Defers a follow-up with the completion, then fails if asked to.
+#[derive(Debug, Serialize, Deserialize)]
+struct Chain {
+    fail: bool,
+}
+
+impl Task for Chain {
+    const NAME: &'static str = "test.chain";
+
+    async fn run(self, ctx: JobContext) -> Result<(), TaskError> {
+        assert!(ctx.worker_name.contains(':'), "{}", ctx.worker_name);
+        ctx.defer_after_success(NewJob::new("test.quick", json!({"after": ctx.job_id}))?)?;
+        if self.fail {
+            return Err(TaskError::validation(
+                "failing after asking for a follow-up",
+            ));
+        }
+        Ok(())
+    }
+}
+
 fn registry() -> Registry {
     let mut registry = Registry::new();
     registry
+        .register::<Chain>()
         .register::<Polite>()
         .register::<Stubborn>()
         .register::<Slow>()
@@ -478,4 +500,47 @@ async fn middleware_sees_every_attempt() {
     ];
     expected.sort();
     assert_eq!(calls, expected);
+}
+
+#[tokio::test]
+async fn follow_up_jobs_exist_only_if_the_success_is_recorded() {
+    let db = TestDatabase::with_schema().await;
+    let pool = db.pool();
+    let ok = defer(
+        pool,
+        &NewJob::new("test.chain", json!({"fail": false})).unwrap(),
+    )
+    .await
+    .unwrap();
+    let bad = defer(
+        pool,
+        &NewJob::new("test.chain", json!({"fail": true})).unwrap(),
+    )
+    .await
+    .unwrap();
+    let worker = start(
+        pool,
+        registry(),
+        WorkerConfig {
+            one_shot: true,
+            ..config()
+        },
+    );
+    worker.task.await.unwrap().unwrap();
+    let after: Vec<i64> = sqlx::query_scalar(
+        "SELECT (args->>'after')::bigint FROM procrastinate_jobs WHERE task_name = 'test.quick'",
+    )
+    .fetch_all(pool)
+    .await
+    .unwrap();
+    assert_eq!(
+        after,
+        [ok],
+        "only the successful job's follow-up exists (not {bad}'s)"
+    );
+    assert_eq!(
+        count(pool, "SELECT count(*) FROM procrastinate_jobs WHERE task_name = 'test.quick' AND status = 'succeeded'").await,
+        1,
+        "and it ran"
+    );
 }

@@ -41,6 +41,9 @@ pub(crate) struct Outcome {
     /// Delete the job (and its history) instead of recording the outcome:
     /// the worker's retention setting.
     pub(crate) delete: bool,
+    /// Jobs the task deferred with `JobContext::defer_after_success`:
+    /// inserted in the transaction that records the success.
+    pub(crate) follow_ups: Vec<crate::job::NewJob>,
 }
 
 #[derive(Debug)]
@@ -161,6 +164,7 @@ fn take(message: Message, batch: &mut Vec<Outcome>, acks: &mut Vec<oneshot::Send
 /// trigger records `succeeded`, `failed` and `deferred_for_retry` (and
 /// `scheduled`) after the error events, so a job's history reads in order.
 async fn write(pool: &PgPool, batch: &[Outcome]) -> Result<(), sqlx::Error> {
+    let has_follow_ups = batch.iter().any(|outcome| !outcome.follow_ups.is_empty());
     let mut ids = Vec::with_capacity(batch.len());
     let mut statuses = Vec::with_capacity(batch.len());
     let mut retry_at = Vec::with_capacity(batch.len());
@@ -183,7 +187,7 @@ async fn write(pool: &PgPool, batch: &[Outcome]) -> Result<(), sqlx::Error> {
         messages.push(outcome.error.as_ref().map(|e| e.message()));
         tracebacks.push(outcome.error.as_ref().map(|e| e.traceback()));
     }
-    sqlx::query(
+    let statement = sqlx::query_scalar::<_, i64>(
         "WITH outcome AS (
              SELECT *
              FROM unnest($1::bigint[], $2::text[]::procrastinate_job_status[], $3::timestamptz[],
@@ -217,7 +221,7 @@ async fn write(pool: &PgPool, batch: &[Outcome]) -> Result<(), sqlx::Error> {
              JOIN recorded ON recorded.id = outcome.id
              WHERE outcome.error IS NOT NULL
          )
-         SELECT (SELECT count(*) FROM recorded) + (SELECT count(*) FROM removed)",
+         SELECT id FROM recorded UNION ALL SELECT id FROM removed",
     )
     .bind(&ids)
     .bind(&statuses)
@@ -225,8 +229,37 @@ async fn write(pool: &PgPool, batch: &[Outcome]) -> Result<(), sqlx::Error> {
     .bind(&kinds)
     .bind(&messages)
     .bind(&tracebacks)
-    .bind(&deletes)
-    .execute(pool)
-    .await?;
-    Ok(())
+    .bind(&deletes);
+    if !has_follow_ups {
+        statement.fetch_all(pool).await?;
+        return Ok(());
+    }
+    // Follow-up jobs exist only if the success they follow is recorded: same
+    // transaction, and only for jobs the statement actually changed.
+    let mut tx = pool.begin().await?;
+    let changed: Vec<i64> = statement.fetch_all(&mut *tx).await?;
+    let follow_ups: Vec<crate::job::NewJob> = batch
+        .iter()
+        .filter(|outcome| changed.contains(&outcome.job_id))
+        .flat_map(|outcome| outcome.follow_ups.iter().cloned())
+        .collect();
+    if let Err(error) = crate::defer::defer_batch(&mut *tx, &follow_ups).await {
+        // Validated when the task asked for them; a conflict of queueing
+        // locks is the likely cause. The outcomes must still be recorded.
+        tracing::warn!(error = %error, jobs = follow_ups.len(), "failed to defer follow-up jobs; recording the outcomes without them");
+        tx.rollback().await?;
+        return Box::pin(write_without_follow_ups(pool, batch)).await;
+    }
+    tx.commit().await
+}
+
+async fn write_without_follow_ups(pool: &PgPool, batch: &[Outcome]) -> Result<(), sqlx::Error> {
+    let stripped: Vec<Outcome> = batch
+        .iter()
+        .map(|outcome| Outcome {
+            follow_ups: Vec::new(),
+            ..outcome.clone()
+        })
+        .collect();
+    write(pool, &stripped).await
 }

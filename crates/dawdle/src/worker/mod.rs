@@ -146,6 +146,7 @@ struct Running {
     abort: watch::Sender<bool>,
     abort_handle: tokio::task::AbortHandle,
     abort_requested: bool,
+    follow_ups: Arc<std::sync::Mutex<Vec<crate::job::NewJob>>>,
 }
 
 impl Worker {
@@ -442,7 +443,15 @@ impl Loop<'_> {
         }
         let registered = self.worker.registry.get(&job.task_name).cloned();
         let (abort, abort_receiver) = watch::channel(false);
-        let context = JobContext::new(&job, worker_id, self.worker.pool.clone(), abort_receiver);
+        let follow_ups = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let context = JobContext::new(
+            &job,
+            worker_id,
+            worker_name(),
+            self.worker.pool.clone(),
+            abort_receiver,
+            follow_ups.clone(),
+        );
         let args = job.args.clone();
         let task_name = job.task_name.clone();
         let known = self.worker.registry.names().join(", ");
@@ -473,6 +482,7 @@ impl Loop<'_> {
                 abort,
                 abort_handle: handle,
                 abort_requested: false,
+                follow_ups,
             },
         );
     }
@@ -521,6 +531,7 @@ impl Loop<'_> {
             job,
             started,
             abort_requested,
+            follow_ups,
             ..
         } = running;
         let duration = started.elapsed();
@@ -545,11 +556,21 @@ impl Loop<'_> {
             (Retention::DeleteSuccessful, verdict) => matches!(verdict, Verdict::Succeeded),
             (Retention::DeleteAll, _) => true,
         };
+        let follow_ups = if matches!(verdict, Verdict::Succeeded) {
+            std::mem::take(
+                &mut *follow_ups
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner),
+            )
+        } else {
+            Vec::new()
+        };
         self.completer.send(Outcome {
             job_id: job.id,
             verdict,
             error,
             delete,
+            follow_ups,
         });
     }
 
@@ -622,6 +643,7 @@ impl Loop<'_> {
                     ),
                 )),
                 delete: false,
+                follow_ups: Vec::new(),
             });
         }
         // Aborted tasks still report through the JoinSet; nothing to record.
@@ -740,4 +762,16 @@ fn abort_request(payload: &str) -> Option<i64> {
         return None;
     }
     payload["job_id"].as_i64()
+}
+
+/// `host:pid`, computed once: names the process in job contexts and logs.
+fn worker_name() -> String {
+    static NAME: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    NAME.get_or_init(|| {
+        let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .map(|h| h.trim().to_string())
+            .unwrap_or_else(|_| "localhost".to_string());
+        format!("{host}:{}", std::process::id())
+    })
+    .clone()
 }
