@@ -544,3 +544,40 @@ async fn follow_up_jobs_exist_only_if_the_success_is_recorded() {
         "and it ran"
     );
 }
+
+#[tokio::test]
+async fn ticks_missed_while_no_worker_ran_are_not_replayed() {
+    let db = TestDatabase::with_schema().await;
+    let pool = db.pool();
+    // The last tick deferred was an hour ago: thousands of ticks were missed.
+    sqlx::query(
+        "INSERT INTO procrastinate_periodic_defers (task_name, periodic_id, defer_timestamp)
+         VALUES ('test.quick', '', extract(epoch FROM now() - interval '1 hour')::bigint)",
+    )
+    .execute(pool)
+    .await
+    .unwrap();
+    let started = chrono::Utc::now().timestamp();
+    let mut every_second = registry();
+    every_second.add_periodic(Periodic::new(
+        "test.quick",
+        Schedule::parse("* * * * * *").unwrap(),
+    ));
+    let worker = start(pool, every_second, config());
+    eventually("two ticks", async || {
+        count(pool, "SELECT count(*) FROM procrastinate_jobs").await >= 2
+    })
+    .await;
+    worker.stop().await;
+    let earliest: i64 =
+        sqlx::query_scalar("SELECT min((args->>'timestamp')::bigint) FROM procrastinate_jobs")
+            .fetch_one(pool)
+            .await
+            .unwrap();
+    assert!(
+        earliest >= started,
+        "a missed tick ({earliest}) was replayed (worker started at {started})"
+    );
+    let jobs = count(pool, "SELECT count(*) FROM procrastinate_jobs").await;
+    assert!(jobs <= 4, "{jobs} jobs: a burst");
+}
