@@ -36,6 +36,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "jobs_hold_a_worker_only_while_running",
         sql: include_str!("../migrations/0002_jobs_hold_a_worker_only_while_running.sql"),
     },
+    Migration {
+        version: 3,
+        name: "index_scheduled_jobs",
+        sql: include_str!("../migrations/0003_index_scheduled_jobs.sql"),
+    },
 ];
 
 /// The version a fully migrated database is at.

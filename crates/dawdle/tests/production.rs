@@ -109,9 +109,29 @@ impl Task for Chain {
     }
 }
 
+/// Fails its first attempt, succeeds on the retry half a second later.
+#[derive(Debug, Serialize, Deserialize)]
+struct SecondTime {}
+
+impl Task for SecondTime {
+    const NAME: &'static str = "test.second_time";
+
+    fn retry_strategy() -> RetryStrategy {
+        RetryStrategy::constant(1, Duration::from_millis(500))
+    }
+
+    async fn run(self, ctx: JobContext) -> Result<(), TaskError> {
+        if ctx.attempts == 0 {
+            return Err(TaskError::connection("not yet"));
+        }
+        Ok(())
+    }
+}
+
 fn registry() -> Registry {
     let mut registry = Registry::new();
     registry
+        .register::<SecondTime>()
         .register::<Chain>()
         .register::<Polite>()
         .register::<Stubborn>()
@@ -580,4 +600,36 @@ async fn ticks_missed_while_no_worker_ran_are_not_replayed() {
     );
     let jobs = count(pool, "SELECT count(*) FROM procrastinate_jobs").await;
     assert!(jobs <= 4, "{jobs} jobs: a burst");
+}
+
+#[tokio::test]
+async fn a_retry_runs_when_due_without_waiting_for_the_next_poll() {
+    let db = TestDatabase::with_schema().await;
+    let pool = db.pool();
+    let id = defer(pool, &NewJob::new("test.second_time", json!({})).unwrap())
+        .await
+        .unwrap();
+    // An hour between polls: only the worker's timer for the earliest
+    // scheduled job can run the retry within the deadline.
+    let worker = start(
+        pool,
+        registry(),
+        WorkerConfig {
+            poll_interval: Duration::from_secs(3600),
+            ..config()
+        },
+    );
+    eventually("the retry to succeed", async || {
+        status(pool, id).await == "succeeded"
+    })
+    .await;
+    worker.stop().await;
+    assert_eq!(
+        count(
+            pool,
+            &format!("SELECT attempts::bigint FROM procrastinate_jobs WHERE id = {id}")
+        )
+        .await,
+        2
+    );
 }

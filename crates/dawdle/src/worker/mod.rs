@@ -289,6 +289,8 @@ impl Loop<'_> {
         let mut poll = tokio::time::interval(config.poll_interval);
         poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut claim_due = true;
+        // When the earliest job scheduled for later becomes runnable.
+        let mut next_scheduled: Option<tokio::time::Instant> = None;
         let mut backoff = Backoff::new();
         loop {
             let free = config.concurrency - self.running.len();
@@ -308,6 +310,9 @@ impl Loop<'_> {
                     Ok(claimed) => {
                         backoff.reset();
                         claim_due = claimed == free;
+                        if !claim_due {
+                            next_scheduled = self.next_scheduled().await;
+                        }
                     }
                     Err(()) => {
                         let wait = backoff.next_wait();
@@ -338,8 +343,30 @@ impl Loop<'_> {
                 Some(job_id) = abort_requests.recv() => self.request_abort(job_id),
                 _ = wake.notified() => claim_due = true,
                 _ = poll.tick() => claim_due = true,
+                _ = sleep_until_some(next_scheduled), if next_scheduled.is_some() => {
+                    next_scheduled = None;
+                    claim_due = true;
+                }
             }
         }
+    }
+
+    /// When the earliest job of our queues scheduled for later becomes
+    /// runnable (`None` if there is none, or on error: the poll covers it).
+    async fn next_scheduled(&self) -> Option<tokio::time::Instant> {
+        let seconds: Option<f64> = sqlx::query_scalar(
+            "SELECT EXTRACT(EPOCH FROM min(scheduled_at) - now())::float8
+             FROM procrastinate_jobs
+             WHERE status = 'todo' AND scheduled_at IS NOT NULL AND scheduled_at > now()
+               AND ($1::varchar[] IS NULL OR queue_name = ANY ($1))",
+        )
+        .bind(&self.worker.config.queues)
+        .fetch_one(&self.worker.pool)
+        .await
+        .ok()
+        .flatten();
+        let wait = Duration::try_from_secs_f64(seconds?.max(0.0)).ok()?;
+        Some(tokio::time::Instant::now() + wait)
     }
 
     /// Claims up to `limit` jobs and starts them; `Err` after logging a
@@ -774,4 +801,11 @@ fn worker_name() -> String {
         format!("{host}:{}", std::process::id())
     })
     .clone()
+}
+
+async fn sleep_until_some(deadline: Option<tokio::time::Instant>) {
+    match deadline {
+        Some(deadline) => tokio::time::sleep_until(deadline).await,
+        None => std::future::pending().await,
+    }
 }
