@@ -223,7 +223,8 @@ async fn health_reports_the_api_both_databases_and_the_worker() {
 async fn with_the_crm_down_jobs_retry_with_backoff_then_fail_as_connection_error() {
     let (main, jobs_db) = (TestDatabase::empty().await, TestDatabase::empty().await);
     let mail = TempDir::new("mail");
-    let mut env = service_env(&main, &jobs_db, mail.path(), &unreachable_url());
+    let crm_url = unreachable_url();
+    let mut env = service_env(&main, &jobs_db, mail.path(), &crm_url);
     // Waits of 2 s then 4 s (± 10 % jitter): backoff visible in seconds.
     env.push(("JOB_RETRY_BASE_SECONDS", "2".into()));
     env.push(("JOB_MAX_RETRIES", "2".into()));
@@ -308,6 +309,49 @@ async fn with_the_crm_down_jobs_retry_with_backoff_then_fail_as_connection_error
         crm_job.args["event_key"],
         format!("user-{user_id}-registered")
     );
+
+    // The CRM is back: the runbook's retry script, then the job succeeds.
+    let crm = StubCrm::start_on(&crm_url, Duration::ZERO).await;
+    let dawdle =
+        std::path::Path::new(env!("CARGO_BIN_EXE_reference-service")).with_file_name("dawdle");
+    assert!(
+        dawdle.exists(),
+        "{} is missing: build the workspace (cargo build --workspace) before these tests",
+        dawdle.display()
+    );
+    let script =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scripts/jobs/retry-job.sh");
+    let retried = std::process::Command::new(script)
+        .arg(crm_job.id.to_string())
+        .env("JOB_QUEUE_DATABASE_URL", jobs_db.url())
+        .env("DAWDLE_BIN", &dawdle)
+        .output()
+        .unwrap();
+    assert!(
+        retried.status.success(),
+        "{}",
+        String::from_utf8_lossy(&retried.stderr)
+    );
+    assert!(String::from_utf8_lossy(&retried.stdout).contains("retried 1 job"));
+    let id = crm_job.id;
+    common::eventually(
+        Duration::from_secs(30),
+        "the retried job to succeed",
+        || {
+            let pool = jobs_db.pool().clone();
+            async move {
+                let status: String =
+                    sqlx::query_scalar("SELECT status::text FROM procrastinate_jobs WHERE id = $1")
+                        .bind(id)
+                        .fetch_one(&pool)
+                        .await
+                        .unwrap();
+                (status == "succeeded").then_some(())
+            }
+        },
+    )
+    .await;
+    assert_eq!(crm.calls().len(), 1);
 }
 
 #[tokio::test]

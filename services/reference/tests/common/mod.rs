@@ -262,7 +262,21 @@ pub struct StubCrm {
 
 impl StubCrm {
     pub async fn start(delay: Duration) -> Self {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        Self::start_at("127.0.0.1:0", delay).await
+    }
+
+    /// A stub at the address of `url` (a CRM that comes back up).
+    pub async fn start_on(url: &str, delay: Duration) -> Self {
+        let address = url
+            .trim_start_matches("http://")
+            .split('/')
+            .next()
+            .expect("an address in the URL");
+        Self::start_at(address, delay).await
+    }
+
+    async fn start_at(address: &str, delay: Duration) -> Self {
+        let listener = tokio::net::TcpListener::bind(address).await.unwrap();
         let url = format!("http://{}/crm/events", listener.local_addr().unwrap());
         let calls = Arc::new(Mutex::new(Vec::new()));
         let recorded = calls.clone();
