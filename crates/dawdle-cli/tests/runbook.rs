@@ -322,3 +322,16 @@ fn the_quick_reference_names_every_script_and_each_exists() {
         assert!(mode & 0o111 != 0, "{script} is not executable");
     }
 }
+
+#[test]
+fn every_named_check_is_a_query_of_the_runbook_word_for_word() {
+    let runbook = std::fs::read_to_string(repo_root().join("docs/runbook.md")).unwrap();
+    for check in dawdle::admin::CHECKS {
+        assert!(
+            runbook.contains(check.sql),
+            "`dawdle check {}` runs SQL that docs/runbook.md does not show:\n{}",
+            check.name,
+            check.sql
+        );
+    }
+}

@@ -9,42 +9,6 @@ use dawdle::{defer, NewJob};
 use serde_json::json;
 use sqlx::PgPool;
 
-const STUCK_OVER_5_MINUTES: &str = "SELECT * FROM procrastinate_jobs
-WHERE status = 'doing'
-  AND started_at < NOW() - INTERVAL '5 minutes';";
-
-const RECENT_ERRORS_BY_TYPE: &str = "SELECT
-    task_name,
-    error,
-    COUNT(*)
-FROM procrastinate_jobs j
-JOIN procrastinate_events e ON j.id = e.job_id
-WHERE e.type = 'error'
-  AND e.at > NOW() - INTERVAL '1 hour'
-GROUP BY task_name, error;";
-
-const FAILED_LAST_HOUR: &str = "SELECT COUNT(*) FROM procrastinate_jobs
-WHERE status = 'failed'
-  AND created_at > NOW() - INTERVAL '1 hour';";
-
-const QUEUE_DEPTH: &str = "SELECT queue_name, COUNT(*) as pending
-FROM procrastinate_jobs
-WHERE status = 'todo'
-GROUP BY queue_name;";
-
-const PROCESSED_LAST_HOUR: &str = "SELECT COUNT(*) as processed_last_hour
-FROM procrastinate_jobs
-WHERE status = 'succeeded'
-  AND created_at > NOW() - INTERVAL '1 hour';";
-
-const AVERAGE_DURATION: &str = "SELECT
-    task_name,
-    AVG(EXTRACT(EPOCH FROM (finished_at - started_at))) as avg_duration_seconds
-FROM procrastinate_jobs
-WHERE status = 'succeeded'
-  AND finished_at IS NOT NULL
-GROUP BY task_name;";
-
 const CLEAR_PENDING: &str = "DELETE FROM procrastinate_jobs WHERE status = 'todo';";
 
 const RESET_STUCK_JOB: &str = "UPDATE procrastinate_jobs
@@ -55,6 +19,16 @@ const BULK_RESET_STUCK: &str = "UPDATE procrastinate_jobs
 SET status = 'todo', started_at = NULL
 WHERE status = 'doing'
   AND started_at < NOW() - INTERVAL '10 minutes';";
+
+/// The SQL of one of the runbook's monitoring queries, as `dawdle check`
+/// runs it (docs/runbook.md holds the same text, which its own test checks).
+fn check_sql(name: &str) -> &'static str {
+    dawdle::admin::CHECKS
+        .iter()
+        .find(|check| check.name == name)
+        .unwrap_or_else(|| panic!("no check {name}"))
+        .sql
+}
 
 async fn new_job(pool: &PgPool, task: &str, queue: &str) -> i64 {
     defer(pool, &NewJob::new(task, json!({})).unwrap().queue(queue))
@@ -131,12 +105,13 @@ async fn monitoring_queries_mean_what_the_runbook_says() {
     .await
     .unwrap();
 
-    assert_eq!(ids(pool, STUCK_OVER_5_MINUTES).await, [stuck]);
+    assert_eq!(ids(pool, check_sql("stuck-doing")).await, [stuck]);
 
-    let mut errors: Vec<(String, Option<String>, i64)> = sqlx::query_as(RECENT_ERRORS_BY_TYPE)
-        .fetch_all(pool)
-        .await
-        .unwrap();
+    let mut errors: Vec<(String, Option<String>, i64)> =
+        sqlx::query_as(check_sql("errors-by-type"))
+            .fetch_all(pool)
+            .await
+            .unwrap();
     errors.sort();
     assert_eq!(
         errors,
@@ -146,23 +121,26 @@ async fn monitoring_queries_mean_what_the_runbook_says() {
         ]
     );
 
-    let failed_count: i64 = sqlx::query_scalar(FAILED_LAST_HOUR)
+    let failed_count: i64 = sqlx::query_scalar(check_sql("failed-last-hour"))
         .fetch_one(pool)
         .await
         .unwrap();
     assert_eq!(failed_count, 1);
 
-    let mut depth: Vec<(String, i64)> = sqlx::query_as(QUEUE_DEPTH).fetch_all(pool).await.unwrap();
+    let mut depth: Vec<(String, i64)> = sqlx::query_as(check_sql("queue-depth"))
+        .fetch_all(pool)
+        .await
+        .unwrap();
     depth.sort();
     assert_eq!(depth, [("crm".into(), 2), ("email".into(), 1)]);
 
-    let processed: i64 = sqlx::query_scalar(PROCESSED_LAST_HOUR)
+    let processed: i64 = sqlx::query_scalar(check_sql("processing-rate"))
         .fetch_one(pool)
         .await
         .unwrap();
     assert_eq!(processed, 2);
 
-    let averages: Vec<(String, f64)> = sqlx::query_as(&AVERAGE_DURATION.replace(
+    let averages: Vec<(String, f64)> = sqlx::query_as(&check_sql("avg-duration").replace(
         "AVG(EXTRACT(EPOCH FROM (finished_at - started_at)))",
         "AVG(EXTRACT(EPOCH FROM (finished_at - started_at)))::float8",
     ))
@@ -173,7 +151,10 @@ async fn monitoring_queries_mean_what_the_runbook_says() {
     assert_eq!(averages[0].0, "email.send");
     assert!((averages[0].1 - 3.0).abs() < 0.01, "{averages:?}");
     // And verbatim, as a monitoring system would send it.
-    sqlx::raw_sql(AVERAGE_DURATION).execute(pool).await.unwrap();
+    sqlx::raw_sql(check_sql("avg-duration"))
+        .execute(pool)
+        .await
+        .unwrap();
 }
 
 #[tokio::test]
