@@ -633,3 +633,44 @@ async fn a_retry_runs_when_due_without_waiting_for_the_next_poll() {
         2
     );
 }
+
+#[tokio::test]
+async fn a_worker_presumed_dead_cannot_overwrite_the_attempt_of_another() {
+    let db = TestDatabase::with_schema().await;
+    let pool = db.pool();
+    let id = defer(
+        pool,
+        &NewJob::new("test.stubborn", json!({"seconds": 1.0})).unwrap(),
+    )
+    .await
+    .unwrap();
+    let worker = start(pool, registry(), config());
+    eventually("the job to start", async || {
+        status(pool, id).await == "doing"
+    })
+    .await;
+    // Meanwhile the job was rescued and claimed by another worker.
+    let other: i64 = sqlx::query_scalar("SELECT worker_id FROM procrastinate_register_worker_v1()")
+        .fetch_one(pool)
+        .await
+        .unwrap();
+    sqlx::query("UPDATE procrastinate_jobs SET worker_id = $2 WHERE id = $1")
+        .bind(id)
+        .bind(other)
+        .execute(pool)
+        .await
+        .unwrap();
+    let report = worker.stop().await;
+    assert_eq!(
+        report.succeeded, 1,
+        "the first worker did finish its attempt"
+    );
+    assert_eq!(
+        status(pool, id).await,
+        "doing",
+        "but the other worker's attempt stands"
+    );
+    assert!(!common::event_types(pool, id)
+        .await
+        .contains(&"succeeded".to_string()));
+}

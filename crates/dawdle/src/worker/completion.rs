@@ -36,6 +36,9 @@ pub(crate) enum Verdict {
 #[derive(Debug, Clone)]
 pub(crate) struct Outcome {
     pub(crate) job_id: i64,
+    /// The worker that claimed the job: an outcome only applies while the
+    /// job is still that worker's (not rescued and claimed by another).
+    pub(crate) worker_id: Option<i64>,
     pub(crate) verdict: Verdict,
     pub(crate) error: Option<TaskError>,
     /// Delete the job (and its history) instead of recording the outcome:
@@ -172,8 +175,10 @@ async fn write(pool: &PgPool, batch: &[Outcome]) -> Result<(), sqlx::Error> {
     let mut messages = Vec::with_capacity(batch.len());
     let mut tracebacks = Vec::with_capacity(batch.len());
     let mut deletes = Vec::with_capacity(batch.len());
+    let mut workers = Vec::with_capacity(batch.len());
     for outcome in batch {
         ids.push(outcome.job_id);
+        workers.push(outcome.worker_id);
         let (status, at) = match outcome.verdict {
             Verdict::Succeeded => ("succeeded", None),
             Verdict::Retry { at } => ("todo", Some(at)),
@@ -191,13 +196,15 @@ async fn write(pool: &PgPool, batch: &[Outcome]) -> Result<(), sqlx::Error> {
         "WITH outcome AS (
              SELECT *
              FROM unnest($1::bigint[], $2::text[]::procrastinate_job_status[], $3::timestamptz[],
-                         $4::text[], $5::text[], $6::text[], $7::bool[])
-                  AS o (id, status, retry_at, error, error_message, error_traceback, delete_job)
+                         $4::text[], $5::text[], $6::text[], $7::bool[], $8::bigint[])
+                  AS o (id, status, retry_at, error, error_message, error_traceback, delete_job,
+                        worker_id)
          ),
          removed AS (
              DELETE FROM procrastinate_jobs AS job
              USING outcome
              WHERE job.id = outcome.id AND job.status = 'doing' AND outcome.delete_job
+               AND job.worker_id IS NOT DISTINCT FROM outcome.worker_id
              RETURNING job.id
          ),
          recorded AS (
@@ -212,6 +219,7 @@ async fn write(pool: &PgPool, batch: &[Outcome]) -> Result<(), sqlx::Error> {
                  finished_at = CASE WHEN outcome.status = 'todo' THEN NULL ELSE now() END
              FROM outcome
              WHERE job.id = outcome.id AND job.status = 'doing' AND NOT outcome.delete_job
+               AND job.worker_id IS NOT DISTINCT FROM outcome.worker_id
              RETURNING job.id
          ),
          errors AS (
@@ -229,7 +237,8 @@ async fn write(pool: &PgPool, batch: &[Outcome]) -> Result<(), sqlx::Error> {
     .bind(&kinds)
     .bind(&messages)
     .bind(&tracebacks)
-    .bind(&deletes);
+    .bind(&deletes)
+    .bind(&workers);
     if !has_follow_ups {
         statement.fetch_all(pool).await?;
         return Ok(());

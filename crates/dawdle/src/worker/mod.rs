@@ -594,6 +594,7 @@ impl Loop<'_> {
         };
         self.completer.send(Outcome {
             job_id: job.id,
+            worker_id: job.worker_id,
             verdict,
             error,
             delete,
@@ -661,6 +662,7 @@ impl Loop<'_> {
             self.notify_after(&job, AttemptEnd::Interrupted, started.elapsed());
             self.completer.send(Outcome {
                 job_id: job.id,
+                worker_id: job.worker_id,
                 verdict: Verdict::Retry { at: Utc::now() },
                 error: Some(TaskError::new(
                     task_error::WORKER_SHUTDOWN,
