@@ -334,7 +334,7 @@ async fn with_the_crm_down_jobs_retry_with_backoff_then_fail_as_connection_error
     );
     assert!(String::from_utf8_lossy(&retried.stdout).contains("retried 1 job"));
     let id = crm_job.id;
-    common::eventually(
+    eventually(
         Duration::from_secs(30),
         "the retried job to succeed",
         || {
