@@ -1,6 +1,8 @@
 //! What a running task knows about its job, how it learns that an abort was
 //! requested, and how it defers follow-ups.
 
+use std::any::{Any, TypeId};
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use chrono::{DateTime, Utc};
@@ -8,6 +10,26 @@ use sqlx::PgPool;
 use tokio::sync::watch;
 
 use crate::job::{InvalidJob, Job, NewJob};
+
+/// Values shared with every task, one per type (`Registry::with_state`).
+#[derive(Clone, Default)]
+pub(crate) struct State(Arc<HashMap<TypeId, Arc<dyn Any + Send + Sync>>>);
+
+impl State {
+    pub(crate) fn insert<S: Send + Sync + 'static>(&mut self, value: S) {
+        Arc::make_mut(&mut self.0).insert(TypeId::of::<S>(), Arc::new(value));
+    }
+
+    fn get<S: 'static>(&self) -> Option<&S> {
+        self.0.get(&TypeId::of::<S>())?.downcast_ref()
+    }
+}
+
+impl std::fmt::Debug for State {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "State({} values)", self.0.len())
+    }
+}
 
 /// Handed to [`crate::Task::run`] with every attempt.
 #[derive(Debug, Clone)]
@@ -26,6 +48,7 @@ pub struct JobContext {
     pool: PgPool,
     abort: watch::Receiver<bool>,
     follow_ups: Arc<Mutex<Vec<NewJob>>>,
+    state: State,
 }
 
 impl JobContext {
@@ -36,6 +59,7 @@ impl JobContext {
         pool: PgPool,
         abort: watch::Receiver<bool>,
         follow_ups: Arc<Mutex<Vec<NewJob>>>,
+        state: State,
     ) -> Self {
         Self {
             job_id: job.id,
@@ -49,7 +73,13 @@ impl JobContext {
             pool,
             abort,
             follow_ups,
+            state,
         }
+    }
+
+    /// The value of type `S` given to `Registry::with_state`, if any.
+    pub fn state<S: 'static>(&self) -> Option<&S> {
+        self.state.get()
     }
 
     /// Defers `job` in the same transaction that records this attempt's

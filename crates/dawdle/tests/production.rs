@@ -128,9 +128,30 @@ impl Task for SecondTime {
     }
 }
 
+/// Shared with tasks through the registry.
+#[derive(Debug, Clone, Default)]
+struct Counter(Arc<std::sync::atomic::AtomicU32>);
+
+/// Counts its runs in the shared counter.
+#[derive(Debug, Serialize, Deserialize)]
+struct Count {}
+
+impl Task for Count {
+    const NAME: &'static str = "test.count";
+
+    async fn run(self, ctx: JobContext) -> Result<(), TaskError> {
+        let counter = ctx
+            .state::<Counter>()
+            .ok_or_else(|| TaskError::new("Misconfigured", "no Counter state"))?;
+        counter.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        Ok(())
+    }
+}
+
 fn registry() -> Registry {
     let mut registry = Registry::new();
     registry
+        .register::<Count>()
         .register::<SecondTime>()
         .register::<Chain>()
         .register::<Polite>()
@@ -673,4 +694,43 @@ async fn a_worker_presumed_dead_cannot_overwrite_the_attempt_of_another() {
     assert!(!common::event_types(pool, id)
         .await
         .contains(&"succeeded".to_string()));
+}
+
+#[tokio::test]
+async fn tasks_reach_shared_state_through_their_context() {
+    let db = TestDatabase::with_schema().await;
+    let pool = db.pool();
+    for _ in 0..3 {
+        defer(pool, &NewJob::new("test.count", json!({})).unwrap())
+            .await
+            .unwrap();
+    }
+    let counter = Counter::default();
+    let mut with_state = registry();
+    with_state.with_state(counter.clone());
+    let worker = start(
+        pool,
+        with_state,
+        WorkerConfig {
+            one_shot: true,
+            ..config()
+        },
+    );
+    let report = worker.task.await.unwrap().unwrap();
+    assert_eq!(report.succeeded, 3);
+    assert_eq!(counter.0.load(std::sync::atomic::Ordering::SeqCst), 3);
+
+    // Without the state, the task says what is missing.
+    defer(pool, &NewJob::new("test.count", json!({})).unwrap())
+        .await
+        .unwrap();
+    let worker = start(
+        pool,
+        registry(),
+        WorkerConfig {
+            one_shot: true,
+            ..config()
+        },
+    );
+    assert_eq!(worker.task.await.unwrap().unwrap().failed, 1);
 }

@@ -478,6 +478,7 @@ impl Loop<'_> {
             self.worker.pool.clone(),
             abort_receiver,
             follow_ups.clone(),
+            self.worker.registry.state(),
         );
         let args = job.args.clone();
         let task_name = job.task_name.clone();

@@ -72,6 +72,7 @@ impl std::fmt::Debug for RegisteredTask {
 pub struct Registry {
     tasks: HashMap<String, RegisteredTask>,
     periodic: Vec<Periodic>,
+    state: crate::context::State,
 }
 
 impl Registry {
@@ -120,6 +121,18 @@ impl Registry {
     pub fn add_periodic(&mut self, periodic: Periodic) -> &mut Self {
         self.periodic.push(periodic);
         self
+    }
+
+    /// Shares `state` with every task: `ctx.state::<S>()` returns it. One
+    /// value per type; use it for clients, pools and configuration that
+    /// tasks need but their arguments should not carry.
+    pub fn with_state<S: Send + Sync + 'static>(&mut self, state: S) -> &mut Self {
+        self.state.insert(state);
+        self
+    }
+
+    pub(crate) fn state(&self) -> crate::context::State {
+        self.state.clone()
     }
 
     pub(crate) fn periodic(&self) -> &[Periodic] {
