@@ -75,14 +75,20 @@ impl Variant {
     }
 }
 
-/// Failures of the benchmark, worded to read after "failed to …".
+/// Failures of the benchmarks, worded to read after "failed to …".
 #[derive(Debug, thiserror::Error)]
-enum BenchError {
+pub(crate) enum BenchError {
     #[error("{action}: {source}")]
     Database {
         action: String,
         #[source]
         source: sqlx::Error,
+    },
+    #[error("{action}: {source}")]
+    Io {
+        action: String,
+        #[source]
+        source: std::io::Error,
     },
     #[error("apply the schema to {database}: {source}")]
     Schema {
@@ -90,13 +96,14 @@ enum BenchError {
         #[source]
         source: dawdle::schema::SchemaError,
     },
-    /// A self-check found the two variants (or one of them) misbehaving;
-    /// timing them would compare things that do different work.
+    /// A self-check found the system under measurement misbehaving (the two
+    /// variants differ, jobs went missing): timing it would measure
+    /// something other than the work the numbers claim.
     #[error("{0}")]
     Check(String),
 }
 
-trait OrFailedTo<T> {
+pub(crate) trait OrFailedTo<T> {
     fn or_failed_to(self, action: impl FnOnce() -> String) -> Result<T, BenchError>;
 }
 
@@ -165,12 +172,7 @@ pub(crate) async fn triggers(
 }
 
 async fn run(server: &PgConnectOptions, args: &TriggerBenchArgs) -> Result<Report, BenchError> {
-    // CREATE and DROP DATABASE cannot run in the database they name, so the
-    // scratch databases are managed from the server's maintenance database.
-    let maintenance_options = server.clone().database("postgres");
-    let mut maintenance = PgConnection::connect_with(&maintenance_options)
-        .await
-        .or_failed_to(|| "connect to the server's `postgres` database".to_string())?;
+    let mut maintenance = connect_maintenance(server).await?;
     let outcome = measure(server, &mut maintenance, args).await;
     // Drop the scratch databases whether or not the measurement succeeded,
     // so a failed run does not leave twice the benchmark's data behind.
@@ -186,17 +188,65 @@ async fn run(server: &PgConnectOptions, args: &TriggerBenchArgs) -> Result<Repor
 
 async fn drop_scratch_databases(maintenance: &mut PgConnection) -> Result<(), BenchError> {
     for variant in Variant::ALL {
-        // FORCE: a connection left over from a failed step must not keep
-        // the database alive.
-        sqlx::query(&format!(
-            "DROP DATABASE IF EXISTS {} WITH (FORCE)",
-            variant.database()
-        ))
-        .execute(&mut *maintenance)
-        .await
-        .or_failed_to(|| format!("drop the scratch database {}", variant.database()))?;
+        drop_database(maintenance, variant.database()).await?;
     }
     Ok(())
+}
+
+/// Connects to the server's maintenance database, from which scratch
+/// databases are created and dropped: CREATE and DROP DATABASE cannot run in
+/// the database they name.
+pub(crate) async fn connect_maintenance(
+    server: &PgConnectOptions,
+) -> Result<PgConnection, BenchError> {
+    PgConnection::connect_with(&server.clone().database("postgres"))
+        .await
+        .or_failed_to(|| "connect to the server's `postgres` database".to_string())
+}
+
+pub(crate) async fn server_version(maintenance: &mut PgConnection) -> Result<String, BenchError> {
+    sqlx::query_scalar("SELECT version()")
+        .fetch_one(&mut *maintenance)
+        .await
+        .or_failed_to(|| "read the server version".to_string())
+}
+
+/// Drops a scratch database if it exists.
+pub(crate) async fn drop_database(
+    maintenance: &mut PgConnection,
+    database: &str,
+) -> Result<(), BenchError> {
+    // FORCE: a connection left over from a failed step (or a benchmarked
+    // process that was killed) must not keep the database alive.
+    sqlx::query(&format!("DROP DATABASE IF EXISTS {database} WITH (FORCE)"))
+        .execute(&mut *maintenance)
+        .await
+        .or_failed_to(|| format!("drop the scratch database {database}"))?;
+    Ok(())
+}
+
+/// Creates a scratch database with dawdle's schema and connects to it.
+pub(crate) async fn create_database(
+    server: &PgConnectOptions,
+    maintenance: &mut PgConnection,
+    database: &'static str,
+) -> Result<PgConnection, BenchError> {
+    sqlx::query(&format!("CREATE DATABASE {database}"))
+        .execute(&mut *maintenance)
+        .await
+        .or_failed_to(|| {
+            format!(
+                "create the scratch database {database} (the benchmark needs a role allowed \
+                 to create databases)"
+            )
+        })?;
+    let mut conn = PgConnection::connect_with(&server.clone().database(database))
+        .await
+        .or_failed_to(|| format!("connect to {database}"))?;
+    dawdle::schema::apply(&mut conn)
+        .await
+        .map_err(|source| BenchError::Schema { database, source })?;
+    Ok(conn)
 }
 
 /// One scratch database, set up and connected.
@@ -212,10 +262,7 @@ async fn measure(
     maintenance: &mut PgConnection,
     args: &TriggerBenchArgs,
 ) -> Result<Report, BenchError> {
-    let postgres_version: String = sqlx::query_scalar("SELECT version()")
-        .fetch_one(&mut *maintenance)
-        .await
-        .or_failed_to(|| "read the server version".to_string())?;
+    let postgres_version = server_version(maintenance).await?;
 
     // A previous run that was interrupted may have left them behind.
     drop_scratch_databases(maintenance).await?;
@@ -299,21 +346,7 @@ async fn create_scratch(
     variant: Variant,
 ) -> Result<Scratch, BenchError> {
     let database = variant.database();
-    sqlx::query(&format!("CREATE DATABASE {database}"))
-        .execute(&mut *maintenance)
-        .await
-        .or_failed_to(|| {
-            format!(
-                "create the scratch database {database} (the benchmark needs a role allowed \
-                 to create databases)"
-            )
-        })?;
-    let mut conn = PgConnection::connect_with(&server.clone().database(database))
-        .await
-        .or_failed_to(|| format!("connect to {database}"))?;
-    dawdle::schema::apply(&mut conn)
-        .await
-        .map_err(|source| BenchError::Schema { database, source })?;
+    let mut conn = create_database(server, maintenance, database).await?;
     if variant == Variant::Row {
         sqlx::raw_sql(ROW_TRIGGERS_SQL)
             .execute(&mut conn)
@@ -546,7 +579,7 @@ async fn read_histories(
     Ok(histories)
 }
 
-async fn reset(conn: &mut PgConnection, database: &str) -> Result<(), BenchError> {
+pub(crate) async fn reset(conn: &mut PgConnection, database: &str) -> Result<(), BenchError> {
     sqlx::raw_sql("TRUNCATE procrastinate_jobs, procrastinate_events CASCADE")
         .execute(&mut *conn)
         .await

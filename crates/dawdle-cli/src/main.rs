@@ -3,6 +3,7 @@
 //! operations. Every command here is a thin layer over the `dawdle` library.
 
 mod bench;
+mod bench_drain;
 mod ops;
 mod output;
 mod shell;
@@ -85,6 +86,13 @@ enum BenchCommand {
     /// with the schema as shipped, dawdle_bench_row with per-row history triggers), checks
     /// that both record the same events, times draining jobs from each, and drops them.
     Triggers(bench::TriggerBenchArgs),
+    /// Time enqueueing jobs with defer_batch and draining them with one worker process.
+    ///
+    /// Creates a scratch database on the jobs database's server (dawdle_bench_drain); per
+    /// round and concurrency, enqueues no-op jobs, runs `dawdle worker --one-shot` on them
+    /// as a child process, checks that every job succeeded with its full history, and
+    /// reports enqueue and drain rates and the worker's peak memory. Drops the database.
+    Drain(bench_drain::DrainBenchArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -271,6 +279,9 @@ async fn run(cli: Cli) -> Result<ExitCode, Failure> {
         Command::Db(command) => db(command).await,
         Command::Bench(BenchCommand::Triggers(args)) => {
             bench::triggers(cli.database_url.as_deref(), args).await
+        }
+        Command::Bench(BenchCommand::Drain(args)) => {
+            bench_drain::drain(cli.database_url.as_deref(), args).await
         }
     }
 }

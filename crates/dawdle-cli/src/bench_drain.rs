@@ -1,0 +1,672 @@
+//! `dawdle bench drain`: how fast jobs go in with `defer_batch` and come out
+//! through a real worker process.
+//!
+//! `bench triggers` isolates the schema's hot statements; this one measures
+//! the whole path a deployment runs: the `dawdle worker` binary with its
+//! claiming loop, its batched completer, its connection pool and its logging,
+//! as a process of its own so that its peak memory is its own too. Each
+//! round fills a scratch database with no-op jobs, then times one one-shot
+//! worker draining them, twice over: from the outside (spawn to exit, startup
+//! and shutdown included) and from the jobs' own timestamps (first claim to
+//! last completion, the steady-state rate). Like `bench triggers`, it prints
+//! numbers next to their targets and leaves the judgement to the reader: a
+//! rate below target is a result, not an error. Jobs that go missing or
+//! histories that come out incomplete are errors, since the numbers would
+//! then describe less work than they claim.
+
+use std::collections::BTreeMap;
+use std::process::{ExitCode, Stdio};
+use std::str::FromStr;
+use std::time::{Duration, Instant};
+
+use clap::Args;
+use dawdle::database::DATABASE_URL_ENV;
+use dawdle::diagnostics::Noop;
+use dawdle::{JobsDatabase, NewJob, Task};
+use serde::{Deserialize, Serialize};
+use sqlx::postgres::PgConnectOptions;
+use sqlx::{Connection, PgConnection};
+
+use crate::bench::{self, median, BenchError, OrFailedTo};
+use crate::{jobs_database, output, Failure};
+
+/// The scratch database, on the jobs database's server.
+const DATABASE: &str = "dawdle_bench_drain";
+
+/// The queue the jobs go to and the worker takes from.
+const QUEUE: &str = "bench";
+
+/// The targets the numbers are read against, shown next to them so a reader
+/// does not have to remember them.
+const TARGET_DRAIN_JOBS_PER_SECOND: f64 = 40_000.0;
+const TARGET_ENQUEUE_JOBS_PER_SECOND: f64 = 100_000.0;
+const TARGET_PEAK_RSS_MIB: f64 = 50.0;
+
+/// The events a no-op job that succeeds at its first attempt leaves, in order.
+const COMPLETE_HISTORY: [&str; 3] = ["deferred", "started", "succeeded"];
+
+#[derive(Debug, Args)]
+pub(crate) struct DrainBenchArgs {
+    /// Jobs enqueued, then drained, per round and concurrency.
+    #[arg(long, default_value_t = 100_000, value_parser = clap::value_parser!(i32).range(1..))]
+    jobs: i32,
+    /// Worker concurrencies to measure, comma-separated or repeated.
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_values_t = [10, 100],
+        value_name = "N,...",
+        value_parser = clap::value_parser!(u32).range(1..=10_000)
+    )]
+    concurrency: Vec<u32>,
+    /// Jobs per `defer_batch` statement while enqueueing.
+    #[arg(long, default_value_t = 10_000, value_parser = clap::value_parser!(i32).range(1..))]
+    enqueue_batch: i32,
+    /// Timed rounds; each round measures every concurrency once.
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(i32).range(1..))]
+    rounds: i32,
+    /// Print the results as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+/// What `dawdle worker --json` prints when it exits.
+#[derive(Debug, Deserialize)]
+struct WorkerSummary {
+    succeeded: u64,
+    retried: u64,
+    failed: u64,
+    interrupted: u64,
+    peak_rss_kb: Option<u64>,
+}
+
+/// One concurrency in one round.
+#[derive(Debug, Serialize)]
+struct RoundResult {
+    round: i32,
+    enqueue_seconds: f64,
+    enqueue_jobs_per_second: f64,
+    /// First claim to last completion, from the jobs' timestamps.
+    drain_seconds_db: f64,
+    drain_jobs_per_second_db: f64,
+    /// Worker process spawn to exit.
+    drain_seconds_wall: f64,
+    drain_jobs_per_second_wall: f64,
+    peak_rss_kb: Option<u64>,
+    /// Claim statements that returned jobs, and completion statements.
+    claim_statements: i64,
+    completion_statements: i64,
+    mean_jobs_per_claim: f64,
+    mean_jobs_per_completion: f64,
+}
+
+#[derive(Debug, Serialize)]
+struct Verdicts {
+    enqueue: bool,
+    drain_db: bool,
+    drain_wall: bool,
+    /// `None` when the worker could not read its peak memory.
+    peak_rss: Option<bool>,
+}
+
+#[derive(Debug, Serialize)]
+struct ConcurrencyResult {
+    concurrency: u32,
+    median_enqueue_jobs_per_second: f64,
+    median_drain_jobs_per_second_db: f64,
+    median_drain_jobs_per_second_wall: f64,
+    max_peak_rss_mib: Option<f64>,
+    meets_targets: Verdicts,
+    /// Every round, in the order it ran.
+    rounds: Vec<RoundResult>,
+}
+
+#[derive(Debug, Serialize)]
+struct Targets {
+    drain_jobs_per_second_at_least: f64,
+    enqueue_jobs_per_second_at_least: f64,
+    peak_rss_mib_below: f64,
+}
+
+#[derive(Debug, Serialize)]
+struct Report {
+    postgres_version: String,
+    jobs: i32,
+    enqueue_batch: i32,
+    rounds: i32,
+    targets: Targets,
+    results: Vec<ConcurrencyResult>,
+}
+
+/// Runs `dawdle bench drain`.
+pub(crate) async fn drain(
+    explicit_url: Option<&str>,
+    mut args: DrainBenchArgs,
+) -> Result<ExitCode, Failure> {
+    // `--concurrency 10,10` would measure the same thing twice and then
+    // report it once.
+    let mut seen = Vec::new();
+    args.concurrency.retain(|c| {
+        let new = !seen.contains(c);
+        seen.push(*c);
+        new
+    });
+    let database = jobs_database(explicit_url).await?;
+    let worker_url = scratch_url(&database).map_err(|error| Failure::from_error(&error))?;
+    let report = run(database.connect_options(), &worker_url, &args)
+        .await
+        .map_err(|error| Failure::from_error(&error))?;
+    if args.json {
+        output::print_json(&report);
+    } else {
+        print_report(&report);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The URL the worker process gets for the scratch database: the jobs
+/// database's URL with the database name swapped.
+fn scratch_url(database: &JobsDatabase) -> Result<String, BenchError> {
+    let url = match database.embedded_cluster() {
+        Some(cluster) => cluster.url(DATABASE),
+        None => with_database(database.url(), DATABASE),
+    };
+    // A `dbname` query parameter would win over the path and send the worker
+    // to the real jobs database, to drain whatever it finds on queue `bench`.
+    let names = PgConnectOptions::from_str(&url)
+        .ok()
+        .and_then(|options| options.get_database().map(str::to_string));
+    if names.as_deref() != Some(DATABASE) {
+        return Err(BenchError::Check(format!(
+            "point the worker at {DATABASE}: the jobs database URL {} names its database in \
+             a way the benchmark cannot swap (a dbname parameter?); pass a plain \
+             postgresql://user@host:port/database URL",
+            database.display_url()
+        )));
+    }
+    Ok(url)
+}
+
+/// `url` with its path (the database name) replaced by `name`, keeping the
+/// scheme, credentials, host and query parameters.
+fn with_database(url: &str, name: &str) -> String {
+    let Some(scheme_end) = url.find("://").map(|at| at + 3) else {
+        return url.to_string();
+    };
+    let rest = &url[scheme_end..];
+    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let after_authority = &rest[authority_end..];
+    let query_start = after_authority
+        .find(['?', '#'])
+        .unwrap_or(after_authority.len());
+    format!(
+        "{}{}/{name}{}",
+        &url[..scheme_end],
+        &rest[..authority_end],
+        &after_authority[query_start..]
+    )
+}
+
+async fn run(
+    server: &PgConnectOptions,
+    worker_url: &str,
+    args: &DrainBenchArgs,
+) -> Result<Report, BenchError> {
+    let mut maintenance = bench::connect_maintenance(server).await?;
+    let outcome = measure(server, &mut maintenance, worker_url, args).await;
+    // Dropped whether or not the measurement succeeded: a failed run must
+    // not leave a few hundred thousand jobs behind on the server.
+    let dropped = bench::drop_database(&mut maintenance, DATABASE).await;
+    let report = outcome?;
+    dropped?;
+    maintenance
+        .close()
+        .await
+        .or_failed_to(|| "disconnect from the server's `postgres` database".to_string())?;
+    Ok(report)
+}
+
+async fn measure(
+    server: &PgConnectOptions,
+    maintenance: &mut PgConnection,
+    worker_url: &str,
+    args: &DrainBenchArgs,
+) -> Result<Report, BenchError> {
+    let postgres_version = bench::server_version(maintenance).await?;
+    // A previous run that was interrupted may have left it behind.
+    bench::drop_database(maintenance, DATABASE).await?;
+    let mut conn = bench::create_database(server, maintenance, DATABASE).await?;
+
+    // Every job is the same, so one batch is built once and deferred as
+    // often as needed: the enqueue rate is the cost of `defer_batch`, not of
+    // building job values in this process.
+    let job = NewJob::for_task(&Noop::default())
+        .map_err(|error| BenchError::Check(format!("build the benchmark's job: {error}")))?
+        .queue(QUEUE);
+    let batch = vec![job; args.enqueue_batch.min(args.jobs) as usize];
+
+    eprintln!(
+        "dawdle: {} round(s) of {} {} jobs per concurrency ({}), enqueued {} per statement, \
+         drained by one `dawdle worker --one-shot` process",
+        args.rounds,
+        args.jobs,
+        Noop::NAME,
+        args.concurrency
+            .iter()
+            .map(u32::to_string)
+            .collect::<Vec<_>>()
+            .join(", "),
+        batch.len()
+    );
+    let mut results: BTreeMap<u32, Vec<RoundResult>> = BTreeMap::new();
+    for round in 1..=args.rounds {
+        // Alternate the order of the concurrencies, so drift on the machine
+        // (a checkpoint, autovacuum, a warming cache) is shared out instead
+        // of always landing on the same one.
+        let mut order = args.concurrency.clone();
+        if round % 2 == 0 {
+            order.reverse();
+        }
+        for concurrency in order {
+            let result =
+                timed_round(&mut conn, worker_url, args, &batch, concurrency, round).await?;
+            eprintln!(
+                "dawdle: round {round}/{}, concurrency {concurrency}: enqueue {:.0} jobs/s \
+                 ({:.2} s); drain {:.0} jobs/s by the jobs' timestamps ({:.2} s), {:.0} jobs/s \
+                 spawn to exit ({:.2} s); {} claims of {:.1} jobs, {} completions of {:.1} \
+                 jobs on average; peak RSS {}",
+                args.rounds,
+                result.enqueue_jobs_per_second,
+                result.enqueue_seconds,
+                result.drain_jobs_per_second_db,
+                result.drain_seconds_db,
+                result.drain_jobs_per_second_wall,
+                result.drain_seconds_wall,
+                result.claim_statements,
+                result.mean_jobs_per_claim,
+                result.completion_statements,
+                result.mean_jobs_per_completion,
+                result
+                    .peak_rss_kb
+                    .map_or("unknown".to_string(), |kb| format!(
+                        "{:.1} MiB",
+                        kib_to_mib(kb)
+                    ))
+            );
+            results.entry(concurrency).or_default().push(result);
+        }
+    }
+    conn.close()
+        .await
+        .or_failed_to(|| format!("disconnect from {DATABASE}"))?;
+
+    let results = args
+        .concurrency
+        .iter()
+        .map(|concurrency| {
+            summarise(
+                *concurrency,
+                results.remove(concurrency).unwrap_or_default(),
+            )
+        })
+        .collect();
+    Ok(Report {
+        postgres_version,
+        jobs: args.jobs,
+        enqueue_batch: batch.len() as i32,
+        rounds: args.rounds,
+        targets: Targets {
+            drain_jobs_per_second_at_least: TARGET_DRAIN_JOBS_PER_SECOND,
+            enqueue_jobs_per_second_at_least: TARGET_ENQUEUE_JOBS_PER_SECOND,
+            peak_rss_mib_below: TARGET_PEAK_RSS_MIB,
+        },
+        results,
+    })
+}
+
+fn kib_to_mib(kib: u64) -> f64 {
+    kib as f64 / 1024.0
+}
+
+fn summarise(concurrency: u32, rounds: Vec<RoundResult>) -> ConcurrencyResult {
+    let of = |field: fn(&RoundResult) -> f64| {
+        median(&rounds.iter().map(field).collect::<Vec<_>>()).unwrap_or(0.0)
+    };
+    let enqueue = of(|round| round.enqueue_jobs_per_second);
+    let drain_db = of(|round| round.drain_jobs_per_second_db);
+    let drain_wall = of(|round| round.drain_jobs_per_second_wall);
+    let max_peak_rss_mib = rounds
+        .iter()
+        .filter_map(|round| round.peak_rss_kb)
+        .max()
+        .map(kib_to_mib);
+    ConcurrencyResult {
+        concurrency,
+        median_enqueue_jobs_per_second: enqueue,
+        median_drain_jobs_per_second_db: drain_db,
+        median_drain_jobs_per_second_wall: drain_wall,
+        max_peak_rss_mib,
+        meets_targets: Verdicts {
+            enqueue: enqueue >= TARGET_ENQUEUE_JOBS_PER_SECOND,
+            drain_db: drain_db >= TARGET_DRAIN_JOBS_PER_SECOND,
+            drain_wall: drain_wall >= TARGET_DRAIN_JOBS_PER_SECOND,
+            peak_rss: max_peak_rss_mib.map(|mib| mib < TARGET_PEAK_RSS_MIB),
+        },
+        rounds,
+    }
+}
+
+/// Empties the tables, enqueues the jobs (timed), then drains them with one
+/// worker process (timed) and checks that every job ran once, completely.
+async fn timed_round(
+    conn: &mut PgConnection,
+    worker_url: &str,
+    args: &DrainBenchArgs,
+    batch: &[NewJob],
+    concurrency: u32,
+    round: i32,
+) -> Result<RoundResult, BenchError> {
+    let jobs = args.jobs as usize;
+    let during = || format!("round {round} at concurrency {concurrency}");
+    bench::reset(conn, DATABASE).await?;
+
+    let started = Instant::now();
+    let mut enqueued = 0;
+    while enqueued < jobs {
+        let chunk = &batch[..batch.len().min(jobs - enqueued)];
+        let ids = dawdle::defer_batch(&mut *conn, chunk)
+            .await
+            .map_err(|error| {
+                BenchError::Check(format!("enqueue the jobs of {}: {error}", during()))
+            })?;
+        enqueued += ids.len();
+    }
+    let enqueue_seconds = started.elapsed().as_secs_f64();
+
+    // Fresh statistics and a clean visibility map before every drain, so
+    // each starts from the state a settled queue would be in rather than
+    // from whatever the previous round left.
+    sqlx::raw_sql("VACUUM ANALYZE procrastinate_jobs, procrastinate_events")
+        .execute(&mut *conn)
+        .await
+        .or_failed_to(|| format!("vacuum {DATABASE} before draining, {}", during()))?;
+
+    let (summary, wall) = run_worker(worker_url, concurrency, args.jobs).await?;
+    if summary.succeeded != jobs as u64
+        || summary.retried + summary.failed + summary.interrupted != 0
+    {
+        return Err(BenchError::Check(format!(
+            "drain {DATABASE}, {}: the worker reports {} succeeded, {} retried, {} failed and \
+             {} interrupted, expected all {jobs} to succeed",
+            during(),
+            summary.succeeded,
+            summary.retried,
+            summary.failed,
+            summary.interrupted
+        )));
+    }
+    verify_histories(conn, jobs, &during).await?;
+
+    // Each claim and each completion is a statement of its own transaction,
+    // and every event a statement's trigger writes carries that
+    // transaction's now(): distinct times count the statements.
+    let (claims, completions, drain_seconds_db): (i64, i64, Option<f64>) = sqlx::query_as(
+        "SELECT (SELECT count(DISTINCT at) FROM procrastinate_events WHERE type = 'started'),
+                (SELECT count(DISTINCT at) FROM procrastinate_events WHERE type = 'succeeded'),
+                (SELECT extract(epoch FROM max(finished_at) - min(started_at))::float8
+                 FROM procrastinate_jobs)",
+    )
+    .fetch_one(&mut *conn)
+    .await
+    .or_failed_to(|| format!("read the drain times of {}", during()))?;
+    // Claiming and completing are separate transactions, so the span is
+    // never zero once every job has succeeded.
+    let drain_seconds_db = drain_seconds_db.unwrap_or(f64::NAN);
+    let per_second = |seconds: f64| jobs as f64 / seconds;
+    Ok(RoundResult {
+        round,
+        enqueue_seconds,
+        enqueue_jobs_per_second: per_second(enqueue_seconds),
+        drain_seconds_db,
+        drain_jobs_per_second_db: per_second(drain_seconds_db),
+        drain_seconds_wall: wall.as_secs_f64(),
+        drain_jobs_per_second_wall: per_second(wall.as_secs_f64()),
+        peak_rss_kb: summary.peak_rss_kb,
+        claim_statements: claims,
+        completion_statements: completions,
+        mean_jobs_per_claim: jobs as f64 / claims.max(1) as f64,
+        mean_jobs_per_completion: jobs as f64 / completions.max(1) as f64,
+    })
+}
+
+/// Spawns `dawdle worker --one-shot` on the scratch database and waits for
+/// it to exit; returns its summary and the time from spawn to exit.
+async fn run_worker(
+    worker_url: &str,
+    concurrency: u32,
+    jobs: i32,
+) -> Result<(WorkerSummary, Duration), BenchError> {
+    let executable = std::env::current_exe().map_err(|source| BenchError::Io {
+        action: "find the dawdle executable to run the worker".to_string(),
+        source,
+    })?;
+    let concurrency_arg = concurrency.to_string();
+    let mut command = tokio::process::Command::new(&executable);
+    command
+        .args(["worker", "--one-shot", "--queues", QUEUE, "--json"])
+        .args(["--concurrency", &concurrency_arg])
+        .env(DATABASE_URL_ENV, worker_url)
+        // One info line per job start and finish would make the benchmark
+        // measure the terminal; warnings still come through on stderr.
+        .env("RUST_LOG", "warn")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        // Should the wait below give up, dropping the child kills it rather
+        // than leaving a worker behind on the scratch database.
+        .kill_on_drop(true);
+    // The worker retries database errors forever, so a broken run would
+    // otherwise hang the benchmark. Anything slower than a few hundred jobs
+    // per second is a failure whatever the machine.
+    let limit = Duration::from_secs(120) + Duration::from_millis(5) * jobs.unsigned_abs();
+    let started = Instant::now();
+    let child = command.spawn().map_err(|source| BenchError::Io {
+        action: format!("start the worker {}", executable.display()),
+        source,
+    })?;
+    let output = tokio::time::timeout(limit, child.wait_with_output())
+        .await
+        .map_err(|_| {
+            BenchError::Check(format!(
+                "drain {DATABASE} at concurrency {concurrency}: the worker had not exited \
+                 after {} s; it was killed",
+                limit.as_secs()
+            ))
+        })?
+        .map_err(|source| BenchError::Io {
+            action: format!("wait for the worker at concurrency {concurrency}"),
+            source,
+        })?;
+    let wall = started.elapsed();
+    if !output.status.success() {
+        return Err(BenchError::Check(format!(
+            "drain {DATABASE} at concurrency {concurrency}: the worker exited with {} (its \
+             messages are above)",
+            output.status
+        )));
+    }
+    let summary = serde_json::from_slice(&output.stdout).map_err(|error| {
+        BenchError::Check(format!(
+            "read the worker's summary at concurrency {concurrency}: {error}; it printed {:?}",
+            String::from_utf8_lossy(&output.stdout)
+        ))
+    })?;
+    Ok((summary, wall))
+}
+
+/// Fails unless every job succeeded and has exactly the history of a job
+/// that succeeded at its first attempt, and no event belongs to no job.
+async fn verify_histories(
+    conn: &mut PgConnection,
+    jobs: usize,
+    during: &dyn Fn() -> String,
+) -> Result<(), BenchError> {
+    let (rows, succeeded, complete, orphans, events): (i64, i64, i64, i64, i64) = sqlx::query_as(
+        "WITH history AS (
+             SELECT job_id, array_agg(type::text ORDER BY id) AS types
+             FROM procrastinate_events
+             GROUP BY job_id
+         )
+         SELECT count(job.id),
+                count(*) FILTER (WHERE job.status = 'succeeded'),
+                count(*) FILTER (WHERE job.status = 'succeeded' AND history.types = $1),
+                count(*) FILTER (WHERE job.id IS NULL),
+                (SELECT count(*) FROM procrastinate_events)
+         FROM procrastinate_jobs AS job
+         FULL JOIN history ON history.job_id = job.id",
+    )
+    .bind(&COMPLETE_HISTORY[..])
+    .fetch_one(&mut *conn)
+    .await
+    .or_failed_to(|| format!("check the jobs and events of {}", during()))?;
+    let jobs = jobs as i64;
+    let expected_events = COMPLETE_HISTORY.len() as i64 * jobs;
+    if rows != jobs
+        || succeeded != jobs
+        || complete != jobs
+        || orphans != 0
+        || events != expected_events
+    {
+        return Err(BenchError::Check(format!(
+            "drain {DATABASE}, {}: of {rows} jobs (expected {jobs}), {succeeded} succeeded and \
+             {complete} have exactly the events {COMPLETE_HISTORY:?}; {orphans} job ids have \
+             events but no job; {events} events in all (expected {expected_events})",
+            during()
+        )));
+    }
+    Ok(())
+}
+
+fn print_report(report: &Report) {
+    println!("dawdle bench drain: defer_batch in, one `dawdle worker --one-shot` process out");
+    println!("  server:  {}", report.postgres_version);
+    println!(
+        "  work:    {} {} jobs per round, enqueued {} per statement; drained by a worker \
+         process at each concurrency",
+        report.jobs,
+        Noop::NAME,
+        report.enqueue_batch
+    );
+    println!(
+        "  rounds:  {}, alternating the order of the concurrencies; medians of the rounds, \
+         peak RSS is the largest",
+        report.rounds
+    );
+    println!(
+        "  drain:   DB = first claim to last completion (jobs' timestamps); WALL = worker \
+         spawn to exit"
+    );
+    println!();
+    let rss = |mib: Option<f64>| mib.map_or("unknown".to_string(), |mib| format!("{mib:.1}"));
+    let rows: Vec<Vec<String>> = report
+        .results
+        .iter()
+        .map(|result| {
+            vec![
+                result.concurrency.to_string(),
+                format!("{:.0}", result.median_enqueue_jobs_per_second),
+                format!("{:.0}", result.median_drain_jobs_per_second_db),
+                format!("{:.0}", result.median_drain_jobs_per_second_wall),
+                rss(result.max_peak_rss_mib),
+            ]
+        })
+        .collect();
+    output::print_table(
+        &[
+            "CONCURRENCY",
+            "ENQUEUE JOBS/S",
+            "DRAIN JOBS/S (DB)",
+            "DRAIN JOBS/S (WALL)",
+            "PEAK RSS MiB",
+        ],
+        &rows,
+    );
+    println!();
+    let targets = &report.targets;
+    println!(
+        "targets: enqueue >= {:.0} jobs/s, drain >= {:.0} jobs/s, peak RSS < {:.0} MiB",
+        targets.enqueue_jobs_per_second_at_least,
+        targets.drain_jobs_per_second_at_least,
+        targets.peak_rss_mib_below
+    );
+    let verdict = |meets: bool| if meets { "meets" } else { "below" }.to_string();
+    let rows: Vec<Vec<String>> = report
+        .results
+        .iter()
+        .map(|result| {
+            let meets = &result.meets_targets;
+            vec![
+                result.concurrency.to_string(),
+                verdict(meets.enqueue),
+                verdict(meets.drain_db),
+                verdict(meets.drain_wall),
+                meets.peak_rss.map_or("unknown".to_string(), |meets| {
+                    if meets { "meets" } else { "above" }.to_string()
+                }),
+            ]
+        })
+        .collect();
+    output::print_table(
+        &[
+            "CONCURRENCY",
+            "ENQUEUE",
+            "DRAIN (DB)",
+            "DRAIN (WALL)",
+            "PEAK RSS",
+        ],
+        &rows,
+    );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_database_name_is_swapped_and_everything_else_kept() {
+        assert_eq!(
+            with_database(
+                "postgresql://u:p%2Fw@db.example:5433/jobs?sslmode=require",
+                "x"
+            ),
+            "postgresql://u:p%2Fw@db.example:5433/x?sslmode=require"
+        );
+        assert_eq!(
+            with_database(
+                "postgresql://postgres@localhost:5432/jobs?host=/tmp/run",
+                "x"
+            ),
+            "postgresql://postgres@localhost:5432/x?host=/tmp/run"
+        );
+        assert_eq!(
+            with_database("postgres://localhost", "x"),
+            "postgres://localhost/x"
+        );
+        assert_eq!(
+            with_database("postgres://localhost?sslmode=disable", "x"),
+            "postgres://localhost/x?sslmode=disable"
+        );
+        assert_eq!(
+            with_database("postgresql:///jobs?host=/tmp", "x"),
+            "postgresql:///x?host=/tmp"
+        );
+    }
+
+    #[test]
+    fn a_url_that_is_not_one_is_left_alone() {
+        assert_eq!(
+            with_database("host=/tmp dbname=jobs", "x"),
+            "host=/tmp dbname=jobs"
+        );
+    }
+}
