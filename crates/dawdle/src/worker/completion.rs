@@ -238,7 +238,12 @@ async fn write(pool: &PgPool, batch: &[Outcome]) -> Result<(), sqlx::Error> {
     .bind(&messages)
     .bind(&tracebacks)
     .bind(&deletes)
-    .bind(&workers);
+    .bind(&workers)
+    // Planned afresh each time: a cached generic plan cannot see how many
+    // outcomes the arrays hold, guesses a handful, and joins them to the
+    // jobs with a nested loop that re-reads every array once per job,
+    // quadratic in the batch (seconds for two thousand outcomes).
+    .persistent(false);
     if !has_follow_ups {
         statement.fetch_all(pool).await?;
         return Ok(());
