@@ -11,7 +11,9 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use sqlx::PgPool;
-use tokio::sync::{mpsc, oneshot};
+use std::sync::Arc;
+
+use tokio::sync::{mpsc, oneshot, Notify};
 use tracing::warn;
 
 use crate::task_error::TaskError;
@@ -65,13 +67,16 @@ pub(crate) struct Completer {
 impl Completer {
     /// Starts the completer task. It ends once every `Completer` is dropped
     /// and the remaining outcomes are written, or `give_up_after` has passed
-    /// since the channel closed with writes still failing.
+    /// since the channel closed with writes still failing. `retries_written`
+    /// is notified after each write that scheduled a retry, so the worker
+    /// can set its timer for it.
     pub(crate) fn spawn(
         pool: PgPool,
         give_up_after: Duration,
+        retries_written: Arc<Notify>,
     ) -> (Self, tokio::task::JoinHandle<()>) {
         let (sender, receiver) = mpsc::unbounded_channel();
-        let task = tokio::spawn(run(pool, receiver, give_up_after));
+        let task = tokio::spawn(run(pool, receiver, give_up_after, retries_written));
         (Self { sender }, task)
     }
 
@@ -93,6 +98,7 @@ async fn run(
     pool: PgPool,
     mut receiver: mpsc::UnboundedReceiver<Message>,
     give_up_after: Duration,
+    retries_written: Arc<Notify>,
 ) {
     let mut batch: Vec<Outcome> = Vec::new();
     let mut acks: Vec<oneshot::Sender<()>> = Vec::new();
@@ -124,6 +130,12 @@ async fn run(
         match write(&pool, &batch).await {
             Ok(()) => {
                 backoff.reset();
+                if batch
+                    .iter()
+                    .any(|o| matches!(o.verdict, Verdict::Retry { .. }))
+                {
+                    retries_written.notify_one();
+                }
                 batch.clear();
                 // An ack waits for everything sent before it, which may span
                 // several flushes: answer only once nothing is left buffered.

@@ -191,6 +191,7 @@ impl Worker {
         };
         let worker_id = Arc::new(AtomicI64::new(worker_id));
         let wake = Arc::new(Notify::new());
+        let retries_written = Arc::new(Notify::new());
         let (abort_sender, mut abort_requests) = mpsc::unbounded_channel::<i64>();
         let mut helpers = JoinSet::new();
         if self.config.listen {
@@ -214,8 +215,11 @@ impl Worker {
                 self.registry.periodic().to_vec(),
             ));
         }
-        let (completer, completer_task) =
-            Completer::spawn(self.pool.clone(), self.config.shutdown_timeout);
+        let (completer, completer_task) = Completer::spawn(
+            self.pool.clone(),
+            self.config.shutdown_timeout,
+            retries_written.clone(),
+        );
         info!(
             worker_id = worker_id.load(Ordering::Relaxed),
             queues = %self.config.queues.as_ref().map_or("*".to_string(), |q| q.join(",")),
@@ -234,7 +238,7 @@ impl Worker {
             reconcile: false,
         };
         state
-            .main_loop(&mut shutdown, &wake, &mut abort_requests)
+            .main_loop(&mut shutdown, &wake, &retries_written, &mut abort_requests)
             .await;
         state.drain(self.config.shutdown_timeout).await;
         let report = state.report;
@@ -283,6 +287,7 @@ impl Loop<'_> {
         &mut self,
         shutdown: &mut std::pin::Pin<&mut S>,
         wake: &Notify,
+        retries_written: &Notify,
         abort_requests: &mut mpsc::UnboundedReceiver<i64>,
     ) {
         let config = &self.worker.config;
@@ -343,6 +348,14 @@ impl Loop<'_> {
                 Some(job_id) = abort_requests.recv() => self.request_abort(job_id),
                 _ = wake.notified() => claim_due = true,
                 _ = poll.tick() => claim_due = true,
+                // A retry was recorded: its time may come before the timer's.
+                _ = retries_written.notified() => {
+                    let due = self.next_scheduled().await;
+                    next_scheduled = match (next_scheduled, due) {
+                        (Some(a), Some(b)) => Some(a.min(b)),
+                        (a, b) => a.or(b),
+                    };
+                }
                 _ = sleep_until_some(next_scheduled), if next_scheduled.is_some() => {
                     next_scheduled = None;
                     claim_due = true;
