@@ -41,6 +41,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "index_scheduled_jobs",
         sql: include_str!("../migrations/0003_index_scheduled_jobs.sql"),
     },
+    Migration {
+        version: 4,
+        name: "plan_trigger_joins_for_any_size",
+        sql: include_str!("../migrations/0004_plan_trigger_joins_for_any_size.sql"),
+    },
 ];
 
 /// The version a fully migrated database is at.

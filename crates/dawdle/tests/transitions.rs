@@ -597,3 +597,36 @@ async fn hand_written_transitions_keep_events_and_timestamps_right() {
         ["deferred", "started", "failed"]
     );
 }
+
+/// Regression: the update trigger's join was planned once per session for
+/// the first statement's size; a large update after a one-row one then took
+/// quadratic time (seconds for ten thousand rows, minutes for more).
+#[tokio::test]
+async fn a_large_update_after_a_small_one_in_the_same_session_stays_linear() {
+    let db = TestDatabase::with_schema().await;
+    let jobs: Vec<NewJob> = (0..20_000)
+        .map(|_| NewJob::new("t", json!({})).unwrap())
+        .collect();
+    defer_batch(db.pool(), &jobs).await.unwrap();
+    let mut conn = db.pool().acquire().await.unwrap();
+    sqlx::raw_sql(
+        "UPDATE procrastinate_jobs SET status = 'doing' WHERE id = (SELECT min(id) FROM procrastinate_jobs);
+         UPDATE procrastinate_jobs SET status = 'doing' WHERE status = 'todo';",
+    )
+    .execute(&mut *conn)
+    .await
+    .unwrap();
+    let plan: Vec<String> = sqlx::query_scalar(
+        "SELECT unnest(proconfig) FROM pg_proc WHERE proname = 'dawdle_jobs_after_update_v1'",
+    )
+    .fetch_all(&mut *conn)
+    .await
+    .unwrap();
+    assert_eq!(plan, ["enable_nestloop=off"]);
+    let started: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM procrastinate_events WHERE type = 'started'")
+            .fetch_one(&mut *conn)
+            .await
+            .unwrap();
+    assert_eq!(started, 20_000);
+}
