@@ -155,6 +155,23 @@ async fn run_worker(pool: &PgPool, config: WorkerConfig) -> WorkerReport {
         .unwrap()
 }
 
+/// Runs a worker in the background until the returned sender fires (or is
+/// dropped).
+fn spawn_worker(
+    pool: &PgPool,
+    config: WorkerConfig,
+) -> (
+    tokio::sync::oneshot::Sender<()>,
+    tokio::task::JoinHandle<Result<WorkerReport, dawdle::worker::WorkerError>>,
+) {
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let worker = Worker::new(pool.clone(), registry(), config);
+    let task = tokio::spawn(worker.run(async {
+        let _ = stopped.await;
+    }));
+    (stop, task)
+}
+
 async fn job(pool: &PgPool, task: &str, args: Value) -> i64 {
     defer(pool, &NewJob::new(task, args).unwrap())
         .await
@@ -375,17 +392,7 @@ async fn notifications_wake_the_worker_long_before_the_poll_interval() {
         poll_interval: Duration::from_secs(3600),
         ..WorkerConfig::default()
     };
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let worker = tokio::spawn({
-        let pool = pool.clone();
-        async move {
-            Worker::new(pool, registry(), config)
-                .run(async {
-                    let _ = stopped.await;
-                })
-                .await
-        }
-    });
+    let (stop, worker) = spawn_worker(&pool, config);
     eventually(
         Duration::from_secs(10),
         "the worker to register",
@@ -418,17 +425,7 @@ async fn shutdown_lets_short_jobs_finish_and_puts_long_ones_back() {
         shutdown_timeout: Duration::from_secs(2),
         ..WorkerConfig::default()
     };
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let worker = tokio::spawn({
-        let pool = pool.clone();
-        async move {
-            Worker::new(pool, registry(), config)
-                .run(async {
-                    let _ = stopped.await;
-                })
-                .await
-        }
-    });
+    let (stop, worker) = spawn_worker(&pool, config);
     eventually(Duration::from_secs(10), "both jobs to start", || async {
         count(
             &pool,
@@ -466,17 +463,7 @@ async fn heartbeats_keep_the_worker_row_fresh() {
         heartbeat_interval: Duration::from_millis(100),
         ..WorkerConfig::default()
     };
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let worker = tokio::spawn({
-        let pool = pool.clone();
-        async move {
-            Worker::new(pool, registry(), config)
-                .run(async {
-                    let _ = stopped.await;
-                })
-                .await
-        }
-    });
+    let (stop, worker) = spawn_worker(&pool, config);
     eventually(
         Duration::from_secs(10),
         "the worker to register",
@@ -538,17 +525,7 @@ async fn a_database_restart_mid_drain_loses_no_job() {
         concurrency: 20,
         ..WorkerConfig::default()
     };
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let worker = tokio::spawn({
-        let pool = pool.clone();
-        async move {
-            Worker::new(pool, registry(), config)
-                .run(async {
-                    let _ = stopped.await;
-                })
-                .await
-        }
-    });
+    let (stop, worker) = spawn_worker(&pool, config);
     eventually(
         Duration::from_secs(30),
         "a tenth of the jobs to succeed",
