@@ -18,6 +18,11 @@ pub(crate) struct WorkerArgs {
     /// Jobs run at the same time.
     #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..=10_000))]
     concurrency: u32,
+    /// Most jobs claimed ahead of the free slots and held ready, when jobs
+    /// finish faster than a claim round trip (0: claim only for free slots).
+    #[arg(long, default_value_t = 1000, value_name = "JOBS",
+          value_parser = clap::value_parser!(u32).range(0..=100_000))]
+    prefetch: u32,
     /// Exit once no runnable job is left; the exit code is 1 if any job failed.
     #[arg(long)]
     one_shot: bool,
@@ -115,6 +120,7 @@ pub(crate) async fn run(explicit_url: Option<&str>, args: WorkerArgs) -> Result<
     let config = WorkerConfig {
         queues: args.queues,
         concurrency: args.concurrency as usize,
+        prefetch: args.prefetch as usize,
         poll_interval: seconds(args.poll_interval, "--poll-interval")?
             .max(Duration::from_millis(10)),
         shutdown_timeout: seconds(args.shutdown_timeout, "--shutdown-timeout")?,

@@ -33,6 +33,8 @@ pub(crate) enum Verdict {
     Failed,
     /// Stopped on request (`procrastinate_cancel_job_v1` with abort).
     Aborted,
+    /// Claimed but never started: back to `todo` as it was, for any worker.
+    Release,
 }
 
 #[derive(Debug, Clone)]
@@ -43,6 +45,11 @@ pub(crate) struct Outcome {
     pub(crate) worker_id: Option<i64>,
     pub(crate) verdict: Verdict,
     pub(crate) error: Option<TaskError>,
+    /// Whether the job ran: only then does its attempt count.
+    pub(crate) attempted: bool,
+    /// How long the job waited in the worker between its claim and its
+    /// start; its `started_at` (the claim's time) moves forward by as much.
+    pub(crate) waited: Duration,
     /// Delete the job (and its history) instead of recording the outcome:
     /// the worker's retention setting.
     pub(crate) delete: bool,
@@ -188,6 +195,8 @@ async fn write(pool: &PgPool, batch: &[Outcome]) -> Result<(), sqlx::Error> {
     let mut tracebacks = Vec::with_capacity(batch.len());
     let mut deletes = Vec::with_capacity(batch.len());
     let mut workers = Vec::with_capacity(batch.len());
+    let mut attempted = Vec::with_capacity(batch.len());
+    let mut waited = Vec::with_capacity(batch.len());
     for outcome in batch {
         ids.push(outcome.job_id);
         workers.push(outcome.worker_id);
@@ -196,7 +205,10 @@ async fn write(pool: &PgPool, batch: &[Outcome]) -> Result<(), sqlx::Error> {
             Verdict::Retry { at } => ("todo", Some(at)),
             Verdict::Failed => ("failed", None),
             Verdict::Aborted => ("aborted", None),
+            Verdict::Release => ("todo", None),
         };
+        attempted.push(outcome.attempted);
+        waited.push(outcome.waited.as_secs_f64());
         deletes.push(outcome.delete);
         statuses.push(status);
         retry_at.push(at);
@@ -208,9 +220,10 @@ async fn write(pool: &PgPool, batch: &[Outcome]) -> Result<(), sqlx::Error> {
         "WITH outcome AS (
              SELECT *
              FROM unnest($1::bigint[], $2::text[]::procrastinate_job_status[], $3::timestamptz[],
-                         $4::text[], $5::text[], $6::text[], $7::bool[], $8::bigint[])
+                         $4::text[], $5::text[], $6::text[], $7::bool[], $8::bigint[],
+                         $9::bool[], $10::float8[])
                   AS o (id, status, retry_at, error, error_message, error_traceback, delete_job,
-                        worker_id)
+                        worker_id, attempted, waited)
          ),
          removed AS (
              DELETE FROM procrastinate_jobs AS job
@@ -222,12 +235,14 @@ async fn write(pool: &PgPool, batch: &[Outcome]) -> Result<(), sqlx::Error> {
          recorded AS (
              UPDATE procrastinate_jobs AS job
              SET status = outcome.status,
-                 attempts = job.attempts + 1,
+                 attempts = job.attempts + outcome.attempted::int,
                  worker_id = NULL,
                  abort_requested = false,
-                 scheduled_at = CASE WHEN outcome.status = 'todo' THEN outcome.retry_at
+                 scheduled_at = CASE WHEN outcome.status = 'todo'
+                                     THEN coalesce(outcome.retry_at, job.scheduled_at)
                                      ELSE job.scheduled_at END,
-                 started_at = CASE WHEN outcome.status = 'todo' THEN NULL ELSE job.started_at END,
+                 started_at = CASE WHEN outcome.status = 'todo' THEN NULL
+                                   ELSE job.started_at + make_interval(secs => outcome.waited) END,
                  finished_at = CASE WHEN outcome.status = 'todo' THEN NULL ELSE now() END
              FROM outcome
              WHERE job.id = outcome.id AND job.status = 'doing' AND NOT outcome.delete_job
@@ -251,6 +266,8 @@ async fn write(pool: &PgPool, batch: &[Outcome]) -> Result<(), sqlx::Error> {
     .bind(&tracebacks)
     .bind(&deletes)
     .bind(&workers)
+    .bind(&attempted)
+    .bind(&waited)
     // Planned afresh each time: a cached generic plan cannot see how many
     // outcomes the arrays hold, guesses a handful, and joins them to the
     // jobs with a nested loop that re-reads every array once per job,

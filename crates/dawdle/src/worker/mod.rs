@@ -1,24 +1,30 @@
 //! The worker: claims jobs in batches, runs them, records their outcomes in
 //! batches, and keeps itself registered.
 //!
-//! One loop owns claiming. It asks for as many jobs as it has free slots with
-//! one statement (`dawdle_fetch_jobs_v1`), spawns each job as a tokio task,
-//! and hands every outcome to the completer (see `completion`), which writes
-//! them in batches. Claiming happens again when a claim came back full (there
-//! is probably more), when a notification says jobs were inserted, or when
-//! the poll interval passes (notifications can be lost). Database errors are
-//! logged and retried with backoff; the worker never gives up on its own.
+//! One loop owns claiming. It asks for its free slots' worth of jobs, plus a
+//! few held ready when jobs finish faster than a claim round trip (see
+//! `pace`), with one statement (`dawdle_fetch_jobs_v1`), spawns each job as a
+//! tokio task, and hands every outcome to the completer (see `completion`),
+//! which writes them in batches. A claim runs while the loop goes on starting
+//! held jobs and collecting finished ones. Claiming happens again when a
+//! claim came back full (there is probably more) and the held jobs run low,
+//! when a notification says jobs were inserted, or when the poll interval
+//! passes (notifications can be lost). Database errors are logged and retried
+//! with backoff; the worker never gives up on its own.
 //!
-//! Invariant: the worker never holds a row lock while user code runs. A
-//! claim commits before any job of it starts.
+//! Invariants: the worker never holds a row lock while user code runs (a
+//! claim commits before any job of it starts), and a job held ready but not
+//! started within `WorkerConfig::hold_limit`, or when the worker stops, is
+//! put back for other workers without counting as an attempt.
 
 mod backoff;
 mod completion;
 mod maintenance;
 mod middleware;
+mod pace;
 mod registry;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::future::Future;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
@@ -39,6 +45,7 @@ use crate::job::{Job, JOB_COLUMNS};
 use crate::task_error::{self, TaskError};
 use backoff::Backoff;
 use completion::{Completer, Outcome, Verdict};
+use pace::Pace;
 
 /// How a worker runs.
 #[derive(Debug, Clone)]
@@ -47,6 +54,15 @@ pub struct WorkerConfig {
     pub queues: Option<Vec<String>>,
     /// Jobs run at the same time.
     pub concurrency: usize,
+    /// Most jobs claimed ahead of the free slots, held ready so that slots
+    /// never wait on a claim round trip; 0 claims only for free slots. How
+    /// many are actually held follows how fast jobs finish: about two claim
+    /// round trips' worth, so none for jobs slower than a few milliseconds.
+    pub prefetch: usize,
+    /// Longest a job claimed ahead waits for a free slot (the jobs running
+    /// turned out slower than the pace assumed) before it is put back for
+    /// other workers.
+    pub hold_limit: Duration,
     /// Claim at least this often even without notifications.
     pub poll_interval: Duration,
     /// How often the worker's row in `procrastinate_workers` is refreshed.
@@ -85,6 +101,8 @@ impl Default for WorkerConfig {
         Self {
             queues: None,
             concurrency: 10,
+            prefetch: 1000,
+            hold_limit: Duration::from_secs(1),
             poll_interval: Duration::from_secs(2),
             heartbeat_interval: Duration::from_secs(10),
             shutdown_timeout: Duration::from_secs(30),
@@ -143,6 +161,9 @@ impl std::fmt::Debug for Worker {
 struct Running {
     job: Job,
     started: Instant,
+    /// From the claim to the start: the database's `started_at` is the
+    /// claim's time, corrected by this when the outcome is recorded.
+    waited: Duration,
     abort: watch::Sender<bool>,
     abort_handle: tokio::task::AbortHandle,
     abort_requested: bool,
@@ -234,6 +255,8 @@ impl Worker {
             completer: completer.clone(),
             running: JoinSet::new(),
             by_task: HashMap::new(),
+            held: VecDeque::new(),
+            pace: Pace::new(self.config.prefetch, Instant::now()),
             report: WorkerReport::default(),
             reconcile: false,
         };
@@ -275,11 +298,58 @@ struct Loop<'w> {
     completer: Completer,
     running: JoinSet<Result<(), TaskError>>,
     by_task: HashMap<tokio::task::Id, Running>,
+    /// Claimed jobs waiting for a free slot, in claim order.
+    held: VecDeque<Held>,
+    pace: Pace,
     report: WorkerReport,
     /// Set when a claim failed for lack of a connection: the claim may have
     /// committed without us seeing its rows, leaving jobs in `doing` that
     /// nobody runs. The next claim first puts those back.
     reconcile: bool,
+}
+
+/// A claimed job not started yet.
+#[derive(Debug)]
+struct Held {
+    job: Job,
+    claimed: Instant,
+}
+
+/// What a claim statement returns, with what it asked for.
+struct Claimed {
+    jobs: Result<Vec<Job>, sqlx::Error>,
+    limit: usize,
+    worker_id: i64,
+    round_trip: Duration,
+}
+
+type ClaimFuture = std::pin::Pin<Box<dyn Future<Output = Claimed> + Send>>;
+
+/// Claims up to `limit` jobs for `worker_id` with one statement.
+fn claim_jobs(
+    pool: PgPool,
+    queues: Arc<Option<Vec<String>>>,
+    worker_id: i64,
+    limit: usize,
+) -> ClaimFuture {
+    static SQL: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    let sql =
+        SQL.get_or_init(|| format!("SELECT {JOB_COLUMNS} FROM dawdle_fetch_jobs_v1($1, $2, $3)"));
+    Box::pin(async move {
+        let sent = Instant::now();
+        let jobs = sqlx::query_as(sql)
+            .bind(queues.as_ref())
+            .bind(worker_id)
+            .bind(i32::try_from(limit).unwrap_or(i32::MAX))
+            .fetch_all(&pool)
+            .await;
+        Claimed {
+            jobs,
+            limit,
+            worker_id,
+            round_trip: sent.elapsed(),
+        }
+    })
 }
 
 impl Loop<'_> {
@@ -291,57 +361,87 @@ impl Loop<'_> {
         abort_requests: &mut mpsc::UnboundedReceiver<i64>,
     ) {
         let config = &self.worker.config;
+        let queues = Arc::new(config.queues.clone());
         let mut poll = tokio::time::interval(config.poll_interval);
         poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut claim_due = true;
+        let mut in_flight: Option<ClaimFuture> = None;
+        // After a failed claim, no other before this.
+        let mut retry_at: Option<tokio::time::Instant> = None;
         // When the earliest job scheduled for later becomes runnable.
         let mut next_scheduled: Option<tokio::time::Instant> = None;
         let mut backoff = Backoff::new();
         loop {
-            let free = config.concurrency - self.running.len();
-            if claim_due && free > 0 {
-                match self.claim(free).await {
-                    Ok(0) if config.one_shot && self.running.is_empty() => {
-                        // Outcomes not yet written may be retries runnable
-                        // now: write them, then look once more.
-                        self.completer.flush().await;
-                        match self.claim(free).await {
-                            Ok(0) => return,
-                            Ok(claimed) => claim_due = claimed == free,
-                            Err(()) => {}
-                        }
+            self.start_held();
+            if in_flight.is_none() && claim_due && retry_at.is_none() {
+                if let Some(limit) = self.claim_size() {
+                    if self.reconcile && self.put_back_orphans().await.is_err() {
+                        retry_at = Some(tokio::time::Instant::now() + backoff.next_wait());
                         continue;
                     }
-                    Ok(claimed) => {
-                        backoff.reset();
-                        claim_due = claimed == free;
-                        if !claim_due {
-                            next_scheduled = self.next_scheduled().await;
-                        }
-                    }
-                    Err(()) => {
-                        let wait = backoff.next_wait();
-                        tokio::select! {
-                            _ = shutdown.as_mut() => return,
-                            _ = tokio::time::sleep(wait) => {}
-                        }
-                        continue;
-                    }
-                }
-                if claim_due && self.running.len() < config.concurrency {
-                    continue;
+                    in_flight = Some(claim_jobs(
+                        self.worker.pool.clone(),
+                        queues.clone(),
+                        self.worker_id.load(Ordering::Relaxed),
+                        limit,
+                    ));
                 }
             }
+            let hold_expires = self
+                .held
+                .front()
+                .map(|held| tokio::time::Instant::from_std(held.claimed + config.hold_limit));
             tokio::select! {
                 biased;
-                _ = shutdown.as_mut() => return,
+                _ = shutdown.as_mut() => {
+                    // A claim in flight may commit: keep its jobs, to be put
+                    // back with the others held.
+                    if let Some(claim) = in_flight.take() {
+                        if let Ok(jobs) = claim.await.jobs {
+                            let now = Instant::now();
+                            self.held.extend(jobs.into_iter().map(|job| Held { job, claimed: now }));
+                        }
+                    }
+                    return;
+                }
+                claimed = async { in_flight.as_mut().expect("guarded").await }, if in_flight.is_some() => {
+                    in_flight = None;
+                    match self.claimed(claimed).await {
+                        Ok((count, limit)) => {
+                            backoff.reset();
+                            claim_due = count == limit;
+                            if count == 0 && config.one_shot && self.idle() {
+                                // Outcomes not yet written may be retries
+                                // runnable now: write them, then look once more.
+                                self.completer.flush().await;
+                                let again = claim_jobs(
+                                    self.worker.pool.clone(),
+                                    queues.clone(),
+                                    self.worker_id.load(Ordering::Relaxed),
+                                    config.concurrency,
+                                )
+                                .await;
+                                match self.claimed(again).await {
+                                    Ok((0, _)) => return,
+                                    Ok((count, limit)) => claim_due = count == limit,
+                                    Err(()) => retry_at = Some(tokio::time::Instant::now() + backoff.next_wait()),
+                                }
+                            } else if !claim_due {
+                                next_scheduled = self.next_scheduled().await;
+                            }
+                        }
+                        Err(()) => {
+                            retry_at = Some(tokio::time::Instant::now() + backoff.next_wait());
+                        }
+                    }
+                }
                 Some(joined) = self.running.join_next_with_id(), if !self.running.is_empty() => {
                     self.finished(joined);
                     while let Some(joined) = self.running.try_join_next_with_id() {
                         self.finished(joined);
                     }
                     // Idle in one-shot mode: find out now whether we are done.
-                    if config.one_shot && self.running.is_empty() {
+                    if config.one_shot && self.idle() {
                         claim_due = true;
                     }
                 }
@@ -360,8 +460,31 @@ impl Loop<'_> {
                     next_scheduled = None;
                     claim_due = true;
                 }
+                _ = sleep_until_some(retry_at), if retry_at.is_some() => {
+                    retry_at = None;
+                    claim_due = true;
+                }
+                _ = sleep_until_some(hold_expires), if hold_expires.is_some() => {
+                    self.release_expired();
+                }
             }
         }
+    }
+
+    /// Nothing running and nothing held.
+    fn idle(&self) -> bool {
+        self.running.is_empty() && self.held.is_empty()
+    }
+
+    /// How many jobs to claim now, if a claim is worth its round trip:
+    /// when slots would otherwise stay free, or when the held jobs are down
+    /// to half of what the pace asks for.
+    fn claim_size(&self) -> Option<usize> {
+        let free = self.worker.config.concurrency - self.running.len();
+        let target = self.pace.target();
+        let wanted = (free + target).saturating_sub(self.held.len());
+        let worth = free > self.held.len() || self.held.len() <= target / 2;
+        (wanted > 0 && worth).then_some(wanted)
     }
 
     /// When the earliest job of our queues scheduled for later becomes
@@ -382,22 +505,17 @@ impl Loop<'_> {
         Some(tokio::time::Instant::now() + wait)
     }
 
-    /// Claims up to `limit` jobs and starts them; `Err` after logging a
-    /// database error.
-    async fn claim(&mut self, limit: usize) -> Result<usize, ()> {
-        if self.reconcile {
-            self.put_back_orphans().await?;
-        }
-        let worker_id = self.worker_id.load(Ordering::Relaxed);
-        let claimed: Result<Vec<Job>, sqlx::Error> = sqlx::query_as(&format!(
-            "SELECT {JOB_COLUMNS} FROM dawdle_fetch_jobs_v1($1, $2, $3)"
-        ))
-        .bind(&self.worker.config.queues)
-        .bind(worker_id)
-        .bind(i32::try_from(limit).unwrap_or(i32::MAX))
-        .fetch_all(&self.worker.pool)
-        .await;
-        let mut jobs = match claimed {
+    /// Takes in what a claim returned: the jobs are held in claim order and
+    /// started as slots allow. `Ok((claimed, asked for))`; `Err` after
+    /// logging a database error.
+    async fn claimed(&mut self, claimed: Claimed) -> Result<(usize, usize), ()> {
+        let Claimed {
+            jobs,
+            limit,
+            worker_id,
+            round_trip,
+        } = claimed;
+        let mut jobs = match jobs {
             Ok(jobs) => jobs,
             Err(error) => {
                 let code = error
@@ -407,7 +525,7 @@ impl Loop<'_> {
                 match code.as_deref() {
                     // Another claimer took the last job of a lock between our
                     // snapshot and our update: nothing is wrong, claim again.
-                    Some("23505") => return Ok(0),
+                    Some("23505") => return Ok((0, 0)),
                     // This worker was pruned as stalled: register anew.
                     Some("23503") => {
                         warn!(
@@ -427,16 +545,70 @@ impl Loop<'_> {
                 return Err(());
             }
         };
+        let now = Instant::now();
+        self.pace.claim_answered(round_trip, now);
         jobs.sort_by(|a, b| b.priority.cmp(&a.priority).then(a.id.cmp(&b.id)));
         let count = jobs.len();
-        for job in jobs {
-            self.start(job, worker_id);
-        }
-        Ok(count)
+        self.held
+            .extend(jobs.into_iter().map(|job| Held { job, claimed: now }));
+        self.start_held();
+        Ok((count, limit))
     }
 
-    /// Puts back `doing` jobs of this worker that it neither runs nor has an
-    /// outcome for: claimed by a statement whose answer was lost.
+    /// Starts held jobs while slots are free.
+    fn start_held(&mut self) {
+        while self.running.len() < self.worker.config.concurrency {
+            let Some(Held { job, claimed }) = self.held.pop_front() else {
+                break;
+            };
+            self.pace.job_started();
+            self.start(job, claimed.elapsed());
+        }
+    }
+
+    /// Puts back held jobs that waited longer than the hold limit for a
+    /// slot: the jobs running are slower than the pace assumed, and other
+    /// workers may have room for them.
+    fn release_expired(&mut self) {
+        let limit = self.worker.config.hold_limit;
+        let now = Instant::now();
+        let mut released = 0;
+        while let Some(held) = self.held.front() {
+            if now.duration_since(held.claimed) < limit {
+                break;
+            }
+            let Some(held) = self.held.pop_front() else {
+                break;
+            };
+            self.release(held);
+            released += 1;
+        }
+        if released > 0 {
+            self.pace.slow_down(now);
+            info!(
+                jobs = released,
+                hold_limit_s = limit.as_secs_f64(),
+                "put back jobs held ready that found no free slot in time"
+            );
+        }
+    }
+
+    /// Hands a held job back to the queue: not an attempt, no error.
+    fn release(&mut self, held: Held) {
+        self.completer.send(Outcome {
+            job_id: held.job.id,
+            worker_id: held.job.worker_id,
+            verdict: Verdict::Release,
+            error: None,
+            attempted: false,
+            waited: held.claimed.elapsed(),
+            delete: false,
+            follow_ups: Vec::new(),
+        });
+    }
+
+    /// Puts back `doing` jobs of this worker that it neither runs, holds nor
+    /// has an outcome for: claimed by a statement whose answer was lost.
     async fn put_back_orphans(&mut self) -> Result<(), ()> {
         // Outcomes still buffered belong to jobs that are legitimately doing.
         if tokio::time::timeout(Duration::from_secs(5), self.completer.flush())
@@ -445,10 +617,11 @@ impl Loop<'_> {
         {
             return Err(());
         }
-        let running: Vec<i64> = self
+        let ours: Vec<i64> = self
             .by_task
             .values()
             .map(|running| running.job.id)
+            .chain(self.held.iter().map(|held| held.job.id))
             .collect();
         let result = sqlx::query(
             "UPDATE procrastinate_jobs
@@ -456,7 +629,7 @@ impl Loop<'_> {
              WHERE worker_id = $1 AND status = 'doing' AND NOT (id = ANY ($2))",
         )
         .bind(self.worker_id.load(Ordering::Relaxed))
-        .bind(&running)
+        .bind(&ours)
         .execute(&self.worker.pool)
         .await;
         match result {
@@ -477,7 +650,11 @@ impl Loop<'_> {
         }
     }
 
-    fn start(&mut self, job: Job, worker_id: i64) {
+    /// Starts a claimed job that waited `waited` for its slot.
+    fn start(&mut self, job: Job, waited: Duration) {
+        let worker_id = job
+            .worker_id
+            .unwrap_or_else(|| self.worker_id.load(Ordering::Relaxed));
         for middleware in &self.worker.middleware {
             middleware.before(&job);
         }
@@ -495,9 +672,10 @@ impl Loop<'_> {
         );
         let args = job.args.clone();
         let task_name = job.task_name.clone();
-        let known = self.worker.registry.names().join(", ");
+        let registry = self.worker.registry.clone();
         let handle = self.running.spawn(async move {
             let Some(task) = registered else {
+                let known = registry.names().join(", ");
                 return Err(TaskError::new(
                     task_error::UNKNOWN_TASK,
                     format!("no task named {task_name:?} is registered in this worker (it knows: {known})"),
@@ -520,6 +698,7 @@ impl Loop<'_> {
             Running {
                 job,
                 started: Instant::now(),
+                waited,
                 abort,
                 abort_handle: handle,
                 abort_requested: false,
@@ -531,6 +710,22 @@ impl Loop<'_> {
     /// Tells a running job its abort was requested, and cancels it if it has
     /// not stopped by itself after the grace period.
     fn request_abort(&mut self, job_id: i64) {
+        if let Some(index) = self.held.iter().position(|held| held.job.id == job_id) {
+            let held = self.held.remove(index).expect("position is in range");
+            info!(job_id, task = %held.job.task_name, "abort requested before the job started; not running it");
+            self.report.aborted += 1;
+            self.completer.send(Outcome {
+                job_id,
+                worker_id: held.job.worker_id,
+                verdict: Verdict::Aborted,
+                error: None,
+                attempted: false,
+                waited: held.claimed.elapsed(),
+                delete: self.worker.config.retention == Retention::DeleteAll,
+                follow_ups: Vec::new(),
+            });
+            return;
+        }
         let Some(running) = self.by_task.values_mut().find(|r| r.job.id == job_id) else {
             return;
         };
@@ -571,6 +766,7 @@ impl Loop<'_> {
         let Running {
             job,
             started,
+            waited,
             abort_requested,
             follow_ups,
             ..
@@ -611,6 +807,8 @@ impl Loop<'_> {
             worker_id: job.worker_id,
             verdict,
             error,
+            attempted: true,
+            waited,
             delete,
             follow_ups,
         });
@@ -654,6 +852,18 @@ impl Loop<'_> {
     /// After the loop: let running jobs finish within `timeout`, then put the
     /// others back for retry.
     async fn drain(&mut self, timeout: Duration) {
+        // Held jobs go back first, so that other workers can start them
+        // while these finish.
+        let held = self.held.len();
+        while let Some(job) = self.held.pop_front() {
+            self.release(job);
+        }
+        if held > 0 {
+            info!(
+                jobs = held,
+                "stopping: put back jobs claimed but not started"
+            );
+        }
         if !self.running.is_empty() {
             info!(
                 running = self.running.len(),
@@ -671,7 +881,13 @@ impl Loop<'_> {
         }
         self.running.abort_all();
         let interrupted: Vec<Running> = self.by_task.drain().map(|(_, running)| running).collect();
-        for Running { job, started, .. } in interrupted {
+        for Running {
+            job,
+            started,
+            waited,
+            ..
+        } in interrupted
+        {
             self.report.interrupted += 1;
             self.notify_after(&job, AttemptEnd::Interrupted, started.elapsed());
             self.completer.send(Outcome {
@@ -685,6 +901,8 @@ impl Loop<'_> {
                         timeout.as_secs_f64()
                     ),
                 )),
+                attempted: true,
+                waited,
                 delete: false,
                 follow_ups: Vec::new(),
             });
