@@ -413,8 +413,11 @@ async fn timed_round(
     let (claims, completions, drain_seconds_db): (i64, i64, Option<f64>) = sqlx::query_as(
         "SELECT (SELECT count(DISTINCT at) FROM procrastinate_events WHERE type = 'started'),
                 (SELECT count(DISTINCT at) FROM procrastinate_events WHERE type = 'succeeded'),
-                (SELECT extract(epoch FROM max(finished_at) - min(started_at))::float8
-                 FROM procrastinate_jobs)",
+                -- From the first claim (its `started` events), not the first
+                -- started_at, which moves to when a held job left the hold.
+                (SELECT extract(epoch FROM (SELECT max(finished_at) FROM procrastinate_jobs)
+                                         - (SELECT min(at) FROM procrastinate_events
+                                            WHERE type = 'started'))::float8)",
     )
     .fetch_one(&mut *conn)
     .await
