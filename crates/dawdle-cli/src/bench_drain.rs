@@ -62,6 +62,11 @@ pub(crate) struct DrainBenchArgs {
     /// Jobs per `defer_batch` statement while enqueueing.
     #[arg(long, default_value_t = 10_000, value_parser = clap::value_parser!(i32).range(1..))]
     enqueue_batch: i32,
+    /// The worker's --prefetch: most jobs claimed ahead of its free slots
+    /// (0 measures claiming for free slots only).
+    #[arg(long, default_value_t = 1000, value_name = "JOBS",
+          value_parser = clap::value_parser!(u32).range(0..=100_000))]
+    prefetch: u32,
     /// Timed rounds; each round measures every concurrency once.
     #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(i32).range(1..))]
     rounds: i32,
@@ -134,6 +139,7 @@ struct Report {
     jobs: i32,
     enqueue_batch: i32,
     rounds: i32,
+    prefetch: u32,
     targets: Targets,
     results: Vec<ConcurrencyResult>,
 }
@@ -247,7 +253,7 @@ async fn measure(
 
     eprintln!(
         "dawdle: {} round(s) of {} {} jobs per concurrency ({}), enqueued {} per statement, \
-         drained by one `dawdle worker --one-shot` process",
+         drained by one `dawdle worker --one-shot --prefetch {}` process",
         args.rounds,
         args.jobs,
         Noop::NAME,
@@ -256,7 +262,8 @@ async fn measure(
             .map(u32::to_string)
             .collect::<Vec<_>>()
             .join(", "),
-        batch.len()
+        batch.len(),
+        args.prefetch
     );
     let mut results: BTreeMap<u32, Vec<RoundResult>> = BTreeMap::new();
     for round in 1..=args.rounds {
@@ -315,6 +322,7 @@ async fn measure(
         jobs: args.jobs,
         enqueue_batch: batch.len() as i32,
         rounds: args.rounds,
+        prefetch: args.prefetch,
         targets: Targets {
             drain_jobs_per_second_at_least: TARGET_DRAIN_JOBS_PER_SECOND,
             enqueue_jobs_per_second_at_least: TARGET_ENQUEUE_JOBS_PER_SECOND,
@@ -391,7 +399,7 @@ async fn timed_round(
         .await
         .or_failed_to(|| format!("vacuum {DATABASE} before draining, {}", during()))?;
 
-    let (summary, wall) = run_worker(worker_url, concurrency, args.jobs).await?;
+    let (summary, wall) = run_worker(worker_url, concurrency, args.prefetch, args.jobs).await?;
     if summary.succeeded != jobs as u64
         || summary.retried + summary.failed + summary.interrupted != 0
     {
@@ -447,6 +455,7 @@ async fn timed_round(
 async fn run_worker(
     worker_url: &str,
     concurrency: u32,
+    prefetch: u32,
     jobs: i32,
 ) -> Result<(WorkerSummary, Duration), BenchError> {
     let executable = std::env::current_exe().map_err(|source| BenchError::Io {
@@ -454,10 +463,12 @@ async fn run_worker(
         source,
     })?;
     let concurrency_arg = concurrency.to_string();
+    let prefetch_arg = prefetch.to_string();
     let mut command = tokio::process::Command::new(&executable);
     command
         .args(["worker", "--one-shot", "--queues", QUEUE, "--json"])
         .args(["--concurrency", &concurrency_arg])
+        .args(["--prefetch", &prefetch_arg])
         .env(DATABASE_URL_ENV, worker_url)
         // One info line per job start and finish would make the benchmark
         // measure the terminal; warnings still come through on stderr.
@@ -555,10 +566,11 @@ fn print_report(report: &Report) {
     println!("  server:  {}", report.postgres_version);
     println!(
         "  work:    {} {} jobs per round, enqueued {} per statement; drained by a worker \
-         process at each concurrency",
+         process at each concurrency, --prefetch {}",
         report.jobs,
         Noop::NAME,
-        report.enqueue_batch
+        report.enqueue_batch,
+        report.prefetch
     );
     println!(
         "  rounds:  {}, alternating the order of the concurrencies; medians of the rounds, \

@@ -419,3 +419,39 @@ async fn sigterm_stops_the_worker_cleanly_and_puts_unfinished_jobs_back() {
     .unwrap();
     assert_eq!((status.as_str(), workers), ("todo", 0));
 }
+
+#[tokio::test]
+async fn bench_drain_measures_a_real_worker_that_claims_ahead_only_when_allowed() {
+    let db = TestDatabase::with_schema().await;
+    let mut jobs_per_claim = Vec::new();
+    for prefetch in ["0", "1000"] {
+        let out = run(
+            Some(db.url()),
+            &[
+                "bench",
+                "drain",
+                "--jobs",
+                "2000",
+                "--concurrency",
+                "2",
+                "--rounds",
+                "1",
+                "--prefetch",
+                prefetch,
+                "--json",
+            ],
+        )
+        .await;
+        assert!(out.status.success(), "{}", text(&out.stderr));
+        let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(report["jobs"], 2000);
+        let round = &report["results"][0]["rounds"][0];
+        assert!(round["drain_jobs_per_second_wall"].as_f64().unwrap() > 0.0);
+        assert!(round["peak_rss_kb"].as_u64().unwrap() > 0);
+        jobs_per_claim.push(round["mean_jobs_per_claim"].as_f64().unwrap());
+    }
+    // Two slots: without prefetch no claim takes more than two jobs; with
+    // it, no-op jobs teach the worker to claim well ahead.
+    assert!(jobs_per_claim[0] <= 2.0, "{jobs_per_claim:?}");
+    assert!(jobs_per_claim[1] > 10.0, "{jobs_per_claim:?}");
+}
