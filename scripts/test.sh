@@ -39,13 +39,9 @@ if ! pg_bin=$(find_pg_bin); then
 fi
 log "PostgreSQL binaries: $pg_bin"
 
-requirements=crates/dawdle/tests/python/requirements.txt
-if [ ! -x .venv/bin/python ] || ! cmp -s "$requirements" .venv/requirements.installed; then
-    log "creating the Python virtual environment in .venv (procrastinate, for compatibility tests)"
-    python3 -m venv .venv
-    .venv/bin/pip install --quiet --disable-pip-version-check -r "$requirements"
-    cp "$requirements" .venv/requirements.installed
-fi
+# The compatibility tests drive the real Python library.
+. scripts/_venv.sh
+ensure_venv
 
 # One throwaway cluster for the whole run, shared by every test process.
 DAWDLE_TEST_PG_DIR=$(mktemp -d "${TMPDIR:-/tmp}/dawdle-test-pg.XXXXXX")

@@ -1,0 +1,241 @@
+"""Drain rate of dawdle beside Procrastinate's own worker, in one run.
+
+Each round, for each concurrency:
+
+* Procrastinate: a scratch database gets Procrastinate's own schema
+  (`procrastinate schema --apply`, as a Python deployment has it), N no-op
+  jobs go in with `batch_defer_async`, and Procrastinate's worker drains
+  them (`run_worker_async(wait=False)`) in this process.
+* dawdle: `dawdle bench drain --jobs N --concurrency C --rounds 1 --json`,
+  which does the same on dawdle's schema with a `dawdle worker` process.
+
+Both keep the full event history and time the drain two ways: from the first
+`started` event to the last `succeeded` event (the database's clock), and
+from the worker's start to its exit. The order of the two alternates between
+rounds so drift on the machine is shared out. Medians of the rounds are
+printed with dawdle / Procrastinate ratios; on a shared machine the ratios
+are the result, the absolute rates are only indicative.
+
+Usage (scripts/bench-peer.sh sets these up):
+    python peer_drain.py --dawdle PATH --database-url URL
+                         [--jobs N] [--concurrency 10,100] [--rounds R] [--json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from urllib.parse import urlsplit, urlunsplit
+
+import procrastinate
+import psycopg
+
+# The app lives in this script, which Procrastinate warns about (a worker in
+# another process could not import its tasks); here the worker runs in this
+# process and finds them. Errors still show.
+logging.getLogger("procrastinate").setLevel(logging.ERROR)
+
+SCRATCH = "dawdle_bench_peer"
+QUEUE = "bench"
+DEFER_BATCH = 10_000
+
+
+def with_database(url: str, database: str) -> str:
+    parts = urlsplit(url)
+    return urlunsplit(parts._replace(path="/" + database))
+
+
+def recreate(url: str, database: str) -> None:
+    with psycopg.connect(with_database(url, "postgres"), autocommit=True) as conn:
+        conn.execute(f"DROP DATABASE IF EXISTS {database} WITH (FORCE)")
+        conn.execute(f"CREATE DATABASE {database}")
+
+
+def drop(url: str, database: str) -> None:
+    with psycopg.connect(with_database(url, "postgres"), autocommit=True) as conn:
+        conn.execute(f"DROP DATABASE IF EXISTS {database} WITH (FORCE)")
+
+
+async def procrastinate_round(url: str, jobs: int, concurrency: int) -> dict:
+    recreate(url, SCRATCH)
+    conninfo = with_database(url, SCRATCH)
+    app = procrastinate.App(
+        connector=procrastinate.PsycopgConnector(
+            conninfo=conninfo, min_size=1, max_size=concurrency + 4
+        )
+    )
+
+    @app.task(name="bench.noop", queue=QUEUE)
+    async def noop() -> None:
+        return None
+
+    async with app.open_async():
+        await app.schema_manager.apply_schema_async()
+        started = time.perf_counter()
+        left = jobs
+        while left > 0:
+            chunk = min(left, DEFER_BATCH)
+            await noop.batch_defer_async(*([{}] * chunk))
+            left -= chunk
+        enqueue_seconds = time.perf_counter() - started
+
+        started = time.perf_counter()
+        await app.run_worker_async(
+            queues=[QUEUE],
+            concurrency=concurrency,
+            wait=False,
+            install_signal_handlers=False,
+        )
+        wall_seconds = time.perf_counter() - started
+
+    with psycopg.connect(conninfo) as conn:
+        succeeded, db_seconds = conn.execute(
+            """
+            SELECT (SELECT count(*) FROM procrastinate_jobs WHERE status = 'succeeded'),
+                   EXTRACT(EPOCH FROM
+                       (SELECT max(at) FROM procrastinate_events WHERE type = 'succeeded')
+                     - (SELECT min(at) FROM procrastinate_events WHERE type = 'started'))::float8
+            """
+        ).fetchone()
+    drop(url, SCRATCH)
+    if succeeded != jobs:
+        raise SystemExit(
+            f"Procrastinate's worker left {jobs - succeeded} of {jobs} jobs unfinished"
+        )
+    return {
+        "enqueue_jobs_per_second": jobs / enqueue_seconds,
+        "drain_jobs_per_second_db": jobs / db_seconds,
+        "drain_jobs_per_second_wall": jobs / wall_seconds,
+        # This process deferred the jobs too; Python's own footprint dominates.
+        "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+    }
+
+
+def dawdle_round(dawdle: str, url: str, jobs: int, concurrency: int) -> dict:
+    done = subprocess.run(
+        [
+            dawdle,
+            "--database-url",
+            url,
+            "bench",
+            "drain",
+            "--jobs",
+            str(jobs),
+            "--concurrency",
+            str(concurrency),
+            "--rounds",
+            "1",
+            "--json",
+        ],
+        capture_output=True,
+        text=True,
+    )
+    if done.returncode != 0:
+        raise SystemExit(f"dawdle bench drain failed:\n{done.stderr}")
+    result = json.loads(done.stdout)["results"][0]
+    round_ = result["rounds"][0]
+    return {
+        "enqueue_jobs_per_second": round_["enqueue_jobs_per_second"],
+        "drain_jobs_per_second_db": round_["drain_jobs_per_second_db"],
+        "drain_jobs_per_second_wall": round_["drain_jobs_per_second_wall"],
+        "peak_rss_mib": (round_["peak_rss_kb"] or 0) / 1024,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--dawdle", required=True, help="the dawdle executable")
+    parser.add_argument("--database-url", required=True, help="a database on the server to use")
+    parser.add_argument("--jobs", type=int, default=20_000)
+    parser.add_argument("--concurrency", default="10,100", help="comma-separated")
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--json", action="store_true", help="print the results as JSON")
+    args = parser.parse_args()
+    try:
+        concurrencies = [int(c) for c in args.concurrency.split(",") if c.strip()]
+    except ValueError:
+        parser.error(f"--concurrency {args.concurrency!r} is not a comma-separated list of numbers")
+    if args.jobs < 1 or args.rounds < 1 or not concurrencies or min(concurrencies) < 1:
+        parser.error("--jobs, --rounds and every concurrency must be at least 1")
+
+    samples: dict[tuple[str, int], list[dict]] = {}
+    for round_number in range(1, args.rounds + 1):
+        for concurrency in concurrencies:
+            order = ["dawdle", "procrastinate"]
+            if round_number % 2 == 0:
+                order.reverse()
+            for system in order:
+                if system == "dawdle":
+                    result = dawdle_round(args.dawdle, args.database_url, args.jobs, concurrency)
+                else:
+                    result = asyncio.run(
+                        procrastinate_round(args.database_url, args.jobs, concurrency)
+                    )
+                samples.setdefault((system, concurrency), []).append(result)
+                print(
+                    f"peer drain: round {round_number}/{args.rounds}, concurrency {concurrency}, "
+                    f"{system}: drain {result['drain_jobs_per_second_db']:.0f} jobs/s "
+                    f"(database clock), {result['drain_jobs_per_second_wall']:.0f} jobs/s "
+                    f"(worker start to exit); enqueue {result['enqueue_jobs_per_second']:.0f} jobs/s",
+                    file=sys.stderr,
+                    flush=True,
+                )
+
+    def median(system: str, concurrency: int, key: str) -> float:
+        return statistics.median(s[key] for s in samples[(system, concurrency)])
+
+    keys = ["enqueue_jobs_per_second", "drain_jobs_per_second_db", "drain_jobs_per_second_wall"]
+    table = []
+    for concurrency in concurrencies:
+        row = {"concurrency": concurrency}
+        for system in ("dawdle", "procrastinate"):
+            row[system] = {key: median(system, concurrency, key) for key in keys}
+            row[system]["max_peak_rss_mib"] = max(
+                s["peak_rss_mib"] for s in samples[(system, concurrency)]
+            )
+        row["ratio"] = {key: row["dawdle"][key] / row["procrastinate"][key] for key in keys}
+        table.append(row)
+
+    if args.json:
+        json.dump(
+            {
+                "jobs": args.jobs,
+                "rounds": args.rounds,
+                "procrastinate_version": procrastinate.__version__,
+                "results": table,
+            },
+            sys.stdout,
+            indent=2,
+        )
+        print()
+        return
+    print(
+        f"peer drain: {args.jobs} no-op jobs per round, medians of {args.rounds} round(s); "
+        f"procrastinate {procrastinate.__version__} on its own schema vs dawdle"
+    )
+    print()
+    print(
+        f"{'CONCURRENCY':<12} {'SYSTEM':<14} {'ENQUEUE JOBS/S':>15} "
+        f"{'DRAIN JOBS/S (DB)':>18} {'DRAIN JOBS/S (WALL)':>20}"
+    )
+    for row in table:
+        for system in ("dawdle", "procrastinate", "ratio"):
+            values = row[system]
+            cells = [
+                f"{values[key]:.1f}x" if system == "ratio" else f"{values[key]:.0f}"
+                for key in keys
+            ]
+            print(
+                f"{row['concurrency']:<12} {system:<14} {cells[0]:>15} {cells[1]:>18} {cells[2]:>20}"
+            )
+
+
+if __name__ == "__main__":
+    main()
