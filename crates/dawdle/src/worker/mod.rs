@@ -395,9 +395,12 @@ impl Loop<'_> {
                 biased;
                 _ = shutdown.as_mut() => {
                     // A claim in flight may commit: keep its jobs, to be put
-                    // back with the others held.
+                    // back with the others held. If the database does not
+                    // answer in time, jobs it claimed are found as stalled
+                    // once this worker is gone.
                     if let Some(claim) = in_flight.take() {
-                        if let Ok(jobs) = claim.await.jobs {
+                        let answered = tokio::time::timeout(config.shutdown_timeout, claim).await;
+                        if let Ok(Claimed { jobs: Ok(jobs), .. }) = answered {
                             let now = Instant::now();
                             self.held.extend(jobs.into_iter().map(|job| Held { job, claimed: now }));
                         }
