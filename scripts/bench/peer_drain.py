@@ -1,23 +1,27 @@
-"""Drain rate of dawdle beside Procrastinate's own worker, in one run.
+"""Drain rate of dawdle beside other PostgreSQL job queues, in one run.
 
-Each round, for each concurrency:
+Each round, for each concurrency, N no-op jobs go in with each system's batch
+insert and its own worker drains them, on its own schema in a scratch
+database of the same server:
 
-* Procrastinate: a scratch database gets Procrastinate's own schema
-  (`procrastinate schema --apply`, as a Python deployment has it), N no-op
-  jobs go in with `batch_defer_async`, and Procrastinate's worker drains
-  them (`run_worker_async(wait=False)`) in this process.
-* dawdle: `dawdle bench drain --jobs N --concurrency C --rounds 1 --json`,
-  which does the same on dawdle's schema with a `dawdle worker` process.
+* dawdle: `dawdle bench drain --jobs N --concurrency C --rounds 1 --json`
+  (a `dawdle worker` process; full event history kept).
+* Procrastinate: its schema, `batch_defer_async`, and its worker
+  (`run_worker_async(wait=False)`) in this process (full event history kept).
+* Graphile Worker, when `--graphile-worker-modules` names a node_modules
+  directory holding it: `graphile_drain.mjs`, once with its defaults and once
+  with its documented batching options. It deletes jobs as they succeed and
+  keeps no history, which is less work per job than the others do.
 
-Both keep the full event history and time the drain two ways: from the first
-`started` event to the last `succeeded` event (the database's clock), and
-from the worker's start to its exit. The order of the two alternates between
-rounds so drift on the machine is shared out. Medians of the rounds are
-printed with dawdle / Procrastinate ratios; on a shared machine the ratios
-are the result, the absolute rates are only indicative.
+The drain is timed from the worker's start to its exit (all systems) and, for
+the two that keep history, from the first `started` event to the last
+`succeeded` event. The order of the systems rotates between rounds so drift on
+the machine is shared out. Medians of the rounds are printed with dawdle's
+ratio to each; on a shared machine the ratios are the result, the absolute
+rates are only indicative.
 
 Usage (scripts/bench-peer.sh sets these up):
-    python peer_drain.py --dawdle PATH --database-url URL
+    python peer_drain.py --dawdle PATH --database-url URL [--graphile-worker-modules DIR]
                          [--jobs N] [--concurrency 10,100] [--rounds R] [--json]
 """
 
@@ -27,6 +31,7 @@ import argparse
 import asyncio
 import json
 import logging
+import os
 import resource
 import statistics
 import subprocess
@@ -149,10 +154,40 @@ def dawdle_round(dawdle: str, url: str, jobs: int, concurrency: int) -> dict:
     }
 
 
+def graphile_round(
+    modules: str, url: str, jobs: int, concurrency: int, batched: bool
+) -> dict:
+    script = os.path.join(os.path.dirname(os.path.abspath(__file__)), "graphile_drain.mjs")
+    command = [
+        "node",
+        script,
+        "--database-url",
+        url,
+        "--jobs",
+        str(jobs),
+        "--concurrency",
+        str(concurrency),
+    ]
+    if batched:
+        command.append("--batched")
+    done = subprocess.run(
+        command, capture_output=True, text=True, env={**os.environ, "NODE_PATH": modules}
+    )
+    if done.returncode != 0:
+        raise SystemExit(f"the Graphile Worker drain failed:\n{done.stderr}")
+    result = json.loads(done.stdout)
+    result["drain_jobs_per_second_db"] = None
+    return result
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--dawdle", required=True, help="the dawdle executable")
     parser.add_argument("--database-url", required=True, help="a database on the server to use")
+    parser.add_argument(
+        "--graphile-worker-modules",
+        help="a node_modules directory with graphile-worker and pg, to measure it too",
+    )
     parser.add_argument("--jobs", type=int, default=20_000)
     parser.add_argument("--concurrency", default="10,100", help="comma-separated")
     parser.add_argument("--rounds", type=int, default=3)
@@ -165,43 +200,58 @@ def main() -> None:
     if args.jobs < 1 or args.rounds < 1 or not concurrencies or min(concurrencies) < 1:
         parser.error("--jobs, --rounds and every concurrency must be at least 1")
 
+    systems = ["dawdle", "procrastinate"]
+    if args.graphile_worker_modules:
+        systems += ["graphile-worker", "graphile-worker-batched"]
+
+    def measure(system: str, concurrency: int) -> dict:
+        if system == "dawdle":
+            return dawdle_round(args.dawdle, args.database_url, args.jobs, concurrency)
+        if system == "procrastinate":
+            return asyncio.run(procrastinate_round(args.database_url, args.jobs, concurrency))
+        return graphile_round(
+            args.graphile_worker_modules,
+            args.database_url,
+            args.jobs,
+            concurrency,
+            batched=system.endswith("batched"),
+        )
+
     samples: dict[tuple[str, int], list[dict]] = {}
     for round_number in range(1, args.rounds + 1):
         for concurrency in concurrencies:
-            order = ["dawdle", "procrastinate"]
-            if round_number % 2 == 0:
-                order.reverse()
-            for system in order:
-                if system == "dawdle":
-                    result = dawdle_round(args.dawdle, args.database_url, args.jobs, concurrency)
-                else:
-                    result = asyncio.run(
-                        procrastinate_round(args.database_url, args.jobs, concurrency)
-                    )
+            shift = (round_number - 1) % len(systems)
+            for system in systems[shift:] + systems[:shift]:
+                result = measure(system, concurrency)
                 samples.setdefault((system, concurrency), []).append(result)
+                db = result["drain_jobs_per_second_db"]
                 print(
                     f"peer drain: round {round_number}/{args.rounds}, concurrency {concurrency}, "
-                    f"{system}: drain {result['drain_jobs_per_second_db']:.0f} jobs/s "
-                    f"(database clock), {result['drain_jobs_per_second_wall']:.0f} jobs/s "
-                    f"(worker start to exit); enqueue {result['enqueue_jobs_per_second']:.0f} jobs/s",
+                    f"{system}: drain {result['drain_jobs_per_second_wall']:.0f} jobs/s "
+                    f"(worker start to exit)"
+                    + (f", {db:.0f} jobs/s (database clock)" if db is not None else "")
+                    + f"; enqueue {result['enqueue_jobs_per_second']:.0f} jobs/s",
                     file=sys.stderr,
                     flush=True,
                 )
 
-    def median(system: str, concurrency: int, key: str) -> float:
-        return statistics.median(s[key] for s in samples[(system, concurrency)])
+    def median(system: str, concurrency: int, key: str) -> float | None:
+        values = [s[key] for s in samples[(system, concurrency)] if s[key] is not None]
+        return statistics.median(values) if values else None
 
-    keys = ["enqueue_jobs_per_second", "drain_jobs_per_second_db", "drain_jobs_per_second_wall"]
+    keys = ["enqueue_jobs_per_second", "drain_jobs_per_second_wall", "drain_jobs_per_second_db"]
     table = []
     for concurrency in concurrencies:
-        row = {"concurrency": concurrency}
-        for system in ("dawdle", "procrastinate"):
-            row[system] = {key: median(system, concurrency, key) for key in keys}
-            row[system]["max_peak_rss_mib"] = max(
-                s["peak_rss_mib"] for s in samples[(system, concurrency)]
+        for system in systems:
+            row = {"concurrency": concurrency, "system": system}
+            row.update({key: median(system, concurrency, key) for key in keys})
+            row["max_peak_rss_mib"] = max(s["peak_rss_mib"] for s in samples[(system, concurrency)])
+            table.append(row)
+        ours = table[-len(systems)]
+        for row in table[-len(systems):]:
+            row["dawdle_drain_ratio_wall"] = (
+                ours["drain_jobs_per_second_wall"] / row["drain_jobs_per_second_wall"]
             )
-        row["ratio"] = {key: row["dawdle"][key] / row["procrastinate"][key] for key in keys}
-        table.append(row)
 
     if args.json:
         json.dump(
@@ -217,24 +267,22 @@ def main() -> None:
         print()
         return
     print(
-        f"peer drain: {args.jobs} no-op jobs per round, medians of {args.rounds} round(s); "
-        f"procrastinate {procrastinate.__version__} on its own schema vs dawdle"
+        f"peer drain: {args.jobs} no-op jobs per round, medians of {args.rounds} round(s), "
+        f"each system on its own schema (procrastinate {procrastinate.__version__})"
     )
     print()
     print(
-        f"{'CONCURRENCY':<12} {'SYSTEM':<14} {'ENQUEUE JOBS/S':>15} "
-        f"{'DRAIN JOBS/S (DB)':>18} {'DRAIN JOBS/S (WALL)':>20}"
+        f"{'CONCURRENCY':<12} {'SYSTEM':<24} {'ENQUEUE JOBS/S':>15} {'DRAIN JOBS/S (WALL)':>20} "
+        f"{'DRAIN JOBS/S (DB)':>18} {'DAWDLE IS':>10}"
     )
     for row in table:
-        for system in ("dawdle", "procrastinate", "ratio"):
-            values = row[system]
-            cells = [
-                f"{values[key]:.1f}x" if system == "ratio" else f"{values[key]:.0f}"
-                for key in keys
-            ]
-            print(
-                f"{row['concurrency']:<12} {system:<14} {cells[0]:>15} {cells[1]:>18} {cells[2]:>20}"
-            )
+        db = row["drain_jobs_per_second_db"]
+        print(
+            f"{row['concurrency']:<12} {row['system']:<24} {row['enqueue_jobs_per_second']:>15.0f} "
+            f"{row['drain_jobs_per_second_wall']:>20.0f} "
+            f"{(f'{db:.0f}' if db is not None else '-'):>18} "
+            f"{row['dawdle_drain_ratio_wall']:>9.1f}x"
+        )
 
 
 if __name__ == "__main__":
