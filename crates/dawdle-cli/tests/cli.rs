@@ -455,3 +455,108 @@ async fn bench_drain_measures_a_real_worker_that_claims_ahead_only_when_allowed(
     assert!(jobs_per_claim[0] <= 2.0, "{jobs_per_claim:?}");
     assert!(jobs_per_claim[1] > 10.0, "{jobs_per_claim:?}");
 }
+
+#[tokio::test]
+async fn sigterm_puts_back_jobs_claimed_ahead_and_logs_each_one() {
+    let db = TestDatabase::with_schema().await;
+    let url = db.url();
+    // Fast jobs teach the worker to claim ahead; the slow one then keeps the
+    // only slot while the jobs claimed behind it wait.
+    let noops = "INSERT INTO procrastinate_jobs (queue_name, task_name, args)
+                 SELECT 'default', 'dawdle.noop', '{}' FROM generate_series(1, 300)";
+    sqlx::query(noops).execute(db.pool()).await.unwrap();
+    let slow: i64 = sqlx::query_scalar(
+        "INSERT INTO procrastinate_jobs (queue_name, task_name, args)
+         VALUES ('default', 'dawdle.sleep', '{\"seconds\": 600}') RETURNING id",
+    )
+    .fetch_one(db.pool())
+    .await
+    .unwrap();
+    sqlx::query(noops).execute(db.pool()).await.unwrap();
+    // Hundreds of log lines: to a file, since a pipe nobody reads until
+    // the end would fill up and block the worker.
+    let log_path = std::env::temp_dir().join(format!("{}-worker.log", db.name()));
+    let log_file = std::fs::File::create(&log_path).unwrap();
+    let child = Command::new(env!("CARGO_BIN_EXE_dawdle"))
+        .args([
+            "worker",
+            "--concurrency",
+            "1",
+            "--shutdown-timeout",
+            "0.5",
+            "--log-format",
+            "json",
+        ])
+        .env("JOB_QUEUE_DATABASE_URL", &url)
+        .env("RUST_LOG", "info")
+        .stdout(std::process::Stdio::null())
+        .stderr(log_file)
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let (slow_doing, held): (bool, i64) = sqlx::query_as(
+            "SELECT coalesce(bool_or(id = $1), false), count(*) FILTER (WHERE id > $1)
+             FROM procrastinate_jobs WHERE status = 'doing'",
+        )
+        .bind(slow)
+        .fetch_one(db.pool())
+        .await
+        .unwrap();
+        if slow_doing && held > 0 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no job was claimed behind the slow one"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    let killed = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    let mut child = child;
+    let status = tokio::task::spawn_blocking(move || child.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    let logs = std::fs::read_to_string(&log_path).unwrap();
+    let _ = std::fs::remove_file(&log_path);
+    assert_eq!(status.code(), Some(0), "{logs}");
+
+    // Every job put back unstarted has a log line naming it, and waits
+    // again as it was: todo, no attempt, no error.
+    let mut logged: Vec<i64> = logs
+        .lines()
+        .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+        .filter(|line| line["message"] == "job put back unstarted")
+        .map(|line| {
+            assert_eq!(line["task"], "dawdle.noop");
+            assert_eq!(line["attempt"], 1);
+            line["job_id"].as_i64().unwrap()
+        })
+        .collect();
+    logged.sort_unstable();
+    let put_back: Vec<i64> = sqlx::query_scalar(
+        "SELECT j.id FROM procrastinate_jobs j
+         WHERE j.status = 'todo' AND j.attempts = 0 AND j.started_at IS NULL
+           AND EXISTS (SELECT 1 FROM procrastinate_events e
+                       WHERE e.job_id = j.id AND e.type = 'deferred_for_retry')
+           AND NOT EXISTS (SELECT 1 FROM procrastinate_events e
+                           WHERE e.job_id = j.id AND e.type = 'error')
+         ORDER BY j.id",
+    )
+    .fetch_all(db.pool())
+    .await
+    .unwrap();
+    assert!(!put_back.is_empty());
+    assert_eq!(logged, put_back);
+    let doing: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM procrastinate_jobs WHERE status = 'doing'")
+            .fetch_one(db.pool())
+            .await
+            .unwrap();
+    assert_eq!(doing, 0);
+}

@@ -598,13 +598,18 @@ impl Loop<'_> {
 
     /// Hands a held job back to the queue: not an attempt, no error.
     fn release(&mut self, held: Held) {
+        let waited = held.claimed.elapsed();
+        let job = &held.job;
+        info!(job_id = job.id, task = %job.task_name, queue = %job.queue_name,
+              attempt = job.attempts + 1, held_ms = waited.as_secs_f64() * 1000.0,
+              "job put back unstarted");
         self.completer.send(Outcome {
-            job_id: held.job.id,
-            worker_id: held.job.worker_id,
+            job_id: job.id,
+            worker_id: job.worker_id,
             verdict: Verdict::Release,
             error: None,
             attempted: false,
-            waited: held.claimed.elapsed(),
+            waited,
             delete: false,
             follow_ups: Vec::new(),
         });
@@ -715,7 +720,9 @@ impl Loop<'_> {
     fn request_abort(&mut self, job_id: i64) {
         if let Some(index) = self.held.iter().position(|held| held.job.id == job_id) {
             let held = self.held.remove(index).expect("position is in range");
-            info!(job_id, task = %held.job.task_name, "abort requested before the job started; not running it");
+            info!(job_id, task = %held.job.task_name, queue = %held.job.queue_name,
+                  attempt = held.job.attempts + 1, duration_ms = 0.0,
+                  "job aborted before it started");
             self.report.aborted += 1;
             self.completer.send(Outcome {
                 job_id,
