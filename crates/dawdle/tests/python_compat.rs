@@ -4,11 +4,21 @@
 
 mod common;
 
+use std::future::Future;
+use std::process::Stdio;
+use std::time::Duration;
+
 use chrono::{DateTime, Utc};
+use dawdle::cron::Schedule;
 use dawdle::testing::TestDatabase;
-use dawdle::{defer, defer_batch, DeferError, NewJob};
+use dawdle::{
+    defer, defer_batch, DeferError, JobContext, NewJob, Periodic, Registry, Task, TaskError,
+    Worker, WorkerConfig,
+};
+use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use sqlx::PgPool;
+use tokio::io::AsyncReadExt;
 
 /// Job specs in the JSON form defer.py reads, and the same jobs as NewJob.
 fn specs() -> (Value, Vec<NewJob>) {
@@ -368,4 +378,155 @@ async fn the_python_shell_lists_retries_and_cancels_on_our_database() {
             .await
             .unwrap();
     assert!(finished);
+}
+
+/// The Rust side of periodic.py's `compat.tick`.
+#[derive(Debug, Serialize, Deserialize)]
+struct Tick {
+    timestamp: i64,
+    by: String,
+}
+
+impl Task for Tick {
+    const NAME: &'static str = "compat.tick";
+
+    async fn run(self, _ctx: JobContext) -> Result<(), TaskError> {
+        Ok(())
+    }
+}
+
+/// Polls `condition` until it holds or `deadline` passes.
+async fn eventually<F, Fut>(deadline: Duration, what: &str, mut condition: F)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let start = tokio::time::Instant::now();
+    while !condition().await {
+        assert!(
+            start.elapsed() < deadline,
+            "timed out after {deadline:?} waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// (latest tick deferred, ticks deferred by Python, ticks deferred by Rust)
+async fn ticks(pool: &PgPool) -> (Option<i64>, i64, i64) {
+    sqlx::query_as(
+        "SELECT max((args->>'timestamp')::bigint),
+                count(*) FILTER (WHERE args->>'by' = 'python'),
+                count(*) FILTER (WHERE args->>'by' = 'rust')
+         FROM procrastinate_jobs WHERE task_name = 'compat.tick'",
+    )
+    .fetch_one(pool)
+    .await
+    .unwrap()
+}
+
+#[tokio::test]
+async fn python_and_rust_workers_defer_each_periodic_tick_once_between_them() {
+    let db = TestDatabase::with_schema().await;
+    let pool = db.pool().clone();
+
+    // Python's worker alone first: its periodic deferrer runs on our schema.
+    let mut python = tokio::process::Command::new(common::python())
+        .arg(common::python_script("periodic.py"))
+        .env("DAWDLE_COMPAT_DATABASE_URL", db.url())
+        .env("PYTHONPATH", common::python_script(""))
+        .env("PYTHONDONTWRITEBYTECODE", "1")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("start periodic.py");
+    eventually(
+        Duration::from_secs(30),
+        "Python to defer a tick",
+        || async { ticks(&pool).await.1 > 0 },
+    )
+    .await;
+
+    // A Rust worker with the same task on the same schedule joins.
+    let mut registry = Registry::new();
+    registry.register::<Tick>();
+    let mut every_second = Periodic::new("compat.tick", Schedule::parse("* * * * * *").unwrap());
+    every_second
+        .args
+        .insert("by".to_string(), Value::from("rust"));
+    registry.add_periodic(every_second);
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let worker = Worker::new(pool.clone(), registry, WorkerConfig::default());
+    let rust = tokio::spawn(worker.run(async {
+        let _ = stopped.await;
+    }));
+    let joined = ticks(&pool).await.0.unwrap();
+    eventually(
+        Duration::from_secs(30),
+        "three ticks with both deferring",
+        || async { ticks(&pool).await.0.unwrap() >= joined + 3 },
+    )
+    .await;
+
+    // Python leaves; Rust carries on alone.
+    drop(python.stdin.take());
+    let status = tokio::time::timeout(Duration::from_secs(30), python.wait())
+        .await
+        .expect("periodic.py stopped within 30 s")
+        .unwrap();
+    let mut stderr = String::new();
+    python
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut stderr)
+        .await
+        .unwrap();
+    assert!(status.success(), "periodic.py failed:\n{stderr}");
+    let left = ticks(&pool).await.0.unwrap();
+    eventually(Duration::from_secs(30), "Rust to defer alone", || async {
+        ticks(&pool).await.0.unwrap() >= left + 2
+    })
+    .await;
+    eventually(Duration::from_secs(30), "every tick to run", || async {
+        sqlx::query_scalar::<_, i64>(
+            "SELECT count(*) FROM procrastinate_jobs WHERE status <> 'succeeded'",
+        )
+        .fetch_one(&pool)
+        .await
+        .unwrap()
+            == 0
+    })
+    .await;
+    stop.send(()).unwrap();
+    rust.await.unwrap().unwrap();
+
+    // One job per tick, no tick missed, whoever deferred it; both did some.
+    let per_tick: Vec<(i64, i64)> = sqlx::query_as(
+        "SELECT (args->>'timestamp')::bigint, count(*) FROM procrastinate_jobs
+         GROUP BY 1 ORDER BY 1",
+    )
+    .fetch_all(&pool)
+    .await
+    .unwrap();
+    assert!(
+        per_tick.iter().all(|(_, jobs)| *jobs == 1),
+        "a tick was deferred twice: {per_tick:?}"
+    );
+    for pair in per_tick.windows(2) {
+        assert_eq!(pair[1].0 - pair[0].0, 1, "a tick was missed: {per_tick:?}");
+    }
+    let (_, by_python, by_rust) = ticks(&pool).await;
+    assert!(
+        by_python > 0 && by_rust > 0,
+        "{by_python} by Python, {by_rust} by Rust"
+    );
+    // Both sides keyed the schedule the same way (task, default periodic id).
+    let keys: Vec<(String, String)> =
+        sqlx::query_as("SELECT DISTINCT task_name, periodic_id FROM procrastinate_periodic_defers")
+            .fetch_all(&pool)
+            .await
+            .unwrap();
+    assert_eq!(keys, [("compat.tick".to_string(), String::new())]);
 }
