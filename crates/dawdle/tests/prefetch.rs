@@ -10,27 +10,56 @@ use std::future::Future;
 use std::time::Duration;
 
 use dawdle::testing::TestDatabase;
-use dawdle::{defer_batch, NewJob, Registry, Worker, WorkerConfig, WorkerReport};
+use dawdle::{
+    defer_batch, JobContext, NewJob, Registry, Task, TaskError, Worker, WorkerConfig, WorkerReport,
+};
+use serde::{Deserialize, Serialize};
 use serde_json::json;
 use sqlx::PgPool;
 
 const BEFORE: usize = 300;
 const AFTER: usize = 300;
 
+/// Sleeps, after writing down in `slow_started` that it started: a job
+/// claimed is `doing` whether it runs or waits in the worker, so the tests
+/// need the job itself to say when it runs.
+#[derive(Debug, Serialize, Deserialize)]
+struct Slow {
+    seconds: f64,
+}
+
+impl Task for Slow {
+    const NAME: &'static str = "test.slow";
+
+    async fn run(self, ctx: JobContext) -> Result<(), TaskError> {
+        sqlx::query("INSERT INTO slow_started (job_id) VALUES ($1)")
+            .bind(ctx.job_id)
+            .execute(ctx.pool())
+            .await?;
+        tokio::time::sleep(Duration::from_secs_f64(self.seconds)).await;
+        Ok(())
+    }
+}
+
 fn registry() -> Registry {
     let mut registry = Registry::new();
     dawdle::diagnostics::register(&mut registry);
+    registry.register::<Slow>();
     registry
 }
 
-/// `BEFORE` no-op jobs, one `dawdle.sleep` of `seconds`, `AFTER` no-op
-/// jobs, in claim order; returns the sleeping job's id.
+/// `BEFORE` no-op jobs, one `test.slow` of `seconds`, `AFTER` no-op jobs,
+/// in claim order; returns the slow job's id.
 async fn fast_slow_fast(pool: &PgPool, seconds: f64) -> i64 {
+    sqlx::query("CREATE TABLE slow_started (job_id bigint NOT NULL)")
+        .execute(pool)
+        .await
+        .unwrap();
     let noop = || NewJob::new("dawdle.noop", json!({})).unwrap();
     defer_batch(pool, &vec![noop(); BEFORE]).await.unwrap();
     let slow = defer_batch(
         pool,
-        &[NewJob::new("dawdle.sleep", json!({ "seconds": seconds })).unwrap()],
+        &[NewJob::new("test.slow", json!({ "seconds": seconds })).unwrap()],
     )
     .await
     .unwrap()[0];
@@ -181,7 +210,7 @@ async fn a_held_job_is_timed_from_when_it_started_not_from_its_claim() {
         "SELECT max(EXTRACT(EPOCH FROM finished_at - started_at)::float8)
                     FILTER (WHERE task_name = 'dawdle.noop'),
                 max(EXTRACT(EPOCH FROM finished_at - started_at)::float8)
-                    FILTER (WHERE task_name = 'dawdle.sleep')
+                    FILTER (WHERE task_name = 'test.slow')
          FROM procrastinate_jobs",
     )
     .fetch_one(&pool)
@@ -228,15 +257,16 @@ async fn holding_behind_a_slow_job(
         Duration::from_secs(30),
         "jobs claimed behind the slow one",
         || async {
-            let (slow_doing, held): (bool, i64) = sqlx::query_as(
-                "SELECT coalesce(bool_or(id = $1), false), count(*) FILTER (WHERE id > $1)
-                 FROM procrastinate_jobs WHERE status = 'doing'",
+            let (slow_running, held): (bool, i64) = sqlx::query_as(
+                "SELECT EXISTS (SELECT 1 FROM slow_started WHERE job_id = $1),
+                        (SELECT count(*) FROM procrastinate_jobs
+                         WHERE status = 'doing' AND id > $1)",
             )
             .bind(slow)
             .fetch_one(pool)
             .await
             .unwrap();
-            slow_doing && held > 0
+            slow_running && held > 0
         },
     )
     .await;
