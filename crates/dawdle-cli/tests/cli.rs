@@ -2,8 +2,9 @@
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
+use std::time::Duration;
 
-use dawdle::testing::TestDatabase;
+use dawdle::testing::{eventually, TestDatabase};
 
 fn dawdle(database_url: Option<&str>, args: &[&str]) -> Output {
     let mut command = Command::new(env!("CARGO_BIN_EXE_dawdle"));
@@ -379,23 +380,16 @@ async fn sigterm_stops_the_worker_cleanly_and_puts_unfinished_jobs_back() {
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
-    loop {
+    eventually(Duration::from_secs(20), "the job to start", async || {
         let status: String =
             sqlx::query_scalar("SELECT status::text FROM procrastinate_jobs WHERE id = $1")
                 .bind(id)
                 .fetch_one(db.pool())
                 .await
                 .unwrap();
-        if status == "doing" {
-            break;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the job never started"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    }
+        status == "doing"
+    })
+    .await;
     let killed = Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
         .status()
@@ -493,31 +487,28 @@ async fn sigterm_puts_back_jobs_claimed_ahead_and_logs_each_one() {
         .stderr(log_file)
         .spawn()
         .unwrap();
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
-    loop {
-        // A job held ready is `doing` too: the worker's log says when the
-        // slow one really started.
-        let slow_started = std::fs::read_to_string(&log_path)
-            .unwrap()
-            .lines()
-            .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
-            .any(|line| line["message"] == "job started" && line["job_id"] == slow);
-        let held: i64 = sqlx::query_scalar(
-            "SELECT count(*) FROM procrastinate_jobs WHERE status = 'doing' AND id > $1",
-        )
-        .bind(slow)
-        .fetch_one(db.pool())
-        .await
-        .unwrap();
-        if slow_started && held > 0 {
-            break;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "no job was claimed behind the slow one"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    }
+    eventually(
+        Duration::from_secs(20),
+        "jobs claimed behind the slow one",
+        async || {
+            // A job held ready is `doing` too: the worker's log says when the
+            // slow one really started.
+            let slow_started = std::fs::read_to_string(&log_path)
+                .unwrap()
+                .lines()
+                .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+                .any(|line| line["message"] == "job started" && line["job_id"] == slow);
+            let held: i64 = sqlx::query_scalar(
+                "SELECT count(*) FROM procrastinate_jobs WHERE status = 'doing' AND id > $1",
+            )
+            .bind(slow)
+            .fetch_one(db.pool())
+            .await
+            .unwrap();
+            slow_started && held > 0
+        },
+    )
+    .await;
     let killed = Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
         .status()

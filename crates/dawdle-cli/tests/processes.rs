@@ -8,7 +8,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use dawdle::testing::TestDatabase;
+use dawdle::testing::{eventually, TestDatabase};
 use dawdle::{defer_batch, NewJob};
 use serde_json::json;
 use sqlx::PgPool;
@@ -63,17 +63,6 @@ async fn scalar(pool: &PgPool, sql: &str) -> i64 {
     sqlx::query_scalar(sql).fetch_one(pool).await.unwrap()
 }
 
-async fn eventually(what: &str, deadline: Duration, mut condition: impl AsyncFnMut() -> bool) {
-    let until = tokio::time::Instant::now() + deadline;
-    while !condition().await {
-        assert!(
-            tokio::time::Instant::now() < until,
-            "timed out waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
 #[tokio::test]
 async fn a_worker_killed_mid_job_loses_nothing_and_locks_and_ticks_hold() {
     let db = TestDatabase::with_schema().await;
@@ -90,8 +79,8 @@ async fn a_worker_killed_mid_job_loses_nothing_and_locks_and_ticks_hold() {
     // The first worker alone, so we know its id; then the jobs; then the others.
     let victim = WorkerProcess::start(&url);
     eventually(
-        "the first worker to register",
         Duration::from_secs(20),
+        "the first worker to register",
         async || scalar(pool, "SELECT count(*) FROM procrastinate_workers").await == 1,
     )
     .await;
@@ -102,14 +91,14 @@ async fn a_worker_killed_mid_job_loses_nothing_and_locks_and_ticks_hold() {
         "SELECT count(*) FROM procrastinate_jobs WHERE status = 'doing' AND task_name = 'dawdle.sleep' AND worker_id = {victim_id}"
     );
     eventually(
-        "the first worker to be running a job",
         Duration::from_secs(20),
+        "the first worker to be running a job",
         async || scalar(pool, &kill_sql).await > 0,
     )
     .await;
     victim.signal("-KILL");
 
-    eventually("every job to succeed", Duration::from_secs(60), async || {
+    eventually(Duration::from_secs(60), "every job to succeed", async || {
         scalar(pool, "SELECT count(*) FROM procrastinate_jobs WHERE task_name = 'dawdle.sleep' AND status = 'succeeded'").await == 30
     })
     .await;

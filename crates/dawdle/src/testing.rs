@@ -148,3 +148,21 @@ impl Drop for TestDatabase {
         let _ = handle.join();
     }
 }
+
+/// Polls `condition` every 20 ms until it holds; panics naming `what` once
+/// `deadline` has passed. Tests wait for what they can observe with this
+/// instead of sleeping a fixed time and hoping.
+pub async fn eventually(
+    deadline: std::time::Duration,
+    what: &str,
+    mut condition: impl AsyncFnMut() -> bool,
+) {
+    let start = tokio::time::Instant::now();
+    while !condition().await {
+        assert!(
+            start.elapsed() < deadline,
+            "timed out after {deadline:?} waiting for {what}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}

@@ -6,10 +6,11 @@
 //! that jobs finish fast (so it claims ahead), then a slow job takes the slot
 //! while the jobs claimed behind it wait.
 
-use std::future::Future;
+mod common;
+
 use std::time::Duration;
 
-use dawdle::testing::TestDatabase;
+use dawdle::testing::{eventually, TestDatabase};
 use dawdle::{
     defer_batch, JobContext, NewJob, Registry, Task, TaskError, Worker, WorkerConfig, WorkerReport,
 };
@@ -89,22 +90,6 @@ async fn run_one_shot(pool: &PgPool, config: WorkerConfig) -> WorkerReport {
         .await
         .expect("the one-shot worker finished within 60 s")
         .unwrap()
-}
-
-/// Polls `condition` until it holds or `deadline` passes.
-async fn eventually<F, Fut>(deadline: Duration, what: &str, mut condition: F)
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = bool>,
-{
-    let start = tokio::time::Instant::now();
-    while !condition().await {
-        assert!(
-            start.elapsed() < deadline,
-            "timed out after {deadline:?} waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
 }
 
 async fn scalar<T>(pool: &PgPool, sql: &str) -> T
@@ -349,10 +334,7 @@ async fn an_abort_request_for_a_held_job_stops_it_before_it_runs() {
     eventually(
         Duration::from_secs(10),
         "the held job to be aborted",
-        || {
-            let pool = pool.clone();
-            async move { dawdle_status(&pool, held).await == "aborted" }
-        },
+        async || common::status(&pool, held).await == "aborted",
     )
     .await;
     stop.send(()).unwrap();
@@ -365,23 +347,8 @@ async fn an_abort_request_for_a_held_job_stops_it_before_it_runs() {
         .await
         .unwrap();
     assert_eq!(attempts, 0, "the aborted job never ran");
-    let history: Vec<String> = sqlx::query_scalar(
-        "SELECT type::text FROM procrastinate_events WHERE job_id = $1 ORDER BY id",
-    )
-    .bind(held)
-    .fetch_all(&pool)
-    .await
-    .unwrap();
     assert_eq!(
-        history,
+        common::event_types(&pool, held).await,
         ["deferred", "started", "abort_requested", "aborted"]
     );
-}
-
-async fn dawdle_status(pool: &PgPool, id: i64) -> String {
-    sqlx::query_scalar("SELECT status::text FROM procrastinate_jobs WHERE id = $1")
-        .bind(id)
-        .fetch_one(pool)
-        .await
-        .unwrap()
 }

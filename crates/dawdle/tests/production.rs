@@ -197,15 +197,8 @@ impl Running {
     }
 }
 
-async fn eventually(what: &str, mut condition: impl AsyncFnMut() -> bool) {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-    while !condition().await {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "timed out waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+async fn eventually(what: &str, condition: impl AsyncFnMut() -> bool) {
+    dawdle::testing::eventually(Duration::from_secs(20), what, condition).await;
 }
 
 async fn status(pool: &PgPool, id: i64) -> String {

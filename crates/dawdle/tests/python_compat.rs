@@ -4,13 +4,12 @@
 
 mod common;
 
-use std::future::Future;
 use std::process::Stdio;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use dawdle::cron::Schedule;
-use dawdle::testing::TestDatabase;
+use dawdle::testing::{eventually, TestDatabase};
 use dawdle::{
     defer, defer_batch, DeferError, JobContext, NewJob, Periodic, Registry, Task, TaskError,
     Worker, WorkerConfig,
@@ -395,22 +394,6 @@ impl Task for Tick {
     }
 }
 
-/// Polls `condition` until it holds or `deadline` passes.
-async fn eventually<F, Fut>(deadline: Duration, what: &str, mut condition: F)
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = bool>,
-{
-    let start = tokio::time::Instant::now();
-    while !condition().await {
-        assert!(
-            start.elapsed() < deadline,
-            "timed out after {deadline:?} waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
 /// (latest tick deferred, ticks deferred by Python, ticks deferred by Rust)
 async fn ticks(pool: &PgPool) -> (Option<i64>, i64, i64) {
     sqlx::query_as(
@@ -430,15 +413,11 @@ async fn python_and_rust_workers_defer_each_periodic_tick_once_between_them() {
     let pool = db.pool().clone();
 
     // Python's worker alone first: its periodic deferrer runs on our schema.
-    let mut python = tokio::process::Command::new(common::python())
+    let mut python = common::python_command(&db.url())
         .arg(common::python_script("periodic.py"))
-        .env("DAWDLE_COMPAT_DATABASE_URL", db.url())
-        .env("PYTHONPATH", common::python_script(""))
-        .env("PYTHONDONTWRITEBYTECODE", "1")
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
-        .kill_on_drop(true)
         .spawn()
         .expect("start periodic.py");
     eventually(

@@ -5,11 +5,10 @@
 mod common;
 
 use std::collections::HashMap;
-use std::future::Future;
 use std::time::Duration;
 
 use dawdle::local_pg::{LocalCluster, LocalClusterConfig};
-use dawdle::testing::TestDatabase;
+use dawdle::testing::{eventually, TestDatabase};
 use dawdle::{
     defer, defer_batch, JobContext, NewJob, Registry, RetryStrategy, Task, TaskError, Worker,
     WorkerConfig, WorkerReport,
@@ -176,22 +175,6 @@ async fn job(pool: &PgPool, task: &str, args: Value) -> i64 {
     defer(pool, &NewJob::new(task, args).unwrap())
         .await
         .unwrap()
-}
-
-/// Polls `condition` until it holds or `deadline` passes.
-async fn eventually<F, Fut>(deadline: Duration, what: &str, mut condition: F)
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = bool>,
-{
-    let start = tokio::time::Instant::now();
-    while !condition().await {
-        assert!(
-            start.elapsed() < deadline,
-            "timed out after {deadline:?} waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
 }
 
 async fn count(pool: &PgPool, sql: &str) -> i64 {

@@ -91,19 +91,27 @@ impl PythonRun {
     }
 }
 
+/// The virtual environment's Python, set up to import the compat app against
+/// `database_url`, killed if dropped.
+pub fn python_command(database_url: &str) -> tokio::process::Command {
+    let mut command = tokio::process::Command::new(python());
+    command
+        .env("DAWDLE_COMPAT_DATABASE_URL", database_url)
+        .env("PYTHONPATH", python_script(""))
+        .env("PYTHONDONTWRITEBYTECODE", "1")
+        .kill_on_drop(true);
+    command
+}
+
 /// Runs `program args…` with the compat database URL set, feeding `stdin`,
 /// bounded by a deadline so a hung interpreter fails the test instead of
 /// hanging the suite.
 pub async fn run_python(database_url: &str, args: &[&str], stdin: &str) -> PythonRun {
-    let mut child = tokio::process::Command::new(python())
+    let mut child = python_command(database_url)
         .args(args)
-        .env("DAWDLE_COMPAT_DATABASE_URL", database_url)
-        .env("PYTHONPATH", python_script(""))
-        .env("PYTHONDONTWRITEBYTECODE", "1")
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
-        .kill_on_drop(true)
         .spawn()
         .expect("start python");
     let mut input = child.stdin.take().expect("python stdin");
