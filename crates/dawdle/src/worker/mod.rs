@@ -255,6 +255,7 @@ impl Worker {
             completer: completer.clone(),
             running: JoinSet::new(),
             by_task: HashMap::new(),
+            queues: Arc::new(self.config.queues.clone()),
             held: VecDeque::new(),
             pace: Pace::new(self.config.prefetch, Instant::now()),
             report: WorkerReport::default(),
@@ -298,6 +299,8 @@ struct Loop<'w> {
     completer: Completer,
     running: JoinSet<Result<(), TaskError>>,
     by_task: HashMap<tokio::task::Id, Running>,
+    /// The queues claims take from, shared with each claim in flight.
+    queues: Arc<Option<Vec<String>>>,
     /// Claimed jobs waiting for a free slot, in claim order.
     held: VecDeque<Held>,
     pace: Pace,
@@ -313,6 +316,23 @@ struct Loop<'w> {
 struct Held {
     job: Job,
     claimed: Instant,
+}
+
+impl Held {
+    /// The outcome of a held job that ends without running: not an
+    /// attempt, no error.
+    fn never_ran(&self, verdict: Verdict, delete: bool) -> Outcome {
+        Outcome {
+            job_id: self.job.id,
+            worker_id: self.job.worker_id,
+            verdict,
+            error: None,
+            attempted: false,
+            waited: self.claimed.elapsed(),
+            delete,
+            follow_ups: Vec::new(),
+        }
+    }
 }
 
 /// What a claim statement returns, with what it asked for.
@@ -361,7 +381,6 @@ impl Loop<'_> {
         abort_requests: &mut mpsc::UnboundedReceiver<i64>,
     ) {
         let config = &self.worker.config;
-        let queues = Arc::new(config.queues.clone());
         let mut poll = tokio::time::interval(config.poll_interval);
         poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut claim_due = true;
@@ -379,12 +398,7 @@ impl Loop<'_> {
                         retry_at = Some(tokio::time::Instant::now() + backoff.next_wait());
                         continue;
                     }
-                    in_flight = Some(claim_jobs(
-                        self.worker.pool.clone(),
-                        queues.clone(),
-                        self.worker_id.load(Ordering::Relaxed),
-                        limit,
-                    ));
+                    in_flight = Some(self.claim(limit));
                 }
             }
             let hold_expires = self
@@ -401,8 +415,7 @@ impl Loop<'_> {
                     if let Some(claim) = in_flight.take() {
                         let answered = tokio::time::timeout(config.shutdown_timeout, claim).await;
                         if let Ok(Claimed { jobs: Ok(jobs), .. }) = answered {
-                            let now = Instant::now();
-                            self.held.extend(jobs.into_iter().map(|job| Held { job, claimed: now }));
+                            self.hold(jobs);
                         }
                     }
                     return;
@@ -417,13 +430,7 @@ impl Loop<'_> {
                                 // Outcomes not yet written may be retries
                                 // runnable now: write them, then look once more.
                                 self.completer.flush().await;
-                                let again = claim_jobs(
-                                    self.worker.pool.clone(),
-                                    queues.clone(),
-                                    self.worker_id.load(Ordering::Relaxed),
-                                    config.concurrency,
-                                )
-                                .await;
+                                let again = self.claim(config.concurrency).await;
                                 match self.claimed(again).await {
                                     Ok((0, _)) => return,
                                     Ok((count, limit)) => claim_due = count == limit,
@@ -548,14 +555,29 @@ impl Loop<'_> {
                 return Err(());
             }
         };
-        let now = Instant::now();
-        self.pace.claim_answered(round_trip, now);
+        self.pace.claim_answered(round_trip, Instant::now());
         jobs.sort_by(|a, b| b.priority.cmp(&a.priority).then(a.id.cmp(&b.id)));
         let count = jobs.len();
-        self.held
-            .extend(jobs.into_iter().map(|job| Held { job, claimed: now }));
+        self.hold(jobs);
         self.start_held();
         Ok((count, limit))
+    }
+
+    /// Claims up to `limit` jobs for this worker.
+    fn claim(&self, limit: usize) -> ClaimFuture {
+        claim_jobs(
+            self.worker.pool.clone(),
+            self.queues.clone(),
+            self.worker_id.load(Ordering::Relaxed),
+            limit,
+        )
+    }
+
+    /// Queues claimed jobs for the next free slots, in the order given.
+    fn hold(&mut self, jobs: Vec<Job>) {
+        let claimed = Instant::now();
+        self.held
+            .extend(jobs.into_iter().map(|job| Held { job, claimed }));
     }
 
     /// Starts held jobs while slots are free.
@@ -576,13 +598,12 @@ impl Loop<'_> {
         let limit = self.worker.config.hold_limit;
         let now = Instant::now();
         let mut released = 0;
-        while let Some(held) = self.held.front() {
-            if now.duration_since(held.claimed) < limit {
-                break;
-            }
-            let Some(held) = self.held.pop_front() else {
-                break;
-            };
+        while self
+            .held
+            .front()
+            .is_some_and(|held| now.duration_since(held.claimed) >= limit)
+        {
+            let held = self.held.pop_front().expect("checked above");
             self.release(held);
             released += 1;
         }
@@ -598,21 +619,12 @@ impl Loop<'_> {
 
     /// Hands a held job back to the queue: not an attempt, no error.
     fn release(&mut self, held: Held) {
-        let waited = held.claimed.elapsed();
         let job = &held.job;
         info!(job_id = job.id, task = %job.task_name, queue = %job.queue_name,
-              attempt = job.attempts + 1, held_ms = waited.as_secs_f64() * 1000.0,
+              attempt = job.attempts + 1,
+              held_ms = held.claimed.elapsed().as_secs_f64() * 1000.0,
               "job put back unstarted");
-        self.completer.send(Outcome {
-            job_id: job.id,
-            worker_id: job.worker_id,
-            verdict: Verdict::Release,
-            error: None,
-            attempted: false,
-            waited,
-            delete: false,
-            follow_ups: Vec::new(),
-        });
+        self.completer.send(held.never_ran(Verdict::Release, false));
     }
 
     /// Puts back `doing` jobs of this worker that it neither runs, holds nor
@@ -724,16 +736,9 @@ impl Loop<'_> {
                   attempt = held.job.attempts + 1, duration_ms = 0.0,
                   "job aborted before it started");
             self.report.aborted += 1;
-            self.completer.send(Outcome {
-                job_id,
-                worker_id: held.job.worker_id,
-                verdict: Verdict::Aborted,
-                error: None,
-                attempted: false,
-                waited: held.claimed.elapsed(),
-                delete: self.worker.config.retention == Retention::DeleteAll,
-                follow_ups: Vec::new(),
-            });
+            let delete = self.worker.config.retention == Retention::DeleteAll;
+            self.completer
+                .send(held.never_ran(Verdict::Aborted, delete));
             return;
         }
         let Some(running) = self.by_task.values_mut().find(|r| r.job.id == job_id) else {

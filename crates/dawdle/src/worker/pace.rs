@@ -93,17 +93,29 @@ fn smooth(previous: f64, sample: f64) -> f64 {
 mod tests {
     use super::*;
 
-    /// Runs `claims` claims of `round_trip` each, starting `per_claim` jobs
-    /// between two answers, and returns the target after them.
-    fn settle(pace: &mut Pace, start: Instant, claims: u32, per_claim: u64, round_trip: Duration) {
+    /// From `start`, answers `claims` claims of `round_trip` each, one
+    /// every `every`, starting `per_claim` jobs between two answers.
+    fn run_claims(
+        pace: &mut Pace,
+        start: Instant,
+        claims: u32,
+        per_claim: u64,
+        every: Duration,
+        round_trip: Duration,
+    ) {
         let mut now = start;
         for _ in 0..claims {
             for _ in 0..per_claim {
                 pace.job_started();
             }
-            now += round_trip;
+            now += every;
             pace.claim_answered(round_trip, now);
         }
+    }
+
+    /// Claims back to back: each answered one round trip after the last.
+    fn settle(pace: &mut Pace, start: Instant, claims: u32, per_claim: u64, round_trip: Duration) {
+        run_claims(pace, start, claims, per_claim, round_trip, round_trip);
     }
 
     #[test]
@@ -137,14 +149,8 @@ mod tests {
         let mut pace = Pace::new(1000, start);
         // Ten one-second jobs at a time: ten starts per second, claims of
         // a millisecond each second.
-        let mut now = start;
-        for _ in 0..20 {
-            for _ in 0..10 {
-                pace.job_started();
-            }
-            now += Duration::from_secs(1);
-            pace.claim_answered(Duration::from_millis(1), now);
-        }
+        let (second, millisecond) = (Duration::from_secs(1), Duration::from_millis(1));
+        run_claims(&mut pace, start, 20, 10, second, millisecond);
         assert_eq!(pace.target(), 0);
     }
 
@@ -155,12 +161,15 @@ mod tests {
         settle(&mut pace, start, 20, 50, Duration::from_millis(1));
         assert!(pace.target() > 0);
         let later = start + Duration::from_secs(1);
-        let mut now = later;
-        for _ in 0..10 {
-            pace.job_started();
-            now += Duration::from_millis(500);
-            pace.claim_answered(Duration::from_millis(1), now);
-        }
+        let half_a_second = Duration::from_millis(500);
+        run_claims(
+            &mut pace,
+            later,
+            10,
+            1,
+            half_a_second,
+            Duration::from_millis(1),
+        );
         assert_eq!(pace.target(), 0);
     }
 
