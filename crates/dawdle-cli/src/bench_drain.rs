@@ -64,7 +64,7 @@ pub(crate) struct DrainBenchArgs {
     enqueue_batch: i32,
     /// The worker's --prefetch: most jobs claimed ahead of its free slots
     /// (0 measures claiming for free slots only).
-    #[arg(long, default_value_t = 1000, value_name = "JOBS",
+    #[arg(long, default_value_t = dawdle::worker::DEFAULT_PREFETCH as u32, value_name = "JOBS",
           value_parser = clap::value_parser!(u32).range(0..=100_000))]
     prefetch: u32,
     /// Timed rounds; each round measures every concurrency once.

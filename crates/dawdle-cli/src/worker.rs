@@ -20,7 +20,7 @@ pub(crate) struct WorkerArgs {
     concurrency: u32,
     /// Most jobs claimed ahead of the free slots and held ready, when jobs
     /// finish faster than a claim round trip (0: claim only for free slots).
-    #[arg(long, default_value_t = 1000, value_name = "JOBS",
+    #[arg(long, default_value_t = dawdle::worker::DEFAULT_PREFETCH as u32, value_name = "JOBS",
           value_parser = clap::value_parser!(u32).range(0..=100_000))]
     prefetch: u32,
     /// Exit once no runnable job is left; the exit code is 1 if any job failed.

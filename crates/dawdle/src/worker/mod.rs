@@ -47,6 +47,9 @@ use backoff::Backoff;
 use completion::{Completer, Outcome, Verdict};
 use pace::Pace;
 
+/// `WorkerConfig::prefetch` unless set otherwise.
+pub const DEFAULT_PREFETCH: usize = 1000;
+
 /// How a worker runs.
 #[derive(Debug, Clone)]
 pub struct WorkerConfig {
@@ -101,7 +104,7 @@ impl Default for WorkerConfig {
         Self {
             queues: None,
             concurrency: 10,
-            prefetch: 1000,
+            prefetch: DEFAULT_PREFETCH,
             hold_limit: Duration::from_secs(1),
             poll_interval: Duration::from_secs(2),
             heartbeat_interval: Duration::from_secs(10),
