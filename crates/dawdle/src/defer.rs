@@ -22,8 +22,9 @@ pub enum DeferError {
     Invalid(#[from] InvalidJob),
     /// A job with this queueing lock is already waiting (`todo`).
     #[error(
-        "defer job: a job with queueing lock {queueing_lock:?} is already waiting; \
-         at most one job per queueing lock can be in todo"
+        "defer job: a job with queueing lock {} is already waiting; \
+         at most one job per queueing lock can be in todo",
+        crate::text::quote(queueing_lock)
     )]
     AlreadyEnqueued { queueing_lock: String },
     #[error("defer job: {0}")]

@@ -8,6 +8,7 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 use serde_json::{Map, Value};
 
+use crate::rows::DbTime;
 use crate::task::Task;
 
 /// Longest queue, task or periodic name the schema stores (`varchar(128)`).
@@ -124,7 +125,13 @@ impl EventType {
 }
 
 /// A row of `procrastinate_jobs`.
-#[derive(Debug, Clone, PartialEq, Serialize, sqlx::FromRow)]
+///
+/// Decoding a row never fails for what its values are: timestamps beyond
+/// chrono's range (`infinity` included) read as `DateTime::MIN_UTC` or
+/// `MAX_UTC`, and arguments serde_json cannot represent leave `args` null
+/// with [`Job::args_error`] saying why. A worker fails such a job alone,
+/// with a `ValidationError`.
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Job {
     pub id: i64,
     pub queue_name: String,
@@ -133,6 +140,11 @@ pub struct Job {
     pub lock: Option<String>,
     pub queueing_lock: Option<String>,
     pub args: Value,
+    /// Why the stored arguments could not be read (a number beyond what a
+    /// 64-bit float holds, JSON nested deeper than 128 levels), quoting
+    /// their beginning; `args` is then null.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub args_error: Option<String>,
     pub status: JobStatus,
     pub scheduled_at: Option<DateTime<Utc>>,
     pub attempts: i32,
@@ -144,9 +156,85 @@ pub struct Job {
 }
 
 /// The columns of [`Job`], for `SELECT`s that must not depend on `*`.
+/// Arguments come as text: parsing them is per job, in Rust.
 pub(crate) const JOB_COLUMNS: &str = "id, queue_name, task_name, priority, lock, queueing_lock, \
-    args, status, scheduled_at, attempts, abort_requested, worker_id, created_at, started_at, \
-    finished_at";
+    args::text AS args, status, scheduled_at, attempts, abort_requested, worker_id, created_at, \
+    started_at, finished_at";
+
+impl<'r> sqlx::FromRow<'r, sqlx::postgres::PgRow> for Job {
+    fn from_row(row: &'r sqlx::postgres::PgRow) -> Result<Self, sqlx::Error> {
+        use sqlx::Row;
+        let time = |column: &str| -> Result<Option<DateTime<Utc>>, sqlx::Error> {
+            Ok(row.try_get::<DbTime, _>(column)?.0)
+        };
+        let (args, args_error) = parse_args(&row.try_get::<JsonText, _>("args")?.0);
+        Ok(Job {
+            id: row.try_get("id")?,
+            queue_name: row.try_get("queue_name")?,
+            task_name: row.try_get("task_name")?,
+            priority: row.try_get("priority")?,
+            lock: row.try_get("lock")?,
+            queueing_lock: row.try_get("queueing_lock")?,
+            args,
+            args_error,
+            status: row.try_get("status")?,
+            scheduled_at: time("scheduled_at")?,
+            attempts: row.try_get("attempts")?,
+            abort_requested: row.try_get("abort_requested")?,
+            worker_id: row.try_get("worker_id")?,
+            created_at: time("created_at")?.unwrap_or(DateTime::<Utc>::MIN_UTC),
+            started_at: time("started_at")?,
+            finished_at: time("finished_at")?,
+        })
+    }
+}
+
+/// Most characters of stored arguments quoted by [`Job::args_error`].
+const ARGS_EXCERPT_CHARS: usize = 120;
+
+/// A job's arguments from their stored text: the value, or null and why not.
+fn parse_args(text: &str) -> (Value, Option<String>) {
+    match serde_json::from_str(text) {
+        Ok(args) => (args, None),
+        Err(error) => (
+            Value::Null,
+            Some(format!(
+                "the stored arguments cannot be read as JSON here ({error}); they begin \"{}\"",
+                crate::text::excerpt(text, ARGS_EXCERPT_CHARS)
+            )),
+        ),
+    }
+}
+
+/// JSON as its text, from a `json`, `jsonb` or `text` column.
+struct JsonText(String);
+
+impl sqlx::Type<sqlx::Postgres> for JsonText {
+    fn type_info() -> sqlx::postgres::PgTypeInfo {
+        <String as sqlx::Type<sqlx::Postgres>>::type_info()
+    }
+
+    fn compatible(ty: &sqlx::postgres::PgTypeInfo) -> bool {
+        <String as sqlx::Type<sqlx::Postgres>>::compatible(ty)
+            || <Value as sqlx::Type<sqlx::Postgres>>::compatible(ty)
+    }
+}
+
+impl<'r> sqlx::Decode<'r, sqlx::Postgres> for JsonText {
+    fn decode(value: sqlx::postgres::PgValueRef<'r>) -> Result<Self, sqlx::error::BoxDynError> {
+        use sqlx::{TypeInfo, ValueRef};
+        let binary_jsonb = value.format() == sqlx::postgres::PgValueFormat::Binary
+            && value.type_info().name() == "JSONB";
+        let bytes = value.as_bytes()?;
+        // Binary jsonb is a version byte (1) followed by the text.
+        let bytes = if binary_jsonb {
+            bytes.get(1..).unwrap_or_default()
+        } else {
+            bytes
+        };
+        Ok(JsonText(String::from_utf8_lossy(bytes).into_owned()))
+    }
+}
 
 /// A row of `procrastinate_events`.
 #[derive(Debug, Clone, PartialEq, Serialize, sqlx::FromRow)]
@@ -156,6 +244,7 @@ pub struct Event {
     #[sqlx(rename = "type")]
     #[serde(rename = "type")]
     pub event_type: Option<EventType>,
+    #[sqlx(try_from = "DbTime")]
     pub at: Option<DateTime<Utc>>,
     pub error: Option<String>,
     pub error_message: Option<String>,
@@ -189,8 +278,8 @@ impl NewJob {
             Value::Object(map) => map,
             other => {
                 return Err(InvalidJob(format!(
-                    "arguments of task {task_name:?} must be a JSON object (keyword arguments), \
-                     not {}",
+                    "arguments of task {} must be a JSON object (keyword arguments), not {}",
+                    crate::text::quote(&task_name),
                     json_kind(&other)
                 )))
             }
@@ -270,8 +359,8 @@ impl NewJob {
         for (what, value) in [("lock", &self.lock), ("queueing lock", &self.queueing_lock)] {
             if value.as_deref() == Some("") {
                 return Err(InvalidJob(format!(
-                    "{what} of task {:?} is empty; leave it unset instead",
-                    self.task_name
+                    "{what} of task {} is empty; leave it unset instead",
+                    crate::text::quote(&self.task_name)
                 )));
             }
         }
@@ -286,7 +375,8 @@ fn check_name(what: &str, name: &str) -> Result<(), InvalidJob> {
     let len = name.chars().count();
     if len > MAX_NAME_LEN {
         return Err(InvalidJob(format!(
-            "{what} {name:?} is {len} characters long; the limit is {MAX_NAME_LEN}"
+            "{what} {} is {len} characters long; the limit is {MAX_NAME_LEN}",
+            crate::text::quote(name)
         )));
     }
     Ok(())

@@ -21,10 +21,12 @@ pub mod diagnostics;
 pub mod job;
 pub mod local_pg;
 pub mod retry;
+pub mod rows;
 pub mod schema;
 pub mod task;
 pub mod task_error;
 pub mod testing;
+pub mod text;
 pub mod worker;
 
 pub use context::JobContext;
@@ -35,5 +37,6 @@ pub use retry::RetryStrategy;
 pub use task::Task;
 pub use task_error::TaskError;
 pub use worker::{
-    AttemptEnd, Middleware, Periodic, Registry, Retention, Worker, WorkerConfig, WorkerReport,
+    AttemptEnd, Middleware, Periodic, Registry, Retention, Worker, WorkerConfig, WorkerError,
+    WorkerReport,
 };

@@ -9,6 +9,8 @@
 use std::error::Error as StdError;
 use std::fmt;
 
+use crate::text;
+
 /// Kind of a connection failure to another service.
 pub const CONNECTION_ERROR: &str = "ConnectionError";
 /// Kind of an attempt that ran out of time.
@@ -26,6 +28,34 @@ pub const WORKER_SHUTDOWN: &str = "WorkerShutdown";
 /// Kind given to errors nobody classified.
 pub const GENERIC_ERROR: &str = "Error";
 
+/// Longest error kind stored; a longer (or empty) kind becomes `Error`.
+pub const MAX_KIND_CHARS: usize = 64;
+/// Longest error message stored or logged, in bytes; longer ones are cut
+/// and end with [`text::TRUNCATED`].
+pub const MAX_MESSAGE_BYTES: usize = 4 * 1024;
+/// Longest traceback stored, in bytes.
+pub const MAX_TRACEBACK_BYTES: usize = 64 * 1024;
+
+/// `kind` if it is a usable error kind (1 to [`MAX_KIND_CHARS`] printable
+/// characters, not all blank), else `Error` and a note saying what it was.
+fn checked_kind(kind: String) -> (String, Option<String>) {
+    let len = kind.chars().count();
+    let problem = if kind.trim().is_empty() {
+        "is empty"
+    } else if len > MAX_KIND_CHARS {
+        "is longer than 64 characters"
+    } else if kind.chars().any(char::is_control) {
+        "holds control characters"
+    } else {
+        return (kind, None);
+    };
+    let note = format!(
+        "note: the error kind {} {problem}; recorded as {GENERIC_ERROR}",
+        text::quote(&kind)
+    );
+    (GENERIC_ERROR.to_string(), Some(note))
+}
+
 /// Why an attempt failed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TaskError {
@@ -37,14 +67,25 @@ pub struct TaskError {
 
 impl TaskError {
     /// An error of `kind` with `message`; its traceback is `kind: message`.
+    ///
+    /// What is stored and logged is bounded: a kind that is empty, longer
+    /// than [`MAX_KIND_CHARS`] or not printable becomes `Error` (the
+    /// traceback says what it was), the message is cut at
+    /// [`MAX_MESSAGE_BYTES`] and the traceback at [`MAX_TRACEBACK_BYTES`],
+    /// each ending with a visible marker when cut.
     pub fn new(kind: impl Into<String>, message: impl Into<String>) -> Self {
-        let kind = kind.into();
         let message = message.into();
+        let (kind, note) = checked_kind(kind.into());
+        let mut traceback = format!("{kind}: {message}");
+        if let Some(note) = note {
+            traceback.push('\n');
+            traceback.push_str(&note);
+        }
         Self {
-            traceback: format!("{kind}: {message}"),
             retryable: kind != VALIDATION_ERROR,
+            message: text::storable(&message, MAX_MESSAGE_BYTES).into_owned(),
+            traceback: text::storable(&traceback, MAX_TRACEBACK_BYTES).into_owned(),
             kind,
-            message,
         }
     }
 
@@ -68,17 +109,23 @@ impl TaskError {
     /// From any error, with its whole cause chain, under the given kind.
     pub fn from_error(kind: impl Into<String>, error: &(dyn StdError + 'static)) -> Self {
         let mut task_error = Self::new(kind, error.to_string());
-        task_error.traceback = cause_chain(&task_error.kind, error);
+        let chain = cause_chain(&task_error.kind, error);
+        task_error.traceback = text::storable(&chain, MAX_TRACEBACK_BYTES).into_owned();
         task_error
     }
 
-    /// The same error under another kind.
+    /// The same error under another kind (bounded as in [`TaskError::new`]).
     pub fn with_kind(mut self, kind: impl Into<String>) -> Self {
-        let kind = kind.into();
-        self.traceback = match self.traceback.strip_prefix(&format!("{}: ", self.kind)) {
+        let (kind, note) = checked_kind(kind.into());
+        let mut traceback = match self.traceback.strip_prefix(&format!("{}: ", self.kind)) {
             Some(rest) => format!("{kind}: {rest}"),
             None => self.traceback,
         };
+        if let Some(note) = note {
+            traceback.push('\n');
+            traceback.push_str(&note);
+        }
+        self.traceback = text::storable(&traceback, MAX_TRACEBACK_BYTES).into_owned();
         self.retryable = self.retryable && kind != VALIDATION_ERROR;
         self.kind = kind;
         self
@@ -207,6 +254,34 @@ mod tests {
             TaskError::from(sqlx::Error::PoolTimedOut).kind(),
             TIMEOUT_ERROR
         );
+    }
+
+    #[test]
+    fn unusable_kinds_become_error_and_say_so() {
+        for bad in ["", "   ", &"K".repeat(65), "Bad\nKind"] {
+            let error = TaskError::new(bad, "boom");
+            assert_eq!(error.kind(), GENERIC_ERROR, "{bad:?}");
+            assert!(
+                error.traceback().contains("note: the error kind"),
+                "{}",
+                error.traceback()
+            );
+        }
+        assert_eq!(TaskError::new("K".repeat(64), "x").kind(), "K".repeat(64));
+        assert_eq!(
+            TaskError::new("Custom", "x").with_kind("").kind(),
+            GENERIC_ERROR
+        );
+    }
+
+    #[test]
+    fn messages_and_tracebacks_are_bounded_and_storable() {
+        let error = TaskError::new("Custom", format!("a\0b{}", "x".repeat(1 << 20)));
+        assert!(error.message().len() <= MAX_MESSAGE_BYTES);
+        assert!(error.message().ends_with(text::TRUNCATED));
+        assert!(error.message().starts_with("a\\0b"));
+        assert!(error.traceback().len() <= MAX_TRACEBACK_BYTES);
+        assert!(!error.traceback().contains('\0'));
     }
 
     #[test]

@@ -94,6 +94,7 @@ pub struct FailedJob {
     pub queue_name: String,
     pub task_name: String,
     pub attempts: i32,
+    #[sqlx(try_from = "crate::rows::DbTime")]
     pub finished_at: Option<chrono::DateTime<chrono::Utc>>,
     /// Kind of the last `error` event (jobs failed by a Python worker have none).
     pub error: Option<String>,

@@ -119,9 +119,12 @@ pub async fn stats(pool: &PgPool, config: &StatsConfig) -> Result<QueueStats, sq
     }
     let measures: Measures = sqlx::query_as(
         "SELECT
-             (SELECT EXTRACT(EPOCH FROM now() - min(coalesce(scheduled_at, created_at)))::float8
+             -- Runnable since it was created or scheduled, whichever came
+             -- last; hand-written infinities must not break the arithmetic.
+             (SELECT EXTRACT(EPOCH FROM now() - min(greatest(scheduled_at, created_at)))::float8
               FROM procrastinate_jobs
-              WHERE status = 'todo' AND (scheduled_at IS NULL OR scheduled_at <= now()))
+              WHERE status = 'todo' AND (scheduled_at IS NULL OR scheduled_at <= now())
+                AND isfinite(greatest(scheduled_at, created_at)))
                  AS oldest_runnable_age_seconds,
              (SELECT coalesce(array_agg(id ORDER BY id), '{}')
               FROM procrastinate_jobs
@@ -151,7 +154,7 @@ pub async fn stats(pool: &PgPool, config: &StatsConfig) -> Result<QueueStats, sq
                 AVG(EXTRACT(EPOCH FROM (finished_at - started_at)))::float8 AS avg_duration_seconds
          FROM procrastinate_jobs
          WHERE status = 'succeeded' AND finished_at > now() - interval '24 hours'
-           AND started_at IS NOT NULL
+           AND isfinite(started_at) AND isfinite(finished_at)
          GROUP BY task_name ORDER BY task_name",
     )
     .fetch_all(pool)

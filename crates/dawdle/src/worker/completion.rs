@@ -281,28 +281,50 @@ async fn write(pool: &PgPool, batch: &[Outcome]) -> Result<(), sqlx::Error> {
     // transaction, and only for jobs the statement actually changed.
     let mut tx = pool.begin().await?;
     let changed: Vec<i64> = statement.fetch_all(&mut *tx).await?;
-    let follow_ups: Vec<crate::job::NewJob> = batch
+    let follow_ups: Vec<(i64, &crate::job::NewJob)> = batch
         .iter()
         .filter(|outcome| changed.contains(&outcome.job_id))
-        .flat_map(|outcome| outcome.follow_ups.iter().cloned())
+        .flat_map(|outcome| outcome.follow_ups.iter().map(|job| (outcome.job_id, job)))
         .collect();
-    if let Err(error) = crate::defer::defer_batch(&mut *tx, &follow_ups).await {
-        // Validated when the task asked for them; a conflict of queueing
-        // locks is the likely cause. The outcomes must still be recorded.
-        tracing::warn!(error = %error, jobs = follow_ups.len(), "failed to defer follow-up jobs; recording the outcomes without them");
-        tx.rollback().await?;
-        return Box::pin(write_without_follow_ups(pool, batch)).await;
-    }
+    defer_follow_ups(&mut tx, &follow_ups).await?;
     tx.commit().await
 }
 
-async fn write_without_follow_ups(pool: &PgPool, batch: &[Outcome]) -> Result<(), sqlx::Error> {
-    let stripped: Vec<Outcome> = batch
-        .iter()
-        .map(|outcome| Outcome {
-            follow_ups: Vec::new(),
-            ..outcome.clone()
-        })
-        .collect();
-    write(pool, &stripped).await
+/// Inserts follow-up jobs: all in one statement when none conflicts, else
+/// each alone, skipping (and logging) the ones rejected, such as a second
+/// waiting job of a queueing lock. The outcomes they follow are recorded
+/// either way. Each attempt runs in a savepoint, so a rejected insert
+/// leaves the surrounding transaction usable.
+async fn defer_follow_ups(
+    tx: &mut sqlx::Transaction<'_, sqlx::Postgres>,
+    follow_ups: &[(i64, &crate::job::NewJob)],
+) -> Result<(), sqlx::Error> {
+    use crate::defer::DeferError;
+    use sqlx::Connection;
+
+    let jobs: Vec<crate::job::NewJob> = follow_ups.iter().map(|(_, job)| (*job).clone()).collect();
+    let mut all = (**tx).begin().await?;
+    match crate::defer::defer_batch(&mut *all, &jobs).await {
+        Ok(_) => return all.commit().await,
+        Err(DeferError::Database(error)) if error.as_database_error().is_none() => {
+            return Err(error)
+        }
+        Err(_) => all.rollback().await?,
+    }
+    for (parent, job) in follow_ups {
+        let mut one = (**tx).begin().await?;
+        match crate::defer::defer(&mut *one, job).await {
+            Ok(_) => one.commit().await?,
+            Err(DeferError::Database(error)) if error.as_database_error().is_none() => {
+                return Err(error)
+            }
+            Err(error) => {
+                one.rollback().await?;
+                warn!(job_id = parent, task = %crate::text::excerpt(&job.task_name, 128),
+                      error = %error,
+                      "skipped a follow-up job the database rejected; the job's success is recorded");
+            }
+        }
+    }
+    Ok(())
 }

@@ -26,11 +26,13 @@ mod registry;
 
 use std::collections::{HashMap, VecDeque};
 use std::future::Future;
+use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use chrono::Utc;
+use futures_util::FutureExt;
 use sqlx::postgres::PgListener;
 use sqlx::PgPool;
 use tokio::sync::{mpsc, watch, Notify};
@@ -139,6 +141,14 @@ pub enum WorkerError {
     NoConcurrency,
     #[error("start the worker: the queue list is empty (leave it unset to work on every queue)")]
     NoQueues,
+    /// The worker's own loop (not a task) panicked. Every job it held was
+    /// finished or put back before this was returned.
+    #[error("run the worker: it stopped on an internal error ({reason}); the jobs it held were put back")]
+    Crashed { reason: String },
+    /// One-shot mode only: the jobs database did not answer for
+    /// `stalled_after`, so the run cannot finish its work.
+    #[error("run the worker in one-shot mode: the jobs database did not answer for {} s", waited.as_secs_f64())]
+    Unreachable { waited: Duration },
 }
 
 /// A worker over one jobs database.
@@ -210,8 +220,17 @@ impl Worker {
             return Err(WorkerError::NoQueues);
         }
         tokio::pin!(shutdown);
-        let Some(worker_id) = register(&self.pool, &mut shutdown).await else {
-            return Ok(WorkerReport::default());
+        // A one-shot run (a script, a cron job) must end: it gives up on a
+        // database that stays away as long as it takes to count as stalled.
+        let give_up = self.config.one_shot.then_some(self.config.stalled_after);
+        let worker_id = match register(&self.pool, &mut shutdown, give_up).await {
+            Registered::Id(id) => id,
+            Registered::Stopped => return Ok(WorkerReport::default()),
+            Registered::GaveUp => {
+                return Err(WorkerError::Unreachable {
+                    waited: self.config.stalled_after,
+                })
+            }
         };
         let worker_id = Arc::new(AtomicI64::new(worker_id));
         let wake = Arc::new(Notify::new());
@@ -264,10 +283,34 @@ impl Worker {
             report: WorkerReport::default(),
             reconcile: false,
         };
-        state
-            .main_loop(&mut shutdown, &wake, &retries_written, &mut abort_requests)
+        // The loop runs code that is not the worker's (the shutdown future,
+        // middleware): whatever happens in it, every job it holds is
+        // finished or put back before the worker reports how it ended.
+        let ended = AssertUnwindSafe(state.main_loop(
+            &mut shutdown,
+            &wake,
+            &retries_written,
+            &mut abort_requests,
+        ))
+        .catch_unwind()
+        .await;
+        let mut failure = match ended {
+            Ok(Ok(())) => None,
+            Ok(Err(failure)) => Some(failure),
+            Err(panic) => {
+                let reason = panic_message(panic);
+                error!(reason = %reason, "the worker loop panicked; putting its jobs back and stopping");
+                Some(WorkerError::Crashed { reason })
+            }
+        };
+        let drained = AssertUnwindSafe(state.drain(self.config.shutdown_timeout))
+            .catch_unwind()
             .await;
-        state.drain(self.config.shutdown_timeout).await;
+        if let Err(panic) = drained {
+            let reason = panic_message(panic);
+            error!(reason = %reason, "stopping the worker panicked; putting its jobs back");
+            failure.get_or_insert(WorkerError::Crashed { reason });
+        }
         let report = state.report;
         drop(state);
         drop(completer);
@@ -276,6 +319,9 @@ impl Worker {
         }
         helpers.abort_all();
         let id = worker_id.load(Ordering::Relaxed);
+        if failure.is_some() {
+            put_back_unfinished(&self.pool, id).await;
+        }
         if let Err(error) = sqlx::query("SELECT procrastinate_unregister_worker_v1($1)")
             .bind(id)
             .execute(&self.pool)
@@ -291,7 +337,33 @@ impl Worker {
             interrupted = report.interrupted,
             "job_queue_worker_stopped"
         );
-        Ok(report)
+        match failure {
+            Some(failure) => Err(failure),
+            None => Ok(report),
+        }
+    }
+}
+
+/// After the loop ended abnormally: every `doing` job still under this
+/// worker goes back to `todo` (not an attempt), so none waits for the
+/// stalled-worker rescue. Outcomes were written before this runs.
+async fn put_back_unfinished(pool: &PgPool, worker_id: i64) {
+    let result = sqlx::query(
+        "UPDATE procrastinate_jobs
+         SET status = 'todo', started_at = NULL, finished_at = NULL, abort_requested = false
+         WHERE worker_id = $1 AND status = 'doing'",
+    )
+    .bind(worker_id)
+    .execute(pool)
+    .await;
+    match result {
+        Ok(done) if done.rows_affected() > 0 => warn!(
+            jobs = done.rows_affected(),
+            "put back jobs the stopped worker still held"
+        ),
+        Ok(_) => {}
+        Err(error) => warn!(error = %error,
+            "failed to put back the stopped worker's jobs; they will be found as stalled"),
     }
 }
 
@@ -382,8 +454,10 @@ impl Loop<'_> {
         wake: &Notify,
         retries_written: &Notify,
         abort_requests: &mut mpsc::UnboundedReceiver<i64>,
-    ) {
+    ) -> Result<(), WorkerError> {
         let config = &self.worker.config;
+        // Since when claims have failed without a success in between.
+        let mut failing_since: Option<Instant> = None;
         let mut poll = tokio::time::interval(config.poll_interval);
         poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut claim_due = true;
@@ -395,9 +469,23 @@ impl Loop<'_> {
         let mut backoff = Backoff::new();
         loop {
             self.start_held();
+            if config.one_shot {
+                if let Some(since) = failing_since {
+                    if since.elapsed() >= config.stalled_after {
+                        error!(
+                            failing_s = since.elapsed().as_secs_f64(),
+                            "one-shot worker: the jobs database keeps failing; giving up"
+                        );
+                        return Err(WorkerError::Unreachable {
+                            waited: since.elapsed(),
+                        });
+                    }
+                }
+            }
             if in_flight.is_none() && claim_due && retry_at.is_none() {
                 if let Some(limit) = self.claim_size() {
                     if self.reconcile && self.put_back_orphans().await.is_err() {
+                        failing_since.get_or_insert_with(Instant::now);
                         retry_at = Some(tokio::time::Instant::now() + backoff.next_wait());
                         continue;
                     }
@@ -421,13 +509,14 @@ impl Loop<'_> {
                             self.hold(jobs);
                         }
                     }
-                    return;
+                    return Ok(());
                 }
                 claimed = async { in_flight.as_mut().expect("guarded").await }, if in_flight.is_some() => {
                     in_flight = None;
                     match self.claimed(claimed).await {
                         Ok((count, limit)) => {
                             backoff.reset();
+                            failing_since = None;
                             claim_due = count == limit;
                             if count == 0 && config.one_shot && self.idle() {
                                 // Outcomes not yet written may be retries
@@ -435,15 +524,19 @@ impl Loop<'_> {
                                 self.completer.flush().await;
                                 let again = self.claim(config.concurrency).await;
                                 match self.claimed(again).await {
-                                    Ok((0, _)) => return,
+                                    Ok((0, _)) => return Ok(()),
                                     Ok((count, limit)) => claim_due = count == limit,
-                                    Err(()) => retry_at = Some(tokio::time::Instant::now() + backoff.next_wait()),
+                                    Err(()) => {
+                                        failing_since.get_or_insert_with(Instant::now);
+                                        retry_at = Some(tokio::time::Instant::now() + backoff.next_wait());
+                                    }
                                 }
                             } else if !claim_due {
                                 next_scheduled = self.next_scheduled().await;
                             }
                         }
                         Err(()) => {
+                            failing_since.get_or_insert_with(Instant::now);
                             retry_at = Some(tokio::time::Instant::now() + backoff.next_wait());
                         }
                     }
@@ -679,7 +772,7 @@ impl Loop<'_> {
             .worker_id
             .unwrap_or_else(|| self.worker_id.load(Ordering::Relaxed));
         for middleware in &self.worker.middleware {
-            middleware.before(&job);
+            hook("before", &job, || middleware.before(&job));
         }
         let registered = self.worker.registry.get(&job.task_name).cloned();
         let (abort, abort_receiver) = watch::channel(false);
@@ -694,9 +787,15 @@ impl Loop<'_> {
             self.worker.registry.state(),
         );
         let args = job.args.clone();
+        let args_error = job.args_error.clone();
         let task_name = job.task_name.clone();
         let registry = self.worker.registry.clone();
         let handle = self.running.spawn(async move {
+            // Stored arguments this process cannot read fail the job alone,
+            // at once: no retry would read them differently.
+            if let Some(why) = args_error {
+                return Err(TaskError::validation(why));
+            }
             let Some(task) = registered else {
                 let known = registry.names().join(", ");
                 return Err(TaskError::new(
@@ -771,7 +870,10 @@ impl Loop<'_> {
             Err(join_error) => {
                 let id = join_error.id();
                 let message = if join_error.is_panic() {
-                    panic_message(join_error.into_panic())
+                    format!(
+                        "the task panicked: {}",
+                        panic_message(join_error.into_panic())
+                    )
                 } else {
                     "the attempt was cancelled".to_string()
                 };
@@ -834,7 +936,7 @@ impl Loop<'_> {
 
     fn notify_after(&self, job: &Job, end: AttemptEnd<'_>, duration: Duration) {
         for middleware in &self.worker.middleware {
-            middleware.after(job, end, duration);
+            hook("after", job, || middleware.after(job, end, duration));
         }
     }
 
@@ -849,7 +951,9 @@ impl Loop<'_> {
             None
         };
         for middleware in &self.worker.middleware {
-            middleware.on_error(job, error, wait.is_some());
+            hook("on_error", job, || {
+                middleware.on_error(job, error, wait.is_some())
+            });
         }
         match wait {
             Some(wait) => {
@@ -930,32 +1034,59 @@ impl Loop<'_> {
     }
 }
 
-fn panic_message(payload: Box<dyn std::any::Any + Send>) -> String {
-    if let Some(message) = payload.downcast_ref::<&str>() {
-        format!("the task panicked: {message}")
-    } else if let Some(message) = payload.downcast_ref::<String>() {
-        format!("the task panicked: {message}")
-    } else {
-        "the task panicked".to_string()
+/// Runs a middleware hook; a panic in it is logged and goes no further, so a
+/// hook that trips over one job stops neither that job nor the worker.
+fn hook(name: &str, job: &Job, call: impl FnOnce()) {
+    if let Err(panic) = std::panic::catch_unwind(AssertUnwindSafe(call)) {
+        error!(job_id = job.id, hook = name, reason = %panic_message(panic),
+               "a middleware hook panicked; carrying on without it for this call");
     }
 }
 
-/// Registers the worker, retrying with backoff until it works or `shutdown`
-/// completes (`None`).
+/// The message a panic carried (bounded: a panic may quote anything).
+fn panic_message(payload: Box<dyn std::any::Any + Send>) -> String {
+    let message = if let Some(message) = payload.downcast_ref::<&str>() {
+        message
+    } else if let Some(message) = payload.downcast_ref::<String>() {
+        message.as_str()
+    } else {
+        "no message"
+    };
+    crate::text::storable(message, task_error::MAX_MESSAGE_BYTES).into_owned()
+}
+
+/// How registering ended.
+enum Registered {
+    Id(i64),
+    /// `shutdown` completed first.
+    Stopped,
+    /// The database failed for longer than allowed.
+    GaveUp,
+}
+
+/// Registers the worker, retrying with backoff until it works, `shutdown`
+/// completes, or (when `give_up_after` is set) the database has failed for
+/// that long.
 async fn register<S: Future<Output = ()>>(
     pool: &PgPool,
     shutdown: &mut std::pin::Pin<&mut S>,
-) -> Option<i64> {
+    give_up_after: Option<Duration>,
+) -> Registered {
     let mut backoff = Backoff::new();
+    let first_try = Instant::now();
     loop {
         match register_once(pool).await {
-            Ok(id) => return Some(id),
+            Ok(id) => return Registered::Id(id),
+            Err(error) if give_up_after.is_some_and(|limit| first_try.elapsed() >= limit) => {
+                error!(error = %error, "failed to register the worker with the jobs database; giving up");
+                return Registered::GaveUp;
+            }
             Err(error) => {
                 let wait = backoff.next_wait();
                 warn!(error = %error, retry_in_ms = wait.as_millis() as u64,
                       "failed to register the worker with the jobs database; retrying");
                 tokio::select! {
-                    _ = shutdown.as_mut() => return None,
+                    _ = shutdown.as_mut() => return Registered::Stopped,
                     _ = tokio::time::sleep(wait) => {}
                 }
             }
