@@ -12,7 +12,12 @@ use dawdle::admin::{
 };
 use sqlx::PgPool;
 
-use crate::output::{print_json, print_table, timestamp};
+use crate::output::{field_text, print_json, print_table, timestamp};
+use dawdle::text::truncate;
+
+/// Most characters `dawdle job ID` shows of one field or traceback line;
+/// `--json` shows everything.
+const MAX_FIELD_CHARS: usize = 4096;
 use crate::{jobs_pool, Failure};
 
 impl From<admin::ChangeError> for Failure {
@@ -262,6 +267,10 @@ pub(crate) async fn show_job(pool: &PgPool, id: i64, json: bool) -> Result<ExitC
         }
         _ => "-".to_string(),
     };
+    let args = match &job.args_error {
+        Some(why) => format!("(unreadable) {why}"),
+        None => job.args.to_string(),
+    };
     let fields = [
         ("id", job.id.to_string()),
         ("task", job.task_name.clone()),
@@ -271,7 +280,7 @@ pub(crate) async fn show_job(pool: &PgPool, id: i64, json: bool) -> Result<ExitC
         ("priority", job.priority.to_string()),
         ("lock", or_dash(job.lock.as_deref())),
         ("queueing lock", or_dash(job.queueing_lock.as_deref())),
-        ("args", job.args.to_string()),
+        ("args", args),
         ("created at", timestamp(Some(job.created_at))),
         ("scheduled at", timestamp(job.scheduled_at)),
         ("started at", timestamp(job.started_at)),
@@ -284,6 +293,7 @@ pub(crate) async fn show_job(pool: &PgPool, id: i64, json: bool) -> Result<ExitC
         ("abort requested", job.abort_requested.to_string()),
     ];
     for (name, value) in fields {
+        let value = field_text(&value, MAX_FIELD_CHARS);
         println!("{:<16} {value}", format!("{name}:"));
     }
     println!();
@@ -315,8 +325,10 @@ pub(crate) async fn show_job(pool: &PgPool, id: i64, json: bool) -> Result<ExitC
             errors.len(),
             timestamp(event.at)
         );
-        for line in event.error_traceback.as_deref().unwrap_or_default().lines() {
-            println!("    {line}");
+        let traceback = event.error_traceback.as_deref().unwrap_or_default();
+        let traceback = truncate(traceback, dawdle::task_error::MAX_TRACEBACK_BYTES);
+        for line in traceback.lines() {
+            println!("    {}", field_text(line, MAX_FIELD_CHARS));
         }
     }
     Ok(ExitCode::SUCCESS)

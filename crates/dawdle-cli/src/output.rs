@@ -2,11 +2,23 @@
 //! through serde_json.
 
 use chrono::{DateTime, SecondsFormat, Utc};
+use dawdle::text::{printable, truncate};
+
+/// Most characters a table cell shows; `dawdle job ID` and `--json` show
+/// values whole.
+pub const MAX_CELL_CHARS: usize = 100;
 
 /// Prints rows under a header, each column as wide as its widest cell.
+/// Cells come from rows anyone may have written: each is cut to
+/// [`MAX_CELL_CHARS`] and its control characters escaped, so one value can
+/// neither break the layout nor repaint the terminal.
 pub fn print_table(header: &[&str], rows: &[Vec<String>]) {
+    let rows: Vec<Vec<String>> = rows
+        .iter()
+        .map(|row| row.iter().map(|cell| cell_text(cell)).collect())
+        .collect();
     let mut widths: Vec<usize> = header.iter().map(|h| h.chars().count()).collect();
-    for row in rows {
+    for row in &rows {
         for (width, cell) in widths.iter_mut().zip(row) {
             *width = (*width).max(cell.chars().count());
         }
@@ -19,14 +31,31 @@ pub fn print_table(header: &[&str], rows: &[Vec<String>]) {
         println!("{}", padded.join("  ").trim_end());
     };
     line(&mut header.iter().copied());
-    for row in rows {
+    for row in &rows {
         line(&mut row.iter().map(String::as_str));
     }
 }
 
+/// One printable line of at most [`MAX_CELL_CHARS`] characters.
+pub fn cell_text(text: &str) -> String {
+    printable(&truncate(text, MAX_CELL_CHARS)).into_owned()
+}
+
+/// A value shown on a line of its own: printable, at most `max_chars`
+/// characters.
+pub fn field_text(text: &str, max_chars: usize) -> String {
+    printable(&truncate(text, max_chars)).into_owned()
+}
+
+/// RFC 3339 in UTC; `-` for none, and `infinity` / `-infinity` for times
+/// beyond what can be shown (PostgreSQL's infinities, far years).
 pub fn timestamp(at: Option<DateTime<Utc>>) -> String {
-    at.map(|at| at.to_rfc3339_opts(SecondsFormat::Millis, true))
-        .unwrap_or_else(|| "-".to_string())
+    match at {
+        None => "-".to_string(),
+        Some(at) if dawdle::rows::is_clamped(at) && at < Utc::now() => "-infinity".to_string(),
+        Some(at) if dawdle::rows::is_clamped(at) => "infinity".to_string(),
+        Some(at) => at.to_rfc3339_opts(SecondsFormat::Millis, true),
+    }
 }
 
 pub fn print_json<T: serde::Serialize>(value: &T) {

@@ -1,0 +1,170 @@
+//! The CLI's read commands render every row anyone may have written:
+//! cells longer than a terminal line (and than the formatter's 65,535-wide
+//! limit), infinite and far timestamps, arguments Rust cannot represent,
+//! control characters and escape sequences. Nothing panics, tables stay
+//! bounded, and no raw escape byte reaches the terminal.
+
+use std::process::{Command, Output};
+
+use dawdle::testing::TestDatabase;
+
+fn dawdle(url: &str, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_dawdle"))
+        .args(args)
+        .env("JOB_QUEUE_DATABASE_URL", url)
+        .output()
+        .expect("run dawdle")
+}
+
+/// Runs `dawdle` off the async runtime (it is a blocking child process).
+async fn run(url: &str, args: &[&str]) -> Output {
+    let url = url.to_string();
+    let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+    tokio::task::spawn_blocking(move || {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        dawdle(&url, &args)
+    })
+    .await
+    .unwrap()
+}
+
+/// Rows a worker would have failed on before, and a person can still write.
+async fn hostile_rows(pool: &sqlx::PgPool) -> Vec<i64> {
+    let long = "x".repeat(70_000);
+    let statements = [
+        format!(
+            "INSERT INTO procrastinate_jobs (queue_name, task_name, args, lock)
+             VALUES ('default', 'dawdle.noop', '{{\"blob\": \"{long}\"}}', '{long}')"
+        ),
+        "INSERT INTO procrastinate_jobs (queue_name, task_name, args)
+         VALUES ('default', 'dawdle.noop', '{\"n\": 1e400}')"
+            .to_string(),
+        format!(
+            "INSERT INTO procrastinate_jobs (queue_name, task_name, args)
+             VALUES ('default', 'dawdle.noop', '{{\"deep\": {}1{}}}')",
+            "[".repeat(300),
+            "]".repeat(300)
+        ),
+        "INSERT INTO procrastinate_jobs (queue_name, task_name, args, scheduled_at)
+         VALUES ('default', 'dawdle.noop', '{}', 'infinity')"
+            .to_string(),
+        "INSERT INTO procrastinate_jobs (queue_name, task_name, args, scheduled_at, created_at)
+         VALUES ('default', 'dawdle.noop', '{}', '-infinity', '-infinity')"
+            .to_string(),
+        "INSERT INTO procrastinate_jobs (queue_name, task_name, args, scheduled_at)
+         VALUES ('default', 'dawdle.noop', '{}', '294276-12-31 23:59:59+00')"
+            .to_string(),
+        "INSERT INTO procrastinate_jobs (queue_name, task_name, args)
+         VALUES (E'evil\\x1b[2J', E'task\\x1b]0;pwned\\x07\\u202e', '{\"s\": \"\\u001b[31m\"}')"
+            .to_string(),
+    ];
+    for statement in &statements {
+        sqlx::query(statement).execute(pool).await.unwrap();
+    }
+    // A failed job whose error a person (or another library) wrote by hand,
+    // unbounded, at an infinite time.
+    sqlx::query(&format!(
+        "WITH failed AS (
+             INSERT INTO procrastinate_jobs (queue_name, task_name, status, args)
+             VALUES ('default', 'py.task', 'failed', '{{}}') RETURNING id)
+         INSERT INTO procrastinate_events (job_id, type, at, error, error_message, error_traceback)
+         SELECT id, 'error', 'infinity', '{long}', E'line\\nbreak\\x1b[0m{long}', '{long}' FROM failed"
+    ))
+    .execute(pool)
+    .await
+    .unwrap();
+    sqlx::query_scalar("SELECT id FROM procrastinate_jobs ORDER BY id")
+        .fetch_all(pool)
+        .await
+        .unwrap()
+}
+
+fn assert_rendered(args: &[&str], output: &Output, max_line: usize) {
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        !stderr.contains("panicked") && output.status.code().is_some_and(|code| code <= 1),
+        "{args:?} exited {:?}: {stderr}",
+        output.status
+    );
+    assert!(
+        !stdout.contains('\x1b') && !stdout.contains('\x07'),
+        "{args:?}: raw escape in output"
+    );
+    if max_line > 0 {
+        let widest = stdout
+            .lines()
+            .map(|line| line.chars().count())
+            .max()
+            .unwrap_or(0);
+        assert!(
+            widest <= max_line,
+            "{args:?}: a line of {widest} characters"
+        );
+    }
+}
+
+#[tokio::test]
+async fn read_commands_render_every_hostile_row() {
+    let db = TestDatabase::with_schema().await;
+    let url = db.url();
+    let ids = hostile_rows(db.pool()).await;
+
+    // Tables: every cell bounded (10 columns of at most 100 characters).
+    for args in [&["jobs"][..], &["failed"], &["stats"]] {
+        let output = run(&url, args).await;
+        assert_rendered(args, &output, 1_200);
+    }
+    let jobs = run(&url, &["jobs"]).await;
+    let table = String::from_utf8_lossy(&jobs.stdout);
+    assert!(
+        table.contains("infinity") && table.contains("-infinity"),
+        "{table}"
+    );
+    assert!(
+        table.contains("\\u{1b}"),
+        "escape sequences are shown escaped"
+    );
+
+    // JSON: whole values, valid JSON, no panics.
+    for args in [
+        &["jobs", "--json"][..],
+        &["failed", "--json"],
+        &["stats", "--json"],
+    ] {
+        let output = run(&url, args).await;
+        assert_rendered(args, &output, 0);
+        serde_json::from_slice::<serde_json::Value>(&output.stdout)
+            .unwrap_or_else(|error| panic!("{args:?}: not JSON: {error}"));
+    }
+    let listed: serde_json::Value =
+        serde_json::from_slice(&run(&url, &["jobs", "--json"]).await.stdout).unwrap();
+    let unreadable = listed
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|job| job["args_error"].is_string())
+        .count();
+    assert_eq!(unreadable, 2, "the 1e400 and the deep job say why");
+
+    // One job at a time, as text and JSON, and through the shell.
+    for id in ids {
+        let id = id.to_string();
+        let output = run(&url, &["job", &id]).await;
+        assert_rendered(&["job", &id], &output, 4_200);
+        let output = run(&url, &["job", &id, "--json"]).await;
+        assert_rendered(&["job", &id, "--json"], &output, 0);
+        serde_json::from_slice::<serde_json::Value>(&output.stdout).unwrap();
+    }
+    for line in [
+        "list_jobs details",
+        "failed",
+        "list_queues",
+        "list_tasks",
+        "list_locks",
+    ] {
+        let args = ["shell", line];
+        let output = run(&url, &args).await;
+        assert_rendered(&args, &output, 0);
+    }
+}
