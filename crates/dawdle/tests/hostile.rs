@@ -597,3 +597,39 @@ async fn a_conflicting_follow_up_is_skipped_alone() {
         "the conflicting follow-up was skipped, the waiting job kept"
     );
 }
+
+/// An outcome the database refuses (here a constraint an operator added
+/// on error messages) holds back neither the other outcomes of its batch
+/// nor its own job: it is recorded with its error details replaced.
+#[tokio::test]
+async fn an_outcome_the_database_refuses_is_recorded_plainly_and_alone() {
+    let db = TestDatabase::with_schema().await;
+    let pool = db.pool();
+    sqlx::query(
+        "ALTER TABLE procrastinate_events ADD CONSTRAINT no_poison
+         CHECK (error_message IS NULL OR error_message NOT LIKE '%poison%')",
+    )
+    .execute(pool)
+    .await
+    .unwrap();
+    let mut jobs: Vec<NewJob> = (0..50)
+        .map(|i| NewJob::new("dawdle.noop", json!({"i": i})).unwrap())
+        .collect();
+    jobs.insert(
+        25,
+        NewJob::new(
+            "dawdle.fail",
+            json!({"kind": "Poison", "message": "poison pill"}),
+        )
+        .unwrap(),
+    );
+    let ids = defer_batch(pool, &jobs).await.unwrap();
+    drain(pool).await;
+    for (index, id) in ids.iter().enumerate() {
+        let expected = if index == 25 { "failed" } else { "succeeded" };
+        assert_eq!(status(pool, *id).await, expected, "job {id}");
+    }
+    let (kind, message, _) = last_error(pool, ids[25]).await;
+    assert_eq!(kind, "Error");
+    assert!(message.contains("could not be stored"), "{message}");
+}

@@ -134,7 +134,7 @@ async fn run(
             }
             continue;
         }
-        match write(&pool, &batch).await {
+        match write_isolating(&pool, &batch).await {
             Ok(()) => {
                 backoff.reset();
                 if batch
@@ -171,6 +171,86 @@ async fn run(
                 tokio::time::sleep(wait).await;
             }
         }
+    }
+}
+
+/// Whether a failed write was refused for what one of its rows holds (a
+/// data exception, an integrity or size limit) rather than for the
+/// connection: retrying the same batch would fail again.
+fn refused_for_its_data(error: &sqlx::Error) -> bool {
+    let code = error.as_database_error().and_then(|e| e.code());
+    code.is_some_and(|code| {
+        ["22", "23", "54"]
+            .iter()
+            .any(|class| code.starts_with(class))
+    })
+}
+
+/// [`write`], and when the database refuses the batch for what one outcome
+/// holds, each outcome alone, so one cannot hold back the others. An
+/// outcome refused alone is recorded once more with its error details
+/// replaced by why they could not be stored, and without follow-ups; one
+/// refused even so is logged and left `doing`, to be rescued once this
+/// worker stops.
+async fn write_isolating(pool: &PgPool, batch: &[Outcome]) -> Result<(), sqlx::Error> {
+    let error = match write(pool, batch).await {
+        Ok(()) => return Ok(()),
+        Err(error) if batch.len() > 1 && refused_for_its_data(&error) => error,
+        Err(error) if batch.len() == 1 && refused_for_its_data(&error) => {
+            return write_plain(pool, &batch[0], &error).await;
+        }
+        Err(error) => return Err(error),
+    };
+    warn!(jobs = batch.len(), error = %error,
+          "the database refused a batch of job outcomes; recording them one by one");
+    for outcome in batch {
+        match write(pool, std::slice::from_ref(outcome)).await {
+            Ok(()) => {}
+            Err(error) if refused_for_its_data(&error) => {
+                write_plain(pool, outcome, &error).await?
+            }
+            Err(error) => return Err(error),
+        }
+    }
+    Ok(())
+}
+
+/// Records `outcome` with its error replaced by why it could not be stored.
+async fn write_plain(
+    pool: &PgPool,
+    outcome: &Outcome,
+    refused: &sqlx::Error,
+) -> Result<(), sqlx::Error> {
+    let plain = Outcome {
+        error: outcome.error.as_ref().map(|_| {
+            TaskError::new(
+                crate::task_error::GENERIC_ERROR,
+                // Not the refusal's text: it may quote what was refused.
+                format!(
+                    "the attempt's error could not be stored: the database refused it with \
+                     SQLSTATE {} (the worker's log has the details)",
+                    refused
+                        .as_database_error()
+                        .and_then(|e| e.code())
+                        .unwrap_or_default()
+                ),
+            )
+        }),
+        follow_ups: Vec::new(),
+        ..outcome.clone()
+    };
+    match write(pool, std::slice::from_ref(&plain)).await {
+        Ok(()) => {
+            warn!(job_id = outcome.job_id, error = %refused,
+                  "recorded a job outcome without the error details the database refused");
+            Ok(())
+        }
+        Err(error) if refused_for_its_data(&error) => {
+            tracing::error!(job_id = outcome.job_id, error = %error,
+                "the database refuses this job's outcome; it stays doing until this worker stops");
+            Ok(())
+        }
+        Err(error) => Err(error),
     }
 }
 

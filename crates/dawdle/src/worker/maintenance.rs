@@ -3,6 +3,7 @@
 //! putting their running jobs back, noticing abort requests that arrived
 //! while the notification was lost, and deferring periodic jobs.
 
+use crate::text::printable;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -117,7 +118,7 @@ async fn rescue_stalled(pool: &PgPool, stalled_after: Duration) -> Result<(), sq
     .fetch_all(pool)
     .await?;
     for (job_id, task) in &rescued {
-        warn!(job_id, task = %task, "put back a job whose worker stopped; it runs again");
+        warn!(job_id, task = %printable(task), "put back a job whose worker stopped; it runs again");
     }
     Ok(())
 }
@@ -144,7 +145,7 @@ pub(crate) async fn defer_periodic(pool: PgPool, periodic: Vec<Periodic>) {
         .map(|p| p.schedule.next_after(now))
         .collect();
     for (entry, tick) in periodic.iter().zip(&next) {
-        info!(task = %entry.task_name, periodic_id = %entry.periodic_id,
+        info!(task = %printable(&entry.task_name), periodic_id = %entry.periodic_id,
               schedule = entry.schedule.source(), next = ?tick, "periodic job scheduled");
     }
     loop {
@@ -181,18 +182,20 @@ async fn defer_tick(pool: &PgPool, entry: &Periodic, tick: i64) {
     .fetch_one(pool)
     .await;
     match deferred {
-        Ok(Some(job_id)) => info!(job_id, task = %entry.task_name, tick, "periodic job deferred"),
+        Ok(Some(job_id)) => {
+            info!(job_id, task = %printable(&entry.task_name), tick, "periodic job deferred")
+        }
         Ok(None) => {
-            debug!(task = %entry.task_name, tick, "periodic tick already deferred by another worker")
+            debug!(task = %printable(&entry.task_name), tick, "periodic tick already deferred by another worker")
         }
         Err(error)
             if error.as_database_error().and_then(|e| e.constraint())
                 == Some(crate::defer::QUEUEING_LOCK_INDEX) =>
         {
-            info!(task = %entry.task_name, tick, "periodic job skipped: one is already waiting (queueing lock)")
+            info!(task = %printable(&entry.task_name), tick, "periodic job skipped: one is already waiting (queueing lock)")
         }
         Err(error) => {
-            warn!(task = %entry.task_name, tick, error = %error, "failed to defer a periodic job")
+            warn!(task = %printable(&entry.task_name), tick, error = %error, "failed to defer a periodic job")
         }
     }
 }

@@ -2,6 +2,7 @@
 //! own logging without forking the worker. The worker's own job logs are a
 //! middleware too ([`LogJobs`], installed by default).
 
+use crate::text::printable;
 use std::time::Duration;
 
 use tracing::{error, info, warn};
@@ -48,25 +49,29 @@ pub struct LogJobs;
 
 impl Middleware for LogJobs {
     fn before(&self, job: &Job) {
-        info!(job_id = job.id, task = %job.task_name, queue = %job.queue_name,
+        info!(job_id = job.id, task = %printable(&job.task_name), queue = %printable(&job.queue_name),
               attempt = job.attempts + 1, "job started");
     }
 
     fn after(&self, job: &Job, end: AttemptEnd<'_>, duration: Duration) {
         let duration_ms = duration.as_secs_f64() * 1000.0;
-        let (id, task, queue, attempt) =
-            (job.id, &job.task_name, &job.queue_name, job.attempts + 1);
+        let (id, task, queue, attempt) = (
+            job.id,
+            printable(&job.task_name),
+            printable(&job.queue_name),
+            job.attempts + 1,
+        );
         match end {
             AttemptEnd::Succeeded => info!(job_id = id, task = %task, queue = %queue, attempt,
                                            duration_ms, "job succeeded"),
             AttemptEnd::WillRetry { error, wait } => {
                 warn!(job_id = id, task = %task, queue = %queue,
-                attempt, duration_ms, error_kind = error.kind(), error = error.message(),
+                attempt, duration_ms, error_kind = error.kind(), error = %printable(error.message()),
                 retry_in_s = wait.as_secs_f64(), "job failed; retry scheduled")
             }
             AttemptEnd::Failed { error } => {
                 error!(job_id = id, task = %task, queue = %queue, attempt,
-                duration_ms, error_kind = error.kind(), error = error.message(), "job failed")
+                duration_ms, error_kind = error.kind(), error = %printable(error.message()), "job failed")
             }
             AttemptEnd::Aborted => warn!(job_id = id, task = %task, queue = %queue, attempt,
                                          duration_ms, "job aborted"),

@@ -24,6 +24,7 @@ mod middleware;
 mod pace;
 mod registry;
 
+use crate::text::printable;
 use std::collections::{HashMap, VecDeque};
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
@@ -716,7 +717,7 @@ impl Loop<'_> {
     /// Hands a held job back to the queue: not an attempt, no error.
     fn release(&mut self, held: Held) {
         let job = &held.job;
-        info!(job_id = job.id, task = %job.task_name, queue = %job.queue_name,
+        info!(job_id = job.id, task = %printable(&job.task_name), queue = %printable(&job.queue_name),
               attempt = job.attempts + 1,
               held_ms = held.claimed.elapsed().as_secs_f64() * 1000.0,
               "job put back unstarted");
@@ -834,7 +835,7 @@ impl Loop<'_> {
     fn request_abort(&mut self, job_id: i64) {
         if let Some(index) = self.held.iter().position(|held| held.job.id == job_id) {
             let held = self.held.remove(index).expect("position is in range");
-            info!(job_id, task = %held.job.task_name, queue = %held.job.queue_name,
+            info!(job_id, task = %printable(&held.job.task_name), queue = %printable(&held.job.queue_name),
                   attempt = held.job.attempts + 1, duration_ms = 0.0,
                   "job aborted before it started");
             self.report.aborted += 1;
@@ -851,7 +852,7 @@ impl Loop<'_> {
         }
         running.abort_requested = true;
         let _ = running.abort.send(true);
-        info!(job_id, task = %running.job.task_name, "abort requested; asking the job to stop");
+        info!(job_id, task = %printable(&running.job.task_name), "abort requested; asking the job to stop");
         let handle = running.abort_handle.clone();
         let grace = self.worker.config.abort_grace;
         tokio::spawn(async move {
