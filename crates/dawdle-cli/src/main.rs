@@ -144,7 +144,7 @@ struct JobsArgs {
     #[arg(long)]
     task: Option<String>,
     /// todo, doing, succeeded, failed, cancelled, aborted.
-    #[arg(long)]
+    #[arg(long, value_parser = parse_status)]
     status: Option<JobStatus>,
     #[arg(long)]
     lock: Option<String>,
@@ -243,7 +243,7 @@ impl From<sqlx::Error> for Failure {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = Cli::try_parse().unwrap_or_else(|error| bounded(error).exit());
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -256,6 +256,56 @@ fn main() -> ExitCode {
             ExitCode::from(failure.code)
         }
     }
+}
+
+/// Longest piece of the command line that a usage error quotes.
+const MAX_QUOTED_ARG_CHARS: usize = 60;
+
+/// Clap's usage error with the command line's text in it (an unknown
+/// argument, a bad value, the tip that repeats them) cut to a short,
+/// escaped excerpt: clap quotes them whole, however long.
+fn bounded(mut error: clap::Error) -> clap::Error {
+    use clap::builder::StyledStr;
+    use clap::error::{ContextKind, ContextValue};
+    let cut = |text: &str| dawdle::text::excerpt(text, MAX_QUOTED_ARG_CHARS);
+    // A tip is a sentence around the argument: room for both.
+    let cut_styled = |text: &StyledStr| {
+        let plain = text.to_string();
+        if plain.chars().count() > 2 * MAX_QUOTED_ARG_CHARS {
+            StyledStr::from(dawdle::text::excerpt(&plain, 2 * MAX_QUOTED_ARG_CHARS))
+        } else {
+            text.clone()
+        }
+    };
+    let kinds = [
+        ContextKind::InvalidArg,
+        ContextKind::InvalidValue,
+        ContextKind::InvalidSubcommand,
+        ContextKind::Suggested,
+    ];
+    for kind in kinds {
+        let short = match error.get(kind) {
+            Some(ContextValue::String(text)) => ContextValue::String(cut(text)),
+            Some(ContextValue::Strings(texts)) => {
+                ContextValue::Strings(texts.iter().map(|text| cut(text)).collect())
+            }
+            Some(ContextValue::StyledStr(text)) => ContextValue::StyledStr(cut_styled(text)),
+            Some(ContextValue::StyledStrs(texts)) => {
+                ContextValue::StyledStrs(texts.iter().map(cut_styled).collect())
+            }
+            _ => continue,
+        };
+        error.insert(kind, short);
+    }
+    error
+}
+
+/// `--status`: clap's error quotes the value already, so this does not.
+fn parse_status(text: &str) -> Result<JobStatus, String> {
+    text.parse().map_err(|_| {
+        let known: Vec<&str> = JobStatus::ALL.iter().map(|s| s.as_str()).collect();
+        format!("expected one of {}", known.join(", "))
+    })
 }
 
 async fn run(cli: Cli) -> Result<ExitCode, Failure> {
@@ -292,7 +342,7 @@ async fn jobs_database(explicit_url: Option<&str>) -> Result<JobsDatabase, Failu
     if database.is_embedded() {
         eprintln!(
             "dawdle: {DATABASE_URL_ENV} is not set; using the embedded PostgreSQL at {}",
-            database.url()
+            database.display_url()
         );
     }
     Ok(database)
@@ -369,9 +419,9 @@ async fn schema(explicit_url: Option<&str>, command: SchemaCommand) -> Result<Ex
 async fn defer(explicit_url: Option<&str>, args: DeferArgs) -> Result<ExitCode, Failure> {
     let json: serde_json::Value = serde_json::from_str(&args.args).map_err(|error| {
         Failure::new(format!(
-            "failed to defer job: arguments {:?} are not valid JSON ({error}); pass a JSON \
+            "failed to defer job: arguments {} are not valid JSON ({error}); pass a JSON \
              object such as '{{\"user_id\": 42}}'",
-            args.args
+            dawdle::text::quote(&args.args)
         ))
     })?;
     let mut job = NewJob::new(&args.task, json)

@@ -6,6 +6,7 @@
 use std::process::ExitCode;
 
 use dawdle::admin::{self, Grouping, JobFilter};
+use dawdle::text::quote;
 use dawdle::JobStatus;
 use rustyline::completion::{Completer, Pair};
 use rustyline::highlight::Highlighter;
@@ -152,7 +153,7 @@ fn parse(words: &[&str]) -> Result<Arguments, String> {
                 arguments.filter.id = Some(
                     value
                         .parse()
-                        .map_err(|_| format!("id={value}: not a job id"))?,
+                        .map_err(|_| format!("id={}: not a job id", quote(value)))?,
                 )
             }
             Some(("queue", value)) => arguments.filter.queue = Some(value.to_string()),
@@ -161,11 +162,21 @@ fn parse(words: &[&str]) -> Result<Arguments, String> {
             Some(("queueing_lock", value)) => {
                 arguments.filter.queueing_lock = Some(value.to_string())
             }
-            Some(("status", value)) => arguments.filter.status = Some(value.parse::<JobStatus>()?),
+            Some(("status", value)) => {
+                arguments.filter.status = Some(value.parse::<JobStatus>().map_err(|_| {
+                    let known: Vec<&str> = JobStatus::ALL.iter().map(|s| s.as_str()).collect();
+                    format!(
+                        "status={}: expected one of {}",
+                        quote(value),
+                        known.join(", ")
+                    )
+                })?)
+            }
             Some((key, _)) => {
                 return Err(format!(
-                "unknown filter {key:?}; filters are id, queue, task, status, lock, queueing_lock"
-            ))
+                    "unknown filter {}; filters are id, queue, task, status, lock, queueing_lock",
+                    quote(key)
+                ))
             }
             None if *word == "details" => arguments.details = true,
             None => arguments.positional.push(word.to_string()),
@@ -178,22 +189,19 @@ fn job_id(arguments: &Arguments, command: &str) -> Result<i64, Failure> {
     match arguments.positional.as_slice() {
         [id] => id
             .parse()
-            .map_err(|_| usage(command, &format!("{id:?} is not a job id"))),
+            .map_err(|_| usage(command, &format!("{} is not a job id", quote(id)))),
         _ => Err(usage(command, "expected one job id")),
     }
 }
 
 fn usage(command: &str, problem: &str) -> Failure {
-    let (_, arguments, _) = COMMANDS
-        .iter()
-        .find(|(name, _, _)| *name == command)
-        .copied()
-        .unwrap_or((command, "", ""));
+    let message = match COMMANDS.iter().find(|(name, _, _)| *name == command) {
+        Some((name, arguments, _)) => format!("{name}: {problem}\nusage: {name} {arguments}"),
+        None => format!("{}: {problem}", quote(command)),
+    };
     Failure {
         code: 2,
-        ..Failure::new(format!(
-            "{command}: {problem}\nusage: {command} {arguments}"
-        ))
+        ..Failure::new(message)
     }
 }
 
@@ -292,7 +300,7 @@ async fn execute(pool: &PgPool, line: &str) -> Result<Flow, Failure> {
             Some(name) => {
                 let result = admin::run_check(pool, name)
                     .await?
-                    .ok_or_else(|| usage(command, &format!("no check named {name:?}")))?;
+                    .ok_or_else(|| usage(command, &format!("no check named {}", quote(name))))?;
                 for row in &result.rows {
                     let cells: Vec<String> = result
                         .columns
@@ -311,7 +319,7 @@ async fn execute(pool: &PgPool, line: &str) -> Result<Flow, Failure> {
         "help" | "?" => match arguments.positional.first() {
             Some(name) => match COMMANDS.iter().find(|(n, _, _)| n == name) {
                 Some((name, args, what)) => println!("{name} {args}\n    {what}"),
-                None => return Err(usage("help", &format!("no command {name:?}"))),
+                None => return Err(usage("help", &format!("no command {}", quote(name)))),
             },
             None => {
                 for (name, args, what) in COMMANDS {
@@ -328,7 +336,8 @@ async fn execute(pool: &PgPool, line: &str) -> Result<Flow, Failure> {
             return Err(Failure {
                 code: 2,
                 ..Failure::new(format!(
-                    "unknown command {other:?}; commands: {}",
+                    "unknown command {}; commands: {}",
+                    quote(other),
                     names.join(", ")
                 ))
             });

@@ -98,18 +98,26 @@ pub(crate) async fn run(explicit_url: Option<&str>, args: WorkerArgs) -> Result<
     init_logging(args.log_format);
     let time_zone: chrono_tz::Tz = args.time_zone.parse().map_err(|_| {
         Failure::new(format!(
-            "failed to start the worker: unknown time zone {:?}; use a name such as UTC or Europe/Paris",
-            args.time_zone
+            "failed to start the worker: unknown time zone {}; use a name such as UTC or \
+             Europe/Paris",
+            dawdle::text::quote(&args.time_zone)
         ))
     })?;
     let mut periodic = Vec::new();
     for declaration in &args.periodic {
         let Some((task, cron)) = declaration.split_once('=') else {
             return Err(Failure::new(format!(
-                "failed to start the worker: --periodic {declaration:?} is not TASK=CRON \
-                 (e.g. dawdle.remove_old_jobs=0 3 * * *)"
+                "failed to start the worker: --periodic {} is not TASK=CRON \
+                 (e.g. dawdle.remove_old_jobs=0 3 * * *)",
+                dawdle::text::quote(declaration)
             )));
         };
+        // A name the database would refuse fails now, not at every tick.
+        dawdle::NewJob::new(task.trim(), serde_json::json!({}))
+            .and_then(|job| job.validate())
+            .map_err(|error| {
+                Failure::new(format!("failed to start the worker: --periodic: {error}"))
+            })?;
         let schedule = dawdle::cron::Schedule::parse_in(cron.trim(), time_zone)
             .map_err(|error| Failure::new(format!("failed to start the worker: {error}")))?;
         let mut entry = dawdle::Periodic::new(task.trim(), schedule);

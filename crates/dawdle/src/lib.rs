@@ -23,6 +23,7 @@ pub mod local_pg;
 pub mod retry;
 pub mod rows;
 pub mod schema;
+mod state;
 pub mod task;
 pub mod task_error;
 pub mod testing;
@@ -35,7 +36,7 @@ pub use defer::{defer, defer_batch, defer_task, DeferError};
 pub use job::{Event, EventType, InvalidJob, Job, JobStatus, NewJob};
 pub use retry::RetryStrategy;
 pub use task::Task;
-pub use task_error::TaskError;
+pub use task_error::{ErrorKind, TaskError};
 pub use worker::{
     AttemptEnd, Middleware, Periodic, Registry, Retention, Worker, WorkerConfig, WorkerError,
     WorkerReport,

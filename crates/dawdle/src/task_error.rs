@@ -27,6 +27,90 @@ pub const UNKNOWN_TASK: &str = "UnknownTask";
 pub const WORKER_SHUTDOWN: &str = "WorkerShutdown";
 /// Kind given to errors nobody classified.
 pub const GENERIC_ERROR: &str = "Error";
+/// Kind of a job put back because no live worker held it any more, or
+/// because an operator reset it.
+pub const STALLED: &str = "Stalled";
+/// Kind of an attempt stopped because its abort was requested.
+pub const ABORTED: &str = "Aborted";
+
+/// An error kind: the ones dawdle gives errors itself, or a task's own.
+/// Stored as its name (`ErrorKind::as_str`), the `error` column of an
+/// `error` event.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum ErrorKind {
+    /// `ConnectionError`: another service could not be reached.
+    Connection,
+    /// `TimeoutError`: an attempt or a call ran out of time.
+    Timeout,
+    /// `ValidationError`: bad arguments; never retried.
+    Validation,
+    /// `DatabaseError`.
+    Database,
+    /// `Panic`: the task panicked.
+    Panic,
+    /// `UnknownTask`: no task of that name in this worker.
+    UnknownTask,
+    /// `WorkerShutdown`: the worker stopped before the attempt ended.
+    WorkerShutdown,
+    /// `Stalled`: put back because its worker stopped, or by an operator.
+    Stalled,
+    /// `Aborted`: stopped on request.
+    Aborted,
+    /// `Error`: nobody classified it.
+    Generic,
+    /// A task's own kind.
+    Other(String),
+}
+
+impl ErrorKind {
+    const KNOWN: [(ErrorKind, &'static str); 10] = [
+        (ErrorKind::Connection, CONNECTION_ERROR),
+        (ErrorKind::Timeout, TIMEOUT_ERROR),
+        (ErrorKind::Validation, VALIDATION_ERROR),
+        (ErrorKind::Database, DATABASE_ERROR),
+        (ErrorKind::Panic, PANIC),
+        (ErrorKind::UnknownTask, UNKNOWN_TASK),
+        (ErrorKind::WorkerShutdown, WORKER_SHUTDOWN),
+        (ErrorKind::Stalled, STALLED),
+        (ErrorKind::Aborted, ABORTED),
+        (ErrorKind::Generic, GENERIC_ERROR),
+    ];
+
+    /// The stored name.
+    pub fn as_str(&self) -> &str {
+        match self {
+            ErrorKind::Other(name) => name,
+            known => Self::KNOWN
+                .iter()
+                .find(|(kind, _)| kind == known)
+                .map_or(GENERIC_ERROR, |(_, name)| name),
+        }
+    }
+
+    /// The kind a stored name stands for.
+    pub fn from_name(name: &str) -> Self {
+        Self::KNOWN
+            .iter()
+            .find(|(_, known)| *known == name)
+            .map_or_else(
+                || ErrorKind::Other(name.to_string()),
+                |(kind, _)| kind.clone(),
+            )
+    }
+}
+
+impl fmt::Display for ErrorKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl From<ErrorKind> for String {
+    fn from(kind: ErrorKind) -> Self {
+        kind.as_str().to_string()
+    }
+}
 
 /// Longest error kind stored; a longer (or empty) kind becomes `Error`.
 pub const MAX_KIND_CHARS: usize = 64;
@@ -141,6 +225,11 @@ impl TaskError {
         &self.kind
     }
 
+    /// The kind, typed.
+    pub fn error_kind(&self) -> ErrorKind {
+        ErrorKind::from_name(&self.kind)
+    }
+
     pub fn message(&self) -> &str {
         &self.message
     }
@@ -253,6 +342,22 @@ mod tests {
         assert_eq!(
             TaskError::from(sqlx::Error::PoolTimedOut).kind(),
             TIMEOUT_ERROR
+        );
+    }
+
+    #[test]
+    fn kinds_round_trip_through_their_names() {
+        for (kind, name) in ErrorKind::KNOWN {
+            assert_eq!(kind.as_str(), name);
+            assert_eq!(ErrorKind::from_name(name), kind);
+        }
+        assert_eq!(
+            ErrorKind::from_name("SmtpDown"),
+            ErrorKind::Other("SmtpDown".into())
+        );
+        assert_eq!(
+            TaskError::new(ErrorKind::Stalled, "x").error_kind(),
+            ErrorKind::Stalled
         );
     }
 

@@ -232,7 +232,10 @@ impl Settings {
                 if !(url.starts_with("smtp://") || url.starts_with("smtps://")) {
                     return Err(InvalidSetting {
                         variable: "SMTP_URL",
-                        problem: format!("{url:?} is not an smtp:// or smtps:// URL"),
+                        problem: format!(
+                            "{} is not an smtp:// or smtps:// URL",
+                            dawdle::database::redact_password(url)
+                        ),
                     });
                 }
                 Ok(EmailDelivery::Smtp {
@@ -306,15 +309,18 @@ impl Settings {
             return Err(InvalidSetting {
                 variable: "CRM_WEBHOOK_URL",
                 problem: format!(
-                    "{:?} is not an http:// or https:// URL",
-                    self.crm_webhook_url
+                    "{} is not an http:// or https:// URL",
+                    dawdle::database::redact_password(&self.crm_webhook_url)
                 ),
             });
         }
         if self.email_from.parse::<lettre::message::Mailbox>().is_err() {
             return Err(InvalidSetting {
                 variable: "EMAIL_FROM",
-                problem: format!("{:?} is not an email address", self.email_from),
+                problem: format!(
+                    "{} is not an email address",
+                    dawdle::text::quote(&self.email_from)
+                ),
             });
         }
         Ok(())

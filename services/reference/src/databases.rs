@@ -7,9 +7,9 @@
 //! the binary, applied in one transaction under an advisory lock so that
 //! several replicas starting together apply them once.
 
-use std::str::FromStr;
 use std::time::Duration;
 
+use dawdle::database::InvalidConnectionString;
 use dawdle::local_pg::{LocalCluster, LocalClusterConfig, LocalPgError};
 use dawdle::{ConnectError, JobsDatabase};
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
@@ -32,12 +32,8 @@ const RECONNECT_WAIT: Duration = Duration::from_secs(2);
 pub(crate) enum DatabaseError {
     #[error(transparent)]
     Jobs(#[from] ConnectError),
-    #[error("parse DATABASE_URL {url}: {source}")]
-    BadMainUrl {
-        url: String,
-        #[source]
-        source: sqlx::Error,
-    },
+    #[error("read DATABASE_URL: {0}")]
+    BadMainUrl(#[source] InvalidConnectionString),
     #[error("connect to the main database at {url}: {source}")]
     MainUnreachable {
         url: String,
@@ -141,10 +137,18 @@ impl Databases {
 }
 
 /// Where the main database is.
-#[derive(Debug)]
 struct MainTarget {
     options: PgConnectOptions,
     display_url: String,
+}
+
+// By hand: the connect options hold the password.
+impl std::fmt::Debug for MainTarget {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MainTarget")
+            .field("display_url", &self.display_url)
+            .finish_non_exhaustive()
+    }
 }
 
 impl MainTarget {
@@ -157,15 +161,11 @@ impl MainTarget {
             .as_deref()
             .filter(|url| !url.is_empty())
         {
-            let display_url = dawdle::database::redact_password(url);
-            let options =
-                PgConnectOptions::from_str(url).map_err(|source| DatabaseError::BadMainUrl {
-                    url: display_url.clone(),
-                    source,
-                })?;
+            let options = dawdle::database::parse_connection_string(url)
+                .map_err(DatabaseError::BadMainUrl)?;
             return Ok(Self {
                 options: options.application_name(APPLICATION_NAME),
-                display_url,
+                display_url: dawdle::database::redact_password(url),
             });
         }
         // The same cluster as the jobs database when that one is embedded

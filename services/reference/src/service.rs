@@ -209,7 +209,11 @@ fn listen_for_termination() -> shutdown::Signal {
 fn install_tasks(settings: &Settings, databases: &Databases) -> Result<Registry, ServiceError> {
     let mailer = Mailer::new(&settings.email_delivery()?, &settings.email_from)?;
     let crm = CrmClient::new(&settings.crm_webhook_url, settings.crm_timeout()?)?;
-    info!(email = %mailer.describe(), crm = %crm.url(), "tasks_configured");
+    info!(
+        email = %mailer.describe(),
+        crm = %dawdle::database::redact_password(crm.url()),
+        "tasks_configured"
+    );
     Ok(tasks::install(Environment {
         mailer,
         crm,

@@ -10,6 +10,8 @@ use std::time::Duration;
 use sqlx::PgPool;
 
 use crate::job::JobStatus;
+use crate::state::{self, PutBack, Selection};
+use crate::task_error::ErrorKind;
 
 /// Why a change to one job was refused, worded to read after "failed to …".
 #[derive(Debug, thiserror::Error)]
@@ -64,12 +66,7 @@ pub async fn retry(pool: &PgPool, id: i64) -> Result<(), ChangeError> {
             },
         });
     }
-    sqlx::query("SELECT procrastinate_retry_job_v2($1, now(), NULL, NULL, NULL)")
-        .bind(id)
-        .execute(pool)
-        .await
-        .map_err(database(ACTION))?;
-    Ok(())
+    state::retry_one(pool, id).await.map_err(database(ACTION))
 }
 
 /// Which failed jobs [`retry_failed`] retries.
@@ -99,21 +96,9 @@ pub async fn retry_failed(pool: &PgPool, filter: &RetryFilter) -> Result<u64, Ch
         .map_err(database(ACTION))?;
         return Ok(count as u64);
     }
-    // The same change as procrastinate_retry_job_v2, for every match at once.
-    let done = sqlx::query(
-        "UPDATE procrastinate_jobs
-         SET status = 'todo', attempts = attempts + 1, scheduled_at = now(),
-             started_at = NULL, finished_at = NULL, abort_requested = false
-         WHERE status = 'failed'
-           AND ($1::varchar IS NULL OR queue_name = $1)
-           AND ($2::varchar IS NULL OR task_name = $2)",
-    )
-    .bind(&filter.queue)
-    .bind(&filter.task)
-    .execute(pool)
-    .await
-    .map_err(database(ACTION))?;
-    Ok(done.rows_affected())
+    state::retry_matching(pool, filter.queue.as_deref(), filter.task.as_deref())
+        .await
+        .map_err(database(ACTION))
 }
 
 /// Which stuck jobs [`reset_stalled`] puts back.
@@ -143,32 +128,26 @@ pub async fn reset_stalled(pool: &PgPool, target: &ResetTarget) -> Result<Vec<i6
             }
             (Some(*id), None)
         }
-        ResetTarget::OlderThan(age) => (None, Some(age.as_secs_f64())),
+        ResetTarget::OlderThan(age) => (None, Some(*age)),
     };
-    let mut ids: Vec<i64> = sqlx::query_scalar(
-        "WITH reset AS (
-             UPDATE procrastinate_jobs
-             SET status = 'todo', started_at = NULL, finished_at = NULL, abort_requested = false
-             WHERE status = 'doing'
-               AND ($1::bigint IS NULL OR id = $1)
-               AND ($2::float8 IS NULL OR started_at < now() - make_interval(secs => $2))
-             RETURNING id, started_at
-         ),
-         noted AS (
-             INSERT INTO procrastinate_events (job_id, type, error, error_message, error_traceback)
-             SELECT id, 'error', 'Stalled', 'reset from doing to todo by an operator',
-                    'Stalled: the job was put back to todo by `dawdle reset-stalled`'
-             FROM reset
-         )
-         SELECT id FROM reset",
+    let reset = state::put_back(
+        pool,
+        &PutBack {
+            which: Selection {
+                job_id: id,
+                started_before: older_than,
+                ..Selection::default()
+            },
+            count_attempt: false,
+            note: Some((
+                ErrorKind::Stalled,
+                "reset from doing to todo by an operator (`dawdle reset-stalled`)".to_string(),
+            )),
+        },
     )
-    .bind(id)
-    .bind(older_than)
-    .fetch_all(pool)
     .await
     .map_err(database(ACTION))?;
-    ids.sort_unstable();
-    Ok(ids)
+    Ok(reset.into_iter().map(|(id, _)| id).collect())
 }
 
 /// What [`cancel`] did.
@@ -197,12 +176,7 @@ pub async fn cancel(pool: &PgPool, id: i64) -> Result<CancelOutcome, ChangeError
             })
         }
     };
-    let changed: Option<i64> =
-        sqlx::query_scalar("SELECT procrastinate_cancel_job_v1($1, true, false)")
-            .bind(id)
-            .fetch_one(pool)
-            .await
-            .map_err(database(ACTION))?;
+    let changed = state::cancel(pool, id).await.map_err(database(ACTION))?;
     match changed {
         Some(_) => Ok(outcome),
         // It finished between our look and our change.
@@ -218,14 +192,9 @@ pub async fn cancel(pool: &PgPool, id: i64) -> Result<CancelOutcome, ChangeError
 /// The runbook's "clear all pending jobs": deletes waiting jobs (of one
 /// queue, or all) and returns how many. Jobs are lost: callers confirm first.
 pub async fn clear_pending(pool: &PgPool, queue: Option<&str>) -> Result<u64, ChangeError> {
-    let done = sqlx::query(
-        "DELETE FROM procrastinate_jobs WHERE status = 'todo' AND ($1::varchar IS NULL OR queue_name = $1)",
-    )
-    .bind(queue)
-    .execute(pool)
-    .await
-    .map_err(database("clear pending jobs"))?;
-    Ok(done.rows_affected())
+    state::clear_pending(pool, queue)
+        .await
+        .map_err(database("clear pending jobs"))
 }
 
 /// What [`purge`] deletes.
@@ -291,35 +260,19 @@ pub async fn purge(
     while after < max_id {
         // Examine a window of ids; delete the matches found in it. Walking
         // the primary key makes the whole purge one pass over the table.
-        let (removed, last): (i64, Option<i64>) = sqlx::query_as(
-            "WITH window_ids AS (
-                 SELECT id FROM procrastinate_jobs
-                 WHERE id > $1 ORDER BY id LIMIT $5
-             ),
-             doomed AS (
-                 SELECT job.id FROM procrastinate_jobs AS job
-                 JOIN window_ids USING (id)
-                 WHERE job.status = ANY ($2::text[]::procrastinate_job_status[])
-                   AND job.finished_at < now() - make_interval(secs => $3)
-                   AND ($4::varchar IS NULL OR job.queue_name = $4)
-                 FOR UPDATE OF job SKIP LOCKED
-             ),
-             removed AS (
-                 DELETE FROM procrastinate_jobs WHERE id IN (SELECT id FROM doomed) RETURNING id
-             )
-             SELECT (SELECT count(*) FROM removed), (SELECT max(id) FROM window_ids)",
+        let (removed, last) = state::purge_window(
+            pool,
+            after,
+            window,
+            &statuses,
+            options.older_than,
+            options.queue.as_deref(),
         )
-        .bind(after)
-        .bind(&statuses)
-        .bind(older_than)
-        .bind(&options.queue)
-        .bind(window)
-        .fetch_one(pool)
         .await
         .map_err(database(ACTION))?;
         let Some(last) = last else { break };
         after = last;
-        deleted += removed as u64;
+        deleted += removed;
         progress(PurgeProgress {
             deleted,
             scanned_up_to: after,

@@ -3,6 +3,8 @@
 //! putting their running jobs back, noticing abort requests that arrived
 //! while the notification was lost, and deferring periodic jobs.
 
+use crate::state::{self, PutBack, Selection};
+use crate::task_error::ErrorKind;
 use crate::text::printable;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
@@ -86,36 +88,24 @@ async fn rescue_stalled(pool: &PgPool, stalled_after: Duration) -> Result<(), sq
             "pruned a worker that stopped sending heartbeats"
         );
     }
-    let rescued: Vec<(i64, String)> = sqlx::query_as(
-        "WITH stalled AS (
-             SELECT job.id
-             FROM procrastinate_jobs AS job
-             WHERE job.status = 'doing'
-               AND (job.worker_id IS NULL
-                    OR NOT EXISTS (SELECT 1 FROM procrastinate_workers AS worker
-                                   WHERE worker.id = job.worker_id))
-               AND job.started_at < now() - make_interval(secs => $1)
-             FOR UPDATE OF job SKIP LOCKED
-         ),
-         rescued AS (
-             UPDATE procrastinate_jobs AS job
-             SET status = 'todo', attempts = job.attempts + 1, worker_id = NULL,
-                 started_at = NULL, finished_at = NULL, abort_requested = false
-             FROM stalled
-             WHERE job.id = stalled.id
-             RETURNING job.id, job.task_name::text
-         ),
-         noted AS (
-             INSERT INTO procrastinate_events (job_id, type, error, error_message, error_traceback)
-             SELECT id, 'error', 'Stalled',
-                    'the worker running the job stopped sending heartbeats; the job runs again',
-                    'Stalled: no live worker held the job after ' || $1 || ' s without heartbeat'
-             FROM rescued
-         )
-         SELECT id, task_name FROM rescued",
+    let rescued = state::put_back(
+        pool,
+        &PutBack {
+            which: Selection {
+                orphaned: true,
+                started_before: Some(stalled_after),
+                ..Selection::default()
+            },
+            count_attempt: true,
+            note: Some((
+                ErrorKind::Stalled,
+                format!(
+                    "the worker running the job stopped sending heartbeats for {seconds} s; \
+                     the job runs again"
+                ),
+            )),
+        },
     )
-    .bind(seconds)
-    .fetch_all(pool)
     .await?;
     for (job_id, task) in &rescued {
         warn!(job_id, task = %printable(task), "put back a job whose worker stopped; it runs again");

@@ -44,10 +44,11 @@ pub use middleware::{AttemptEnd, LogJobs, Middleware};
 pub use registry::{Periodic, Registry};
 
 use crate::context::JobContext;
-use crate::job::{Job, JOB_COLUMNS};
-use crate::task_error::{self, TaskError};
+use crate::job::Job;
+use crate::state::{self, Outcome, PutBack, Selection, Verdict};
+use crate::task_error::{self, ErrorKind, TaskError};
 use backoff::Backoff;
-use completion::{Completer, Outcome, Verdict};
+use completion::Completer;
 use pace::Pace;
 
 /// `WorkerConfig::prefetch` unless set otherwise.
@@ -349,17 +350,17 @@ impl Worker {
 /// worker goes back to `todo` (not an attempt), so none waits for the
 /// stalled-worker rescue. Outcomes were written before this runs.
 async fn put_back_unfinished(pool: &PgPool, worker_id: i64) {
-    let result = sqlx::query(
-        "UPDATE procrastinate_jobs
-         SET status = 'todo', started_at = NULL, finished_at = NULL, abort_requested = false
-         WHERE worker_id = $1 AND status = 'doing'",
-    )
-    .bind(worker_id)
-    .execute(pool)
-    .await;
-    match result {
-        Ok(done) if done.rows_affected() > 0 => warn!(
-            jobs = done.rows_affected(),
+    let everything = PutBack {
+        which: Selection {
+            worker_id: Some(worker_id),
+            ..Selection::default()
+        },
+        count_attempt: false,
+        note: None,
+    };
+    match state::put_back(pool, &everything).await {
+        Ok(jobs) if !jobs.is_empty() => warn!(
+            jobs = jobs.len(),
             "put back jobs the stopped worker still held"
         ),
         Ok(_) => {}
@@ -428,17 +429,9 @@ fn claim_jobs(
     worker_id: i64,
     limit: usize,
 ) -> ClaimFuture {
-    static SQL: std::sync::OnceLock<String> = std::sync::OnceLock::new();
-    let sql =
-        SQL.get_or_init(|| format!("SELECT {JOB_COLUMNS} FROM dawdle_fetch_jobs_v1($1, $2, $3)"));
     Box::pin(async move {
         let sent = Instant::now();
-        let jobs = sqlx::query_as(sql)
-            .bind(queues.as_ref())
-            .bind(worker_id)
-            .bind(i32::try_from(limit).unwrap_or(i32::MAX))
-            .fetch_all(&pool)
-            .await;
+        let jobs = state::claim(&pool, queues.as_deref(), worker_id, limit).await;
         Claimed {
             jobs,
             limit,
@@ -740,21 +733,22 @@ impl Loop<'_> {
             .map(|running| running.job.id)
             .chain(self.held.iter().map(|held| held.job.id))
             .collect();
-        let result = sqlx::query(
-            "UPDATE procrastinate_jobs
-             SET status = 'todo', started_at = NULL, finished_at = NULL, abort_requested = false
-             WHERE worker_id = $1 AND status = 'doing' AND NOT (id = ANY ($2))",
-        )
-        .bind(self.worker_id.load(Ordering::Relaxed))
-        .bind(&ours)
-        .execute(&self.worker.pool)
-        .await;
+        let orphans = PutBack {
+            which: Selection {
+                worker_id: Some(self.worker_id.load(Ordering::Relaxed)),
+                except: Some(&ours),
+                ..Selection::default()
+            },
+            count_attempt: false,
+            note: None,
+        };
+        let result = state::put_back(&self.worker.pool, &orphans).await;
         match result {
             Ok(done) => {
                 self.reconcile = false;
-                if done.rows_affected() > 0 {
+                if !done.is_empty() {
                     warn!(
-                        jobs = done.rows_affected(),
+                        jobs = done.len(),
                         "put back jobs claimed while the connection was lost"
                     );
                 }
@@ -870,15 +864,25 @@ impl Loop<'_> {
             Ok((id, result)) => (id, result),
             Err(join_error) => {
                 let id = join_error.id();
-                let message = if join_error.is_panic() {
-                    format!(
-                        "the task panicked: {}",
-                        panic_message(join_error.into_panic())
+                // A task is only cancelled once its abort grace has passed.
+                let error = if join_error.is_panic() {
+                    TaskError::new(
+                        ErrorKind::Panic,
+                        format!(
+                            "the task panicked: {}",
+                            panic_message(join_error.into_panic())
+                        ),
                     )
                 } else {
-                    "the attempt was cancelled".to_string()
+                    TaskError::new(
+                        ErrorKind::Aborted,
+                        format!(
+                            "the job did not stop within {} s of its abort request and was cancelled",
+                            self.worker.config.abort_grace.as_secs_f64()
+                        ),
+                    )
                 };
-                (id, Err(TaskError::new(task_error::PANIC, message)))
+                (id, Err(error))
             }
         };
         let Some(running) = self.by_task.remove(&task_id) else {

@@ -213,7 +213,7 @@ pub(crate) enum MailerError {
         #[source]
         source: lettre::transport::smtp::Error,
     },
-    #[error("use EMAIL_FROM {from:?}: {source}")]
+    #[error("use EMAIL_FROM {from}: {source}")]
     From {
         from: String,
         #[source]
@@ -237,7 +237,7 @@ impl Mailer {
         let from = from
             .parse::<Mailbox>()
             .map_err(|source| MailerError::From {
-                from: from.to_string(),
+                from: dawdle::text::quote(from),
                 source,
             })?;
         match delivery {
