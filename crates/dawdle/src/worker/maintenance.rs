@@ -6,16 +6,17 @@
 use crate::state::{self, PutBack, Selection};
 use crate::task_error::ErrorKind;
 use crate::text::printable;
+use std::future::Future;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use chrono::Utc;
 use sqlx::PgPool;
 use tokio::sync::mpsc;
-use tracing::{debug, info, warn};
+use tracing::{debug, error, info, warn};
 
-use super::register_once;
+use super::backoff::Backoff;
 use super::registry::Periodic;
 
 /// Every `interval`: heartbeat (registering again if this worker was pruned),
@@ -188,4 +189,49 @@ async fn defer_tick(pool: &PgPool, entry: &Periodic, tick: i64) {
             warn!(task = %printable(&entry.task_name), tick, error = %error, "failed to defer a periodic job")
         }
     }
+}
+
+/// How registering ended.
+pub(super) enum Registered {
+    Id(i64),
+    /// `shutdown` completed first.
+    Stopped,
+    /// The database failed for longer than allowed.
+    GaveUp,
+}
+
+/// Registers the worker, retrying with backoff until it works, `shutdown`
+/// completes, or (when `give_up_after` is set) the database has failed for
+/// that long.
+pub(super) async fn register<S: Future<Output = ()>>(
+    pool: &PgPool,
+    shutdown: &mut std::pin::Pin<&mut S>,
+    give_up_after: Option<Duration>,
+) -> Registered {
+    let mut backoff = Backoff::new();
+    let first_try = Instant::now();
+    loop {
+        match register_once(pool).await {
+            Ok(id) => return Registered::Id(id),
+            Err(error) if give_up_after.is_some_and(|limit| first_try.elapsed() >= limit) => {
+                error!(error = %error, "failed to register the worker with the jobs database; giving up");
+                return Registered::GaveUp;
+            }
+            Err(error) => {
+                let wait = backoff.next_wait();
+                warn!(error = %error, retry_in_ms = wait.as_millis() as u64,
+                      "failed to register the worker with the jobs database; retrying");
+                tokio::select! {
+                    _ = shutdown.as_mut() => return Registered::Stopped,
+                    _ = tokio::time::sleep(wait) => {}
+                }
+            }
+        }
+    }
+}
+
+pub(super) async fn register_once(pool: &PgPool) -> Result<i64, sqlx::Error> {
+    sqlx::query_scalar("SELECT worker_id FROM procrastinate_register_worker_v1()")
+        .fetch_one(pool)
+        .await
 }

@@ -1,0 +1,105 @@
+//! How a worker runs, what it reports when it stops, and why it may not.
+
+use std::time::Duration;
+
+/// `WorkerConfig::prefetch` unless set otherwise.
+pub const DEFAULT_PREFETCH: usize = 1000;
+
+/// How a worker runs.
+#[derive(Debug, Clone)]
+pub struct WorkerConfig {
+    /// Queues to take jobs from; `None` takes from every queue.
+    pub queues: Option<Vec<String>>,
+    /// Jobs run at the same time.
+    pub concurrency: usize,
+    /// Most jobs claimed ahead of the free slots, held ready so that slots
+    /// never wait on a claim round trip; 0 claims only for free slots. How
+    /// many are actually held follows how fast jobs finish: about two claim
+    /// round trips' worth, so none for jobs slower than a few milliseconds.
+    pub prefetch: usize,
+    /// Longest a job claimed ahead waits for a free slot (the jobs running
+    /// turned out slower than the pace assumed) before it is put back for
+    /// other workers.
+    pub hold_limit: Duration,
+    /// Claim at least this often even without notifications.
+    pub poll_interval: Duration,
+    /// How often the worker's row in `procrastinate_workers` is refreshed.
+    pub heartbeat_interval: Duration,
+    /// On shutdown, how long running jobs may take to finish before they are
+    /// interrupted and put back for retry.
+    pub shutdown_timeout: Duration,
+    /// Stop once no runnable job is left (scripts, tests, cron).
+    pub one_shot: bool,
+    /// LISTEN for new jobs (otherwise only poll).
+    pub listen: bool,
+    /// A worker whose heartbeat is older than this is considered dead: it is
+    /// pruned and its running jobs are put back (by any live worker).
+    pub stalled_after: Duration,
+    /// After an abort request, how long a task gets to stop by itself
+    /// before the worker cancels it.
+    pub abort_grace: Duration,
+    /// Which finished jobs are deleted instead of kept.
+    pub retention: Retention,
+}
+
+/// Which finished jobs a worker deletes right away (with their history).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Retention {
+    /// Keep every job (the runbook's default: failed jobs stay for debugging).
+    #[default]
+    KeepAll,
+    /// Delete jobs that succeeded.
+    DeleteSuccessful,
+    /// Delete every finished job.
+    DeleteAll,
+}
+
+impl Default for WorkerConfig {
+    fn default() -> Self {
+        Self {
+            queues: None,
+            concurrency: 10,
+            prefetch: DEFAULT_PREFETCH,
+            hold_limit: Duration::from_secs(1),
+            poll_interval: Duration::from_secs(2),
+            heartbeat_interval: Duration::from_secs(10),
+            shutdown_timeout: Duration::from_secs(30),
+            one_shot: false,
+            listen: true,
+            stalled_after: Duration::from_secs(30),
+            abort_grace: Duration::from_secs(10),
+            retention: Retention::KeepAll,
+        }
+    }
+}
+
+/// What a worker did, returned when it stops.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct WorkerReport {
+    pub succeeded: u64,
+    /// Attempts that failed and were scheduled again.
+    pub retried: u64,
+    /// Jobs that failed for good.
+    pub failed: u64,
+    /// Attempts interrupted by shutdown and put back for retry.
+    pub interrupted: u64,
+    /// Jobs stopped because an abort was requested.
+    pub aborted: u64,
+}
+
+/// Failures that stop a worker before it starts, worded to read after "failed to …".
+#[derive(Debug, thiserror::Error)]
+pub enum WorkerError {
+    #[error("start the worker: concurrency must be at least 1")]
+    NoConcurrency,
+    #[error("start the worker: the queue list is empty (leave it unset to work on every queue)")]
+    NoQueues,
+    /// The worker's own loop (not a task) panicked. Every job it held was
+    /// finished or put back before this was returned.
+    #[error("run the worker: it stopped on an internal error ({reason}); the jobs it held were put back")]
+    Crashed { reason: String },
+    /// One-shot mode only: the jobs database did not answer for
+    /// `stalled_after`, so the run cannot finish its work.
+    #[error("run the worker in one-shot mode: the jobs database did not answer for {} s", waited.as_secs_f64())]
+    Unreachable { waited: Duration },
+}

@@ -1,0 +1,428 @@
+//! The claiming loop: one per worker. It asks for its free slots' worth of
+//! jobs plus a few held ready (see `pace`), starts them as slots free up,
+//! puts back held jobs that waited too long, and decides when to claim
+//! again: a full claim, a notification, the earliest scheduled job coming
+//! due, the poll interval. Claims run while the loop goes on.
+
+use std::collections::{HashMap, VecDeque};
+use std::future::Future;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use sqlx::PgPool;
+use tokio::sync::{mpsc, Notify};
+use tokio::task::JoinSet;
+use tracing::{error, info, warn};
+
+use super::backoff::Backoff;
+use super::completion::Completer;
+use super::config::{WorkerError, WorkerReport};
+use super::executor::Running;
+use super::maintenance::register_once;
+use super::pace::Pace;
+use super::Worker;
+use crate::job::Job;
+use crate::state::{self, Outcome, PutBack, Selection, Verdict};
+use crate::task_error::TaskError;
+use crate::text::printable;
+
+/// The claiming loop's state.
+pub(super) struct Loop<'w> {
+    pub(super) worker: &'w Worker,
+    pub(super) worker_id: Arc<AtomicI64>,
+    pub(super) completer: Completer,
+    pub(super) running: JoinSet<Result<(), TaskError>>,
+    pub(super) by_task: HashMap<tokio::task::Id, Running>,
+    /// The queues claims take from, shared with each claim in flight.
+    pub(super) queues: Arc<Option<Vec<String>>>,
+    /// Claimed jobs waiting for a free slot, in claim order.
+    pub(super) held: VecDeque<Held>,
+    pub(super) pace: Pace,
+    pub(super) report: WorkerReport,
+    /// Set when a claim failed for lack of a connection: the claim may have
+    /// committed without us seeing its rows, leaving jobs in `doing` that
+    /// nobody runs. The next claim first puts those back.
+    pub(super) reconcile: bool,
+}
+
+/// A claimed job not started yet.
+#[derive(Debug)]
+pub(super) struct Held {
+    pub(super) job: Job,
+    pub(super) claimed: Instant,
+}
+
+impl Held {
+    /// The outcome of a held job that ends without running: not an
+    /// attempt, no error.
+    pub(super) fn never_ran(&self, verdict: Verdict, delete: bool) -> Outcome {
+        Outcome {
+            job_id: self.job.id,
+            worker_id: self.job.worker_id,
+            verdict,
+            error: None,
+            attempted: false,
+            waited: self.claimed.elapsed(),
+            delete,
+            follow_ups: Vec::new(),
+        }
+    }
+}
+
+/// What a claim statement returns, with what it asked for.
+struct Claimed {
+    jobs: Result<Vec<Job>, sqlx::Error>,
+    limit: usize,
+    worker_id: i64,
+    round_trip: Duration,
+}
+
+type ClaimFuture = std::pin::Pin<Box<dyn Future<Output = Claimed> + Send>>;
+
+/// Claims up to `limit` jobs for `worker_id` with one statement.
+fn claim_jobs(
+    pool: PgPool,
+    queues: Arc<Option<Vec<String>>>,
+    worker_id: i64,
+    limit: usize,
+) -> ClaimFuture {
+    Box::pin(async move {
+        let sent = Instant::now();
+        let jobs = state::claim(&pool, queues.as_deref(), worker_id, limit).await;
+        Claimed {
+            jobs,
+            limit,
+            worker_id,
+            round_trip: sent.elapsed(),
+        }
+    })
+}
+
+impl Loop<'_> {
+    pub(super) async fn main_loop<S: Future<Output = ()>>(
+        &mut self,
+        shutdown: &mut std::pin::Pin<&mut S>,
+        wake: &Notify,
+        retries_written: &Notify,
+        abort_requests: &mut mpsc::UnboundedReceiver<i64>,
+    ) -> Result<(), WorkerError> {
+        let config = &self.worker.config;
+        // Since when claims have failed without a success in between.
+        let mut failing_since: Option<Instant> = None;
+        let mut poll = tokio::time::interval(config.poll_interval);
+        poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut claim_due = true;
+        let mut in_flight: Option<ClaimFuture> = None;
+        // After a failed claim, no other before this.
+        let mut retry_at: Option<tokio::time::Instant> = None;
+        // When the earliest job scheduled for later becomes runnable.
+        let mut next_scheduled: Option<tokio::time::Instant> = None;
+        let mut backoff = Backoff::new();
+        loop {
+            self.start_held();
+            if config.one_shot {
+                if let Some(since) = failing_since {
+                    if since.elapsed() >= config.stalled_after {
+                        error!(
+                            failing_s = since.elapsed().as_secs_f64(),
+                            "one-shot worker: the jobs database keeps failing; giving up"
+                        );
+                        return Err(WorkerError::Unreachable {
+                            waited: since.elapsed(),
+                        });
+                    }
+                }
+            }
+            if in_flight.is_none() && claim_due && retry_at.is_none() {
+                if let Some(limit) = self.claim_size() {
+                    if self.reconcile && self.put_back_orphans().await.is_err() {
+                        failing_since.get_or_insert_with(Instant::now);
+                        retry_at = Some(tokio::time::Instant::now() + backoff.next_wait());
+                        continue;
+                    }
+                    in_flight = Some(self.claim(limit));
+                }
+            }
+            let hold_expires = self
+                .held
+                .front()
+                .map(|held| tokio::time::Instant::from_std(held.claimed + config.hold_limit));
+            tokio::select! {
+                biased;
+                _ = shutdown.as_mut() => {
+                    // A claim in flight may commit: keep its jobs, to be put
+                    // back with the others held. If the database does not
+                    // answer in time, jobs it claimed are found as stalled
+                    // once this worker is gone.
+                    if let Some(claim) = in_flight.take() {
+                        let answered = tokio::time::timeout(config.shutdown_timeout, claim).await;
+                        if let Ok(Claimed { jobs: Ok(jobs), .. }) = answered {
+                            self.hold(jobs);
+                        }
+                    }
+                    return Ok(());
+                }
+                claimed = async { in_flight.as_mut().expect("guarded").await }, if in_flight.is_some() => {
+                    in_flight = None;
+                    match self.claimed(claimed).await {
+                        Ok((count, limit)) => {
+                            backoff.reset();
+                            failing_since = None;
+                            claim_due = count == limit;
+                            if count == 0 && config.one_shot && self.idle() {
+                                // Outcomes not yet written may be retries
+                                // runnable now: write them, then look once more.
+                                self.completer.flush().await;
+                                let again = self.claim(config.concurrency).await;
+                                match self.claimed(again).await {
+                                    Ok((0, _)) => return Ok(()),
+                                    Ok((count, limit)) => claim_due = count == limit,
+                                    Err(()) => {
+                                        failing_since.get_or_insert_with(Instant::now);
+                                        retry_at = Some(tokio::time::Instant::now() + backoff.next_wait());
+                                    }
+                                }
+                            } else if !claim_due {
+                                next_scheduled = self.next_scheduled().await;
+                            }
+                        }
+                        Err(()) => {
+                            failing_since.get_or_insert_with(Instant::now);
+                            retry_at = Some(tokio::time::Instant::now() + backoff.next_wait());
+                        }
+                    }
+                }
+                Some(joined) = self.running.join_next_with_id(), if !self.running.is_empty() => {
+                    self.finished(joined);
+                    while let Some(joined) = self.running.try_join_next_with_id() {
+                        self.finished(joined);
+                    }
+                    // Idle in one-shot mode: find out now whether we are done.
+                    if config.one_shot && self.idle() {
+                        claim_due = true;
+                    }
+                }
+                Some(job_id) = abort_requests.recv() => self.request_abort(job_id),
+                _ = wake.notified() => claim_due = true,
+                _ = poll.tick() => claim_due = true,
+                // A retry was recorded: its time may come before the timer's.
+                _ = retries_written.notified() => {
+                    let due = self.next_scheduled().await;
+                    next_scheduled = match (next_scheduled, due) {
+                        (Some(a), Some(b)) => Some(a.min(b)),
+                        (a, b) => a.or(b),
+                    };
+                }
+                _ = sleep_until_some(next_scheduled), if next_scheduled.is_some() => {
+                    next_scheduled = None;
+                    claim_due = true;
+                }
+                _ = sleep_until_some(retry_at), if retry_at.is_some() => {
+                    retry_at = None;
+                    claim_due = true;
+                }
+                _ = sleep_until_some(hold_expires), if hold_expires.is_some() => {
+                    self.release_expired();
+                }
+            }
+        }
+    }
+
+    /// Nothing running and nothing held.
+    pub(super) fn idle(&self) -> bool {
+        self.running.is_empty() && self.held.is_empty()
+    }
+
+    /// How many jobs to claim now, if a claim is worth its round trip:
+    /// when slots would otherwise stay free, or when the held jobs are down
+    /// to half of what the pace asks for.
+    fn claim_size(&self) -> Option<usize> {
+        let free = self.worker.config.concurrency - self.running.len();
+        let target = self.pace.target();
+        let wanted = (free + target).saturating_sub(self.held.len());
+        let worth = free > self.held.len() || self.held.len() <= target / 2;
+        (wanted > 0 && worth).then_some(wanted)
+    }
+
+    /// When the earliest job of our queues scheduled for later becomes
+    /// runnable (`None` if there is none, or on error: the poll covers it).
+    async fn next_scheduled(&self) -> Option<tokio::time::Instant> {
+        let seconds: Option<f64> = sqlx::query_scalar(
+            "SELECT EXTRACT(EPOCH FROM min(scheduled_at) - now())::float8
+             FROM procrastinate_jobs
+             WHERE status = 'todo' AND scheduled_at IS NOT NULL AND scheduled_at > now()
+               AND ($1::varchar[] IS NULL OR queue_name = ANY ($1))",
+        )
+        .bind(&self.worker.config.queues)
+        .fetch_one(&self.worker.pool)
+        .await
+        .ok()
+        .flatten();
+        let wait = Duration::try_from_secs_f64(seconds?.max(0.0)).ok()?;
+        Some(tokio::time::Instant::now() + wait)
+    }
+
+    /// Takes in what a claim returned: the jobs are held in claim order and
+    /// started as slots allow. `Ok((claimed, asked for))`; `Err` after
+    /// logging a database error.
+    async fn claimed(&mut self, claimed: Claimed) -> Result<(usize, usize), ()> {
+        let Claimed {
+            jobs,
+            limit,
+            worker_id,
+            round_trip,
+        } = claimed;
+        let mut jobs = match jobs {
+            Ok(jobs) => jobs,
+            Err(error) => {
+                let code = error
+                    .as_database_error()
+                    .and_then(|e| e.code())
+                    .map(|c| c.into_owned());
+                match code.as_deref() {
+                    // Another claimer took the last job of a lock between our
+                    // snapshot and our update: nothing is wrong, claim again.
+                    Some("23505") => return Ok((0, 0)),
+                    // This worker was pruned as stalled: register anew.
+                    Some("23503") => {
+                        warn!(
+                            worker_id,
+                            "the worker was pruned as stalled; registering again"
+                        );
+                        if let Ok(id) = register_once(&self.worker.pool).await {
+                            self.worker_id.store(id, Ordering::Relaxed);
+                        }
+                    }
+                    Some(_) => warn!(error = %error, "failed to claim jobs; retrying"),
+                    None => {
+                        warn!(error = %error, "failed to claim jobs (connection); retrying");
+                        self.reconcile = true;
+                    }
+                }
+                return Err(());
+            }
+        };
+        self.pace.claim_answered(round_trip, Instant::now());
+        jobs.sort_by(|a, b| b.priority.cmp(&a.priority).then(a.id.cmp(&b.id)));
+        let count = jobs.len();
+        self.hold(jobs);
+        self.start_held();
+        Ok((count, limit))
+    }
+
+    /// Claims up to `limit` jobs for this worker.
+    fn claim(&self, limit: usize) -> ClaimFuture {
+        claim_jobs(
+            self.worker.pool.clone(),
+            self.queues.clone(),
+            self.worker_id.load(Ordering::Relaxed),
+            limit,
+        )
+    }
+
+    /// Queues claimed jobs for the next free slots, in the order given.
+    pub(super) fn hold(&mut self, jobs: Vec<Job>) {
+        let claimed = Instant::now();
+        self.held
+            .extend(jobs.into_iter().map(|job| Held { job, claimed }));
+    }
+
+    /// Starts held jobs while slots are free.
+    pub(super) fn start_held(&mut self) {
+        while self.running.len() < self.worker.config.concurrency {
+            let Some(Held { job, claimed }) = self.held.pop_front() else {
+                break;
+            };
+            self.pace.job_started();
+            self.start(job, claimed.elapsed());
+        }
+    }
+
+    /// Puts back held jobs that waited longer than the hold limit for a
+    /// slot: the jobs running are slower than the pace assumed, and other
+    /// workers may have room for them.
+    fn release_expired(&mut self) {
+        let limit = self.worker.config.hold_limit;
+        let now = Instant::now();
+        let mut released = 0;
+        while self
+            .held
+            .front()
+            .is_some_and(|held| now.duration_since(held.claimed) >= limit)
+        {
+            let held = self.held.pop_front().expect("checked above");
+            self.release(held);
+            released += 1;
+        }
+        if released > 0 {
+            self.pace.slow_down(now);
+            info!(
+                jobs = released,
+                hold_limit_s = limit.as_secs_f64(),
+                "put back jobs held ready that found no free slot in time"
+            );
+        }
+    }
+
+    /// Hands a held job back to the queue: not an attempt, no error.
+    pub(super) fn release(&mut self, held: Held) {
+        let job = &held.job;
+        info!(job_id = job.id, task = %printable(&job.task_name), queue = %printable(&job.queue_name),
+              attempt = job.attempts + 1,
+              held_ms = held.claimed.elapsed().as_secs_f64() * 1000.0,
+              "job put back unstarted");
+        self.completer.send(held.never_ran(Verdict::Release, false));
+    }
+
+    /// Puts back `doing` jobs of this worker that it neither runs, holds nor
+    /// has an outcome for: claimed by a statement whose answer was lost.
+    async fn put_back_orphans(&mut self) -> Result<(), ()> {
+        // Outcomes still buffered belong to jobs that are legitimately doing.
+        if tokio::time::timeout(Duration::from_secs(5), self.completer.flush())
+            .await
+            .is_err()
+        {
+            return Err(());
+        }
+        let ours: Vec<i64> = self
+            .by_task
+            .values()
+            .map(|running| running.job.id)
+            .chain(self.held.iter().map(|held| held.job.id))
+            .collect();
+        let orphans = PutBack {
+            which: Selection {
+                worker_id: Some(self.worker_id.load(Ordering::Relaxed)),
+                except: Some(&ours),
+                ..Selection::default()
+            },
+            count_attempt: false,
+            note: None,
+        };
+        let result = state::put_back(&self.worker.pool, &orphans).await;
+        match result {
+            Ok(done) => {
+                self.reconcile = false;
+                if !done.is_empty() {
+                    warn!(
+                        jobs = done.len(),
+                        "put back jobs claimed while the connection was lost"
+                    );
+                }
+                Ok(())
+            }
+            Err(error) => {
+                warn!(error = %error, "failed to check for jobs claimed while the connection was lost");
+                Err(())
+            }
+        }
+    }
+}
+
+async fn sleep_until_some(deadline: Option<tokio::time::Instant>) {
+    match deadline {
+        Some(deadline) => tokio::time::sleep_until(deadline).await,
+        None => std::future::pending().await,
+    }
+}
