@@ -489,7 +489,10 @@ async fn jobs(explicit_url: Option<&str>, args: JobsArgs) -> Result<ExitCode, Fa
                 job.lock.clone().unwrap_or_else(|| "-".into()),
                 output::timestamp(job.scheduled_at),
                 output::timestamp(Some(job.created_at)),
-                job.args.to_string(),
+                match &job.args_error {
+                    Some(why) => format!("(unreadable) {why}"),
+                    None => job.args.to_string(),
+                },
             ]
         })
         .collect();

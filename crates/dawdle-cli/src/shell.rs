@@ -228,12 +228,12 @@ async fn execute(pool: &PgPool, line: &str) -> Result<Flow, Failure> {
                         job.attempts,
                         job.priority,
                         crate::output::timestamp(job.scheduled_at),
-                        job.args,
+                        job.args_error.as_deref().map_or_else(|| job.args.to_string(), |why| format!("(unreadable: {why})")),
                         job.lock.as_deref().unwrap_or("-"),
                         job.queueing_lock.as_deref().unwrap_or("-"),
                     ));
                 }
-                println!("{line}");
+                println!("{}", shell_line(&line));
             }
         }
         "list_queues" | "list_tasks" | "list_locks" => {
@@ -245,7 +245,7 @@ async fn execute(pool: &PgPool, line: &str) -> Result<Flow, Failure> {
             for group in admin::group_counts(pool, grouping, &arguments.filter).await? {
                 println!(
                     "{}: {} jobs (todo: {}, doing: {}, succeeded: {}, failed: {}, cancelled: {}, aborted: {})",
-                    group.name, group.jobs, group.todo, group.doing, group.succeeded, group.failed,
+                    shell_line(&group.name), group.jobs, group.todo, group.doing, group.succeeded, group.failed,
                     group.cancelled, group.aborted
                 );
             }
@@ -281,7 +281,7 @@ async fn execute(pool: &PgPool, line: &str) -> Result<Flow, Failure> {
                 limit: Some(50),
             };
             for job in admin::failed_jobs(pool, &filter).await? {
-                println!(
+                let line = format!(
                     "#{} {} on {} - {}: {}",
                     job.id,
                     job.task_name,
@@ -289,6 +289,7 @@ async fn execute(pool: &PgPool, line: &str) -> Result<Flow, Failure> {
                     job.error.as_deref().unwrap_or("-"),
                     job.error_message.as_deref().unwrap_or("-")
                 );
+                println!("{}", shell_line(&line));
             }
         }
         "check" => match arguments.positional.first() {
@@ -312,7 +313,7 @@ async fn execute(pool: &PgPool, line: &str) -> Result<Flow, Failure> {
                             )
                         })
                         .collect();
-                    println!("{}", cells.join(" "));
+                    println!("{}", shell_line(&cells.join(" ")));
                 }
             }
         },
@@ -348,10 +349,11 @@ async fn execute(pool: &PgPool, line: &str) -> Result<Flow, Failure> {
 
 async fn print_one(pool: &PgPool, id: i64) -> Result<(), Failure> {
     if let Some(job) = admin::get_job(pool, id).await? {
-        println!(
+        let line = format!(
             "#{} {} on {} - [{}]",
             job.id, job.task_name, job.queue_name, job.status
         );
+        println!("{}", shell_line(&line));
     }
     Ok(())
 }
@@ -409,3 +411,12 @@ impl Hinter for ShellHelper {
 impl Highlighter for ShellHelper {}
 impl Validator for ShellHelper {}
 impl Helper for ShellHelper {}
+
+/// Most characters of one line the shell prints about a row.
+const MAX_SHELL_LINE_CHARS: usize = 2000;
+
+/// A line about rows, made printable and bounded: its values come from rows
+/// anyone may have written.
+fn shell_line(line: &str) -> String {
+    crate::output::field_text(line, MAX_SHELL_LINE_CHARS)
+}
