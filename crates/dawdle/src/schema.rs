@@ -46,6 +46,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "plan_trigger_joins_for_any_size",
         sql: include_str!("../migrations/0004_plan_trigger_joins_for_any_size.sql"),
     },
+    Migration {
+        version: 5,
+        name: "wake_the_next_job_of_a_freed_lock",
+        sql: include_str!("../migrations/0005_wake_the_next_job_of_a_freed_lock.sql"),
+    },
 ];
 
 /// The version a fully migrated database is at.
