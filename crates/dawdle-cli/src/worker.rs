@@ -125,25 +125,26 @@ pub(crate) async fn run(explicit_url: Option<&str>, args: WorkerArgs) -> Result<
         entry.periodic_id = cron.trim().to_string();
         periodic.push(entry);
     }
-    let config = WorkerConfig {
-        queues: args.queues,
-        concurrency: args.concurrency as usize,
-        prefetch: args.prefetch as usize,
-        poll_interval: seconds(args.poll_interval, "--poll-interval")?
-            .max(Duration::from_millis(10)),
-        shutdown_timeout: seconds(args.shutdown_timeout, "--shutdown-timeout")?,
-        one_shot: args.one_shot,
-        heartbeat_interval: seconds(args.heartbeat_interval, "--heartbeat-interval")?
-            .max(Duration::from_millis(50)),
-        stalled_after: seconds(args.stalled_after, "--stalled-after")?,
-        abort_grace: seconds(args.abort_grace, "--abort-grace")?,
-        retention: match args.delete_finished {
+    let config = WorkerConfig::default()
+        .queues(args.queues)
+        .concurrency(args.concurrency as usize)
+        .prefetch(args.prefetch as usize)
+        .poll_interval(
+            seconds(args.poll_interval, "--poll-interval")?.max(Duration::from_millis(10)),
+        )
+        .shutdown_timeout(seconds(args.shutdown_timeout, "--shutdown-timeout")?)
+        .one_shot(args.one_shot)
+        .heartbeat_interval(
+            seconds(args.heartbeat_interval, "--heartbeat-interval")?
+                .max(Duration::from_millis(50)),
+        )
+        .stalled_after(seconds(args.stalled_after, "--stalled-after")?)
+        .abort_grace(seconds(args.abort_grace, "--abort-grace")?)
+        .retention(match args.delete_finished {
             RetentionArg::Never => dawdle::Retention::KeepAll,
             RetentionArg::Successful => dawdle::Retention::DeleteSuccessful,
             RetentionArg::Always => dawdle::Retention::DeleteAll,
-        },
-        ..WorkerConfig::default()
-    };
+        });
     // Claims, completions and heartbeats each use a connection; tasks may
     // borrow a few more to defer follow-up jobs. A database that is not up
     // yet (services starting together) is waited for, not a reason to exit.

@@ -38,6 +38,6 @@ pub use retry::RetryStrategy;
 pub use task::Task;
 pub use task_error::{ErrorKind, TaskError};
 pub use worker::{
-    AttemptEnd, Middleware, Periodic, Registry, Retention, Worker, WorkerConfig, WorkerError,
-    WorkerReport,
+    AttemptEnd, JobEvent, JobOutcome, Middleware, Periodic, Registry, Retention, Worker,
+    WorkerBuilder, WorkerConfig, WorkerError, WorkerHandle, WorkerReport,
 };

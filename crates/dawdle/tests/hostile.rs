@@ -45,12 +45,10 @@ fn registry() -> Registry {
 }
 
 fn one_shot() -> WorkerConfig {
-    WorkerConfig {
-        one_shot: true,
-        concurrency: 8,
-        poll_interval: Duration::from_millis(200),
-        ..WorkerConfig::default()
-    }
+    WorkerConfig::default()
+        .one_shot(true)
+        .concurrency(8)
+        .poll_interval(Duration::from_millis(200))
 }
 
 /// Runs a one-shot worker to its end, which must come, and normally.
@@ -444,11 +442,9 @@ async fn a_panic_in_the_worker_loop_leaves_no_job_behind() {
     let worker = Worker::new(
         pool.clone(),
         registry(),
-        WorkerConfig {
-            concurrency: 4,
-            shutdown_timeout: Duration::from_secs(5),
-            ..WorkerConfig::default()
-        },
+        WorkerConfig::default()
+            .concurrency(4)
+            .shutdown_timeout(Duration::from_secs(5)),
     );
     let watch = pool.clone();
     let crash = async move {
@@ -506,10 +502,9 @@ async fn a_one_shot_worker_gives_up_on_an_unreachable_database() {
     let worker = Worker::new(
         pool,
         registry(),
-        WorkerConfig {
-            stalled_after: Duration::from_secs(1),
-            ..one_shot()
-        },
+        one_shot()
+            .stalled_after(Duration::from_secs(1))
+            .heartbeat_interval(Duration::from_millis(200)),
     );
     let ended = tokio::time::timeout(Duration::from_secs(30), worker.run(std::future::pending()))
         .await
@@ -560,10 +555,7 @@ async fn a_conflicting_follow_up_is_skipped_alone() {
     let worker = Worker::new(
         pool.clone(),
         registry,
-        WorkerConfig {
-            queues: Some(vec!["default".into()]),
-            ..one_shot()
-        },
+        one_shot().queues(Some(vec!["default".into()])),
     );
     tokio::time::timeout(Duration::from_secs(30), worker.run(std::future::pending()))
         .await

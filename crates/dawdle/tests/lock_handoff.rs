@@ -73,10 +73,7 @@ fn spawn_worker(
 }
 
 fn slow_poller() -> WorkerConfig {
-    WorkerConfig {
-        poll_interval: POLL,
-        ..WorkerConfig::default()
-    }
+    WorkerConfig::default().poll_interval(POLL)
 }
 
 fn sleep_job(lock: &str) -> NewJob {
@@ -165,10 +162,7 @@ async fn the_hand_off_crosses_workers() {
         .collect();
     let ids = defer_batch(&pool, &jobs).await.unwrap();
 
-    let on_queue = |queue: &str| WorkerConfig {
-        queues: Some(vec![queue.to_string()]),
-        ..slow_poller()
-    };
+    let on_queue = |queue: &str| slow_poller().queues(Some(vec![queue.to_string()]));
     let (stop_a, worker_a) = spawn_worker(&pool, on_queue("a"));
     let (stop_b, worker_b) = spawn_worker(&pool, on_queue("b"));
     eventually(DEADLINE, "all ten jobs to succeed", || async {
@@ -282,13 +276,7 @@ async fn a_worker_that_deletes_finished_jobs_hands_their_locks_on() {
     let jobs: Vec<NewJob> = (0..10).map(|_| sleep_job("L")).collect();
     defer_batch(&pool, &jobs).await.unwrap();
 
-    let (stop_worker, worker) = spawn_worker(
-        &pool,
-        WorkerConfig {
-            retention: Retention::DeleteAll,
-            ..slow_poller()
-        },
-    );
+    let (stop_worker, worker) = spawn_worker(&pool, slow_poller().retention(Retention::DeleteAll));
     eventually(DEADLINE, "all ten jobs to run and be deleted", || async {
         count(&pool, "SELECT count(*) FROM procrastinate_jobs").await == 0
     })

@@ -69,23 +69,14 @@ async fn fast_slow_fast(pool: &PgPool, seconds: f64) -> i64 {
 }
 
 fn one_slot(hold_limit: Duration) -> WorkerConfig {
-    WorkerConfig {
-        concurrency: 1,
-        hold_limit,
-        poll_interval: Duration::from_millis(100),
-        ..WorkerConfig::default()
-    }
+    WorkerConfig::default()
+        .concurrency(1)
+        .hold_limit(hold_limit)
+        .poll_interval(Duration::from_millis(100))
 }
 
 async fn run_one_shot(pool: &PgPool, config: WorkerConfig) -> WorkerReport {
-    let worker = Worker::new(
-        pool.clone(),
-        registry(),
-        WorkerConfig {
-            one_shot: true,
-            ..config
-        },
-    );
+    let worker = Worker::new(pool.clone(), registry(), config.one_shot(true));
     tokio::time::timeout(Duration::from_secs(60), worker.run(std::future::pending()))
         .await
         .expect("the one-shot worker finished within 60 s")
@@ -230,10 +221,7 @@ async fn holding_behind_a_slow_job(
     let worker = Worker::new(
         pool.clone(),
         registry(),
-        WorkerConfig {
-            shutdown_timeout: Duration::from_millis(200),
-            ..one_slot(Duration::from_secs(60))
-        },
+        one_slot(Duration::from_secs(60)).shutdown_timeout(Duration::from_millis(200)),
     );
     let task = tokio::spawn(worker.run(async {
         let _ = stopped.await;

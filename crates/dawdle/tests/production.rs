@@ -163,13 +163,11 @@ fn registry() -> Registry {
 }
 
 fn config() -> WorkerConfig {
-    WorkerConfig {
-        poll_interval: Duration::from_millis(100),
-        heartbeat_interval: Duration::from_millis(100),
-        stalled_after: Duration::from_secs(1),
-        abort_grace: Duration::from_millis(300),
-        ..WorkerConfig::default()
-    }
+    WorkerConfig::default()
+        .poll_interval(Duration::from_millis(100))
+        .heartbeat_interval(Duration::from_millis(100))
+        .stalled_after(Duration::from_secs(1))
+        .abort_grace(Duration::from_millis(300))
 }
 
 /// A worker running in the background until `stop`.
@@ -320,14 +318,7 @@ async fn a_job_over_its_timeout_fails_as_timeout_error_and_is_retried() {
     let id = defer(pool, &NewJob::new("test.slow", json!({})).unwrap())
         .await
         .unwrap();
-    let worker = start(
-        pool,
-        registry(),
-        WorkerConfig {
-            one_shot: true,
-            ..config()
-        },
-    );
+    let worker = start(pool, registry(), config().one_shot(true));
     let report = worker.task.await.unwrap().unwrap();
     drop(worker.stop);
     assert_eq!((report.retried, report.failed), (1, 1));
@@ -405,11 +396,9 @@ async fn retention_deletes_successes_and_the_cleanup_task_removes_old_jobs() {
     let worker = start(
         pool,
         registry(),
-        WorkerConfig {
-            one_shot: true,
-            retention: Retention::DeleteSuccessful,
-            ..config()
-        },
+        config()
+            .one_shot(true)
+            .retention(Retention::DeleteSuccessful),
     );
     worker.task.await.unwrap().unwrap();
     assert_eq!(
@@ -451,14 +440,7 @@ async fn retention_deletes_successes_and_the_cleanup_task_removes_old_jobs() {
     )
     .await
     .unwrap();
-    let worker = start(
-        pool,
-        registry(),
-        WorkerConfig {
-            one_shot: true,
-            ..config()
-        },
-    );
+    let worker = start(pool, registry(), config().one_shot(true));
     worker.task.await.unwrap().unwrap();
     assert_eq!(
         count(
@@ -513,15 +495,8 @@ async fn middleware_sees_every_attempt() {
     .await
     .unwrap();
     let recorder = Recorder::default();
-    let worker = Worker::new(
-        pool.clone(),
-        registry(),
-        WorkerConfig {
-            one_shot: true,
-            ..config()
-        },
-    )
-    .with_middleware(recorder.clone());
+    let worker = Worker::new(pool.clone(), registry(), config().one_shot(true))
+        .with_middleware(recorder.clone());
     start_worker(worker).task.await.unwrap().unwrap();
     let mut calls = recorder.0.lock().unwrap().clone();
     calls.sort();
@@ -552,14 +527,7 @@ async fn follow_up_jobs_exist_only_if_the_success_is_recorded() {
     )
     .await
     .unwrap();
-    let worker = start(
-        pool,
-        registry(),
-        WorkerConfig {
-            one_shot: true,
-            ..config()
-        },
-    );
+    let worker = start(pool, registry(), config().one_shot(true));
     worker.task.await.unwrap().unwrap();
     let after: Vec<i64> = sqlx::query_scalar(
         "SELECT (args->>'after')::bigint FROM procrastinate_jobs WHERE task_name = 'test.quick'",
@@ -628,10 +596,7 @@ async fn a_retry_runs_when_due_without_waiting_for_the_next_poll() {
     let worker = start(
         pool,
         registry(),
-        WorkerConfig {
-            poll_interval: Duration::from_secs(3600),
-            ..config()
-        },
+        config().poll_interval(Duration::from_secs(3600)),
     );
     eventually("the retry to succeed", async || {
         status(pool, id).await == "succeeded"
@@ -701,14 +666,7 @@ async fn tasks_reach_shared_state_through_their_context() {
     let counter = Counter::default();
     let mut with_state = registry();
     with_state.with_state(counter.clone());
-    let worker = start(
-        pool,
-        with_state,
-        WorkerConfig {
-            one_shot: true,
-            ..config()
-        },
-    );
+    let worker = start(pool, with_state, config().one_shot(true));
     let report = worker.task.await.unwrap().unwrap();
     assert_eq!(report.succeeded, 3);
     assert_eq!(counter.0.load(std::sync::atomic::Ordering::SeqCst), 3);
@@ -717,13 +675,6 @@ async fn tasks_reach_shared_state_through_their_context() {
     defer(pool, &NewJob::new("test.count", json!({})).unwrap())
         .await
         .unwrap();
-    let worker = start(
-        pool,
-        registry(),
-        WorkerConfig {
-            one_shot: true,
-            ..config()
-        },
-    );
+    let worker = start(pool, registry(), config().one_shot(true));
     assert_eq!(worker.task.await.unwrap().unwrap().failed, 1);
 }

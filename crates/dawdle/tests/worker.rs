@@ -139,11 +139,9 @@ fn registry() -> Registry {
 }
 
 fn one_shot() -> WorkerConfig {
-    WorkerConfig {
-        one_shot: true,
-        poll_interval: Duration::from_millis(100),
-        ..WorkerConfig::default()
-    }
+    WorkerConfig::default()
+        .one_shot(true)
+        .poll_interval(Duration::from_millis(100))
 }
 
 async fn run_worker(pool: &PgPool, config: WorkerConfig) -> WorkerReport {
@@ -371,10 +369,7 @@ async fn a_panicking_task_fails_its_job_and_the_worker_carries_on() {
 async fn notifications_wake_the_worker_long_before_the_poll_interval() {
     let db = TestDatabase::with_schema().await;
     let pool = db.pool().clone();
-    let config = WorkerConfig {
-        poll_interval: Duration::from_secs(3600),
-        ..WorkerConfig::default()
-    };
+    let config = WorkerConfig::default().poll_interval(Duration::from_secs(3600));
     let (stop, worker) = spawn_worker(&pool, config);
     eventually(
         Duration::from_secs(10),
@@ -404,10 +399,7 @@ async fn shutdown_lets_short_jobs_finish_and_puts_long_ones_back() {
     let pool = db.pool().clone();
     let short = job(&pool, "test.sleepy", json!({"ms": 300})).await;
     let long = job(&pool, "test.sleepy", json!({"ms": 60_000})).await;
-    let config = WorkerConfig {
-        shutdown_timeout: Duration::from_secs(2),
-        ..WorkerConfig::default()
-    };
+    let config = WorkerConfig::default().shutdown_timeout(Duration::from_secs(2));
     let (stop, worker) = spawn_worker(&pool, config);
     eventually(Duration::from_secs(10), "both jobs to start", || async {
         count(
@@ -442,10 +434,7 @@ async fn shutdown_lets_short_jobs_finish_and_puts_long_ones_back() {
 async fn heartbeats_keep_the_worker_row_fresh() {
     let db = TestDatabase::with_schema().await;
     let pool = db.pool().clone();
-    let config = WorkerConfig {
-        heartbeat_interval: Duration::from_millis(100),
-        ..WorkerConfig::default()
-    };
+    let config = WorkerConfig::default().heartbeat_interval(Duration::from_millis(100));
     let (stop, worker) = spawn_worker(&pool, config);
     eventually(
         Duration::from_secs(10),
@@ -503,11 +492,9 @@ async fn a_database_restart_mid_drain_loses_no_job() {
         .collect();
     defer_batch(&pool, &jobs).await.unwrap();
 
-    let config = WorkerConfig {
-        poll_interval: Duration::from_millis(200),
-        concurrency: 20,
-        ..WorkerConfig::default()
-    };
+    let config = WorkerConfig::default()
+        .poll_interval(Duration::from_millis(200))
+        .concurrency(20);
     let (stop, worker) = spawn_worker(&pool, config);
     eventually(
         Duration::from_secs(30),
@@ -610,14 +597,7 @@ async fn python_and_rust_workers_drain_one_queue_with_shared_locks() {
     let python = tokio::spawn(async move {
         common::run_script(&url, "work.py", &["--deadline", "90"], "").await
     });
-    let rust = run_worker(
-        pool,
-        WorkerConfig {
-            concurrency: 5,
-            ..one_shot()
-        },
-    )
-    .await;
+    let rust = run_worker(pool, one_shot().concurrency(5)).await;
     let python = python.await.unwrap().expect_success();
     assert_eq!(python.json()["ok"], true);
 

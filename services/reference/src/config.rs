@@ -275,17 +275,17 @@ impl Settings {
     }
 
     pub(crate) fn worker_config(&self) -> Result<dawdle::WorkerConfig, InvalidSetting> {
-        Ok(dawdle::WorkerConfig {
-            concurrency: self.job_concurrency as usize,
-            // Below 10 ms the worker would spin on an idle database.
-            poll_interval: seconds("JOB_POLL_INTERVAL_SECONDS", self.job_poll_interval_seconds)?
-                .max(Duration::from_millis(10)),
-            shutdown_timeout: seconds(
-                "JOB_SHUTDOWN_TIMEOUT_SECONDS",
-                self.job_shutdown_timeout_seconds,
-            )?,
-            ..dawdle::WorkerConfig::default()
-        })
+        // Below 10 ms the worker would spin on an idle database.
+        let poll_interval = seconds("JOB_POLL_INTERVAL_SECONDS", self.job_poll_interval_seconds)?
+            .max(Duration::from_millis(10));
+        let shutdown_timeout = seconds(
+            "JOB_SHUTDOWN_TIMEOUT_SECONDS",
+            self.job_shutdown_timeout_seconds,
+        )?;
+        Ok(dawdle::WorkerConfig::default()
+            .concurrency(self.job_concurrency as usize)
+            .poll_interval(poll_interval)
+            .shutdown_timeout(shutdown_timeout))
     }
 
     pub(crate) fn outbox_poll_interval(&self) -> Result<Duration, InvalidSetting> {

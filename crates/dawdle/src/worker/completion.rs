@@ -12,11 +12,12 @@ use std::time::Duration;
 use sqlx::PgPool;
 use std::sync::Arc;
 
-use tokio::sync::{mpsc, oneshot, Notify};
+use tokio::sync::{broadcast, mpsc, oneshot, Notify};
 use tracing::warn;
 
 use crate::state::{Outcome, Verdict};
 use crate::worker::backoff::Backoff;
+use crate::worker::handle::{JobEvent, JobOutcome};
 
 /// Most outcomes written by one statement.
 const MAX_FLUSH: usize = 2000;
@@ -44,9 +45,10 @@ impl Completer {
         pool: PgPool,
         give_up_after: Duration,
         retries_written: Arc<Notify>,
+        events: broadcast::Sender<JobEvent>,
     ) -> (Self, tokio::task::JoinHandle<()>) {
         let (sender, receiver) = mpsc::unbounded_channel();
-        let task = tokio::spawn(run(pool, receiver, give_up_after, retries_written));
+        let task = tokio::spawn(run(pool, receiver, give_up_after, retries_written, events));
         (Self { sender }, task)
     }
 
@@ -69,6 +71,7 @@ async fn run(
     mut receiver: mpsc::UnboundedReceiver<Message>,
     give_up_after: Duration,
     retries_written: Arc<Notify>,
+    events: broadcast::Sender<JobEvent>,
 ) {
     let mut batch: Vec<Outcome> = Vec::new();
     let mut acks: Vec<oneshot::Sender<()>> = Vec::new();
@@ -106,6 +109,11 @@ async fn run(
                 {
                     retries_written.notify_one();
                 }
+                if events.receiver_count() > 0 {
+                    for outcome in &batch {
+                        let _ = events.send(event(outcome));
+                    }
+                }
                 batch.clear();
                 // An ack waits for everything sent before it, which may span
                 // several flushes: answer only once nothing is left buffered.
@@ -141,5 +149,36 @@ fn take(message: Message, batch: &mut Vec<Outcome>, acks: &mut Vec<oneshot::Send
     match message {
         Message::Outcome(outcome) => batch.push(outcome),
         Message::Flush(ack) => acks.push(ack),
+    }
+}
+
+/// The event telling subscribers that `outcome` is recorded.
+fn event(outcome: &Outcome) -> JobEvent {
+    let error = || {
+        outcome.error.as_ref().map_or(
+            (crate::task_error::ErrorKind::Generic, String::new()),
+            |error| (error.error_kind(), error.message().to_string()),
+        )
+    };
+    let outcome_kind = if outcome.delete {
+        JobOutcome::Deleted
+    } else {
+        match outcome.verdict {
+            Verdict::Succeeded => JobOutcome::Succeeded,
+            Verdict::Retry { at } => {
+                let (kind, message) = error();
+                JobOutcome::Retrying { kind, message, at }
+            }
+            Verdict::Failed => {
+                let (kind, message) = error();
+                JobOutcome::Failed { kind, message }
+            }
+            Verdict::Aborted => JobOutcome::Aborted,
+            Verdict::Release => JobOutcome::PutBack,
+        }
+    };
+    JobEvent {
+        job_id: outcome.job_id,
+        outcome: outcome_kind,
     }
 }

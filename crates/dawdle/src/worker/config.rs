@@ -5,8 +5,11 @@ use std::time::Duration;
 /// `WorkerConfig::prefetch` unless set otherwise.
 pub const DEFAULT_PREFETCH: usize = 1000;
 
-/// How a worker runs.
+/// How a worker runs. The defaults are [`WorkerConfig::default`]'s, the one
+/// place they are written; change a field with its setter of the same name:
+/// `WorkerConfig::default().concurrency(20).one_shot(true)`.
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub struct WorkerConfig {
     /// Queues to take jobs from; `None` takes from every queue.
     pub queues: Option<Vec<String>>,
@@ -73,6 +76,107 @@ impl Default for WorkerConfig {
     }
 }
 
+impl WorkerConfig {
+    /// Sets [`WorkerConfig::queues`].
+    pub fn queues(mut self, queues: Option<Vec<String>>) -> Self {
+        self.queues = queues;
+        self
+    }
+
+    /// Sets [`WorkerConfig::concurrency`].
+    pub fn concurrency(mut self, concurrency: usize) -> Self {
+        self.concurrency = concurrency;
+        self
+    }
+
+    /// Sets [`WorkerConfig::prefetch`].
+    pub fn prefetch(mut self, prefetch: usize) -> Self {
+        self.prefetch = prefetch;
+        self
+    }
+
+    /// Sets [`WorkerConfig::hold_limit`].
+    pub fn hold_limit(mut self, hold_limit: Duration) -> Self {
+        self.hold_limit = hold_limit;
+        self
+    }
+
+    /// Sets [`WorkerConfig::poll_interval`].
+    pub fn poll_interval(mut self, poll_interval: Duration) -> Self {
+        self.poll_interval = poll_interval;
+        self
+    }
+
+    /// Sets [`WorkerConfig::heartbeat_interval`].
+    pub fn heartbeat_interval(mut self, heartbeat_interval: Duration) -> Self {
+        self.heartbeat_interval = heartbeat_interval;
+        self
+    }
+
+    /// Sets [`WorkerConfig::shutdown_timeout`].
+    pub fn shutdown_timeout(mut self, shutdown_timeout: Duration) -> Self {
+        self.shutdown_timeout = shutdown_timeout;
+        self
+    }
+
+    /// Sets [`WorkerConfig::one_shot`].
+    pub fn one_shot(mut self, one_shot: bool) -> Self {
+        self.one_shot = one_shot;
+        self
+    }
+
+    /// Sets [`WorkerConfig::listen`].
+    pub fn listen(mut self, listen: bool) -> Self {
+        self.listen = listen;
+        self
+    }
+
+    /// Sets [`WorkerConfig::stalled_after`].
+    pub fn stalled_after(mut self, stalled_after: Duration) -> Self {
+        self.stalled_after = stalled_after;
+        self
+    }
+
+    /// Sets [`WorkerConfig::abort_grace`].
+    pub fn abort_grace(mut self, abort_grace: Duration) -> Self {
+        self.abort_grace = abort_grace;
+        self
+    }
+
+    /// Sets [`WorkerConfig::retention`].
+    pub fn retention(mut self, retention: Retention) -> Self {
+        self.retention = retention;
+        self
+    }
+
+    /// Checks the settings against each other; `Worker::builder` calls it
+    /// when building, `Worker::run` before starting.
+    pub fn validate(&self) -> Result<(), WorkerError> {
+        if self.concurrency == 0 {
+            return Err(WorkerError::NoConcurrency);
+        }
+        if self.queues.as_ref().is_some_and(Vec::is_empty) {
+            return Err(WorkerError::NoQueues);
+        }
+        let invalid = |why: String| Err(WorkerError::InvalidConfig(why));
+        if self.poll_interval.is_zero() {
+            return invalid("the poll interval must be longer than zero".into());
+        }
+        if self.heartbeat_interval.is_zero() {
+            return invalid("the heartbeat interval must be longer than zero".into());
+        }
+        if self.heartbeat_interval >= self.stalled_after {
+            return invalid(format!(
+                "the heartbeat interval ({} s) must be shorter than stalled_after ({} s), or \
+                 live workers are taken for stalled ones",
+                self.heartbeat_interval.as_secs_f64(),
+                self.stalled_after.as_secs_f64()
+            ));
+        }
+        Ok(())
+    }
+}
+
 /// What a worker did, returned when it stops.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
 pub struct WorkerReport {
@@ -94,6 +198,9 @@ pub enum WorkerError {
     NoConcurrency,
     #[error("start the worker: the queue list is empty (leave it unset to work on every queue)")]
     NoQueues,
+    /// Settings that contradict each other.
+    #[error("start the worker: {0}")]
+    InvalidConfig(String),
     /// The worker's own loop (not a task) panicked. Every job it held was
     /// finished or put back before this was returned.
     #[error("run the worker: it stopped on an internal error ({reason}); the jobs it held were put back")]

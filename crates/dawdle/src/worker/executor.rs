@@ -13,6 +13,7 @@ use tokio::sync::watch;
 use tracing::{error, info};
 
 use super::config::Retention;
+use super::handle::{Control, Stop};
 use super::middleware::AttemptEnd;
 use super::producer::Loop;
 use crate::context::JobContext;
@@ -253,7 +254,7 @@ impl Loop<'_> {
 
     /// After the loop: let running jobs finish within `timeout`, then put the
     /// others back for retry.
-    pub(super) async fn drain(&mut self, timeout: Duration) {
+    pub(super) async fn drain(&mut self, timeout: Duration, stop: watch::Receiver<Stop>) {
         // Held jobs go back first, so that other workers can start them
         // while these finish.
         let held = self.held.len();
@@ -274,11 +275,18 @@ impl Loop<'_> {
             );
         }
         let deadline = tokio::time::Instant::now() + timeout;
+        // Asked to stop now while draining: stop waiting.
+        let now = Control::stop_now_requested(stop);
+        tokio::pin!(now);
         while !self.running.is_empty() {
-            match tokio::time::timeout_at(deadline, self.running.join_next_with_id()).await {
-                Ok(Some(joined)) => self.finished(joined),
-                Ok(None) => break,
-                Err(_) => break,
+            tokio::select! {
+                joined = tokio::time::timeout_at(deadline, self.running.join_next_with_id()) => {
+                    match joined {
+                        Ok(Some(joined)) => self.finished(joined),
+                        Ok(None) | Err(_) => break,
+                    }
+                }
+                _ = &mut now => break,
             }
         }
         self.running.abort_all();

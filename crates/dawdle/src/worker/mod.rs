@@ -35,6 +35,7 @@ mod backoff;
 mod completion;
 mod config;
 mod executor;
+mod handle;
 mod maintenance;
 mod middleware;
 mod notifier;
@@ -56,12 +57,14 @@ use tokio::task::JoinSet;
 use tracing::{error, info, warn};
 
 pub use config::{Retention, WorkerConfig, WorkerError, WorkerReport, DEFAULT_PREFETCH};
+pub use handle::{JobEvent, JobOutcome, WorkerHandle, WorkerStopped};
 pub use middleware::{AttemptEnd, LogJobs, Middleware};
 pub use registry::{Periodic, Registry};
 
 use crate::state::{self, PutBack, Selection};
 use completion::Completer;
 use executor::panic_message;
+use handle::{Control, Stop};
 use maintenance::{register, Registered};
 use notifier::{channels, listen};
 use pace::Pace;
@@ -85,7 +88,82 @@ impl std::fmt::Debug for Worker {
     }
 }
 
+/// Builds a [`Worker`]: its configuration is checked when built.
+pub struct WorkerBuilder {
+    worker: Worker,
+}
+
+impl std::fmt::Debug for WorkerBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WorkerBuilder")
+            .field("worker", &self.worker)
+            .finish()
+    }
+}
+
+impl WorkerBuilder {
+    /// The whole configuration (default: `WorkerConfig::default()`).
+    pub fn config(mut self, config: WorkerConfig) -> Self {
+        self.worker.config = config;
+        self
+    }
+
+    /// Changes the configuration: `.configure(|c| c.concurrency(20))`.
+    pub fn configure(mut self, change: impl FnOnce(WorkerConfig) -> WorkerConfig) -> Self {
+        self.worker.config = change(self.worker.config);
+        self
+    }
+
+    /// Adds a middleware, after the built-in job logs and those added before.
+    pub fn middleware(mut self, middleware: impl Middleware) -> Self {
+        self.worker = self.worker.with_middleware(middleware);
+        self
+    }
+
+    /// Without the built-in job logs (and any middleware added so far).
+    pub fn without_middleware(mut self) -> Self {
+        self.worker = self.worker.without_middleware();
+        self
+    }
+
+    /// The worker, if its configuration holds together.
+    pub fn build(self) -> Result<Worker, WorkerError> {
+        self.worker.config.validate()?;
+        Ok(self.worker)
+    }
+}
+
 impl Worker {
+    /// A builder with the default configuration and the built-in job logs.
+    pub fn builder(pool: PgPool, registry: Registry) -> WorkerBuilder {
+        WorkerBuilder {
+            worker: Worker::new(pool, registry, WorkerConfig::default()),
+        }
+    }
+
+    /// Starts the worker on the current tokio runtime and returns its
+    /// handle: wait until it is ready, follow its recorded outcomes, stop it.
+    pub fn start(self) -> WorkerHandle {
+        let (stop, stop_receiver) = tokio::sync::watch::channel(Stop::Running);
+        let (ready, ready_receiver) = tokio::sync::watch::channel(None);
+        let events = tokio::sync::broadcast::channel(handle::EVENT_BUFFER).0;
+        let control = Control {
+            stop: stop_receiver,
+            ready,
+            events: events.clone(),
+        };
+        let shutdown = Control::stop_requested(control.stop.clone());
+        let task = tokio::spawn(self.run_controlled(shutdown, control));
+        WorkerHandle {
+            stop,
+            ready: ready_receiver,
+            events,
+            task,
+        }
+    }
+
+    /// A worker with `config` (checked when it runs; [`Worker::builder`]
+    /// checks it earlier).
     pub fn new(pool: PgPool, registry: Registry, config: WorkerConfig) -> Self {
         Self {
             pool,
@@ -115,12 +193,18 @@ impl Worker {
     where
         S: Future<Output = ()> + Send,
     {
-        if self.config.concurrency == 0 {
-            return Err(WorkerError::NoConcurrency);
-        }
-        if self.config.queues.as_ref().is_some_and(Vec::is_empty) {
-            return Err(WorkerError::NoQueues);
-        }
+        self.run_controlled(shutdown, Control::detached()).await
+    }
+
+    async fn run_controlled<S>(
+        self,
+        shutdown: S,
+        control: Control,
+    ) -> Result<WorkerReport, WorkerError>
+    where
+        S: Future<Output = ()> + Send,
+    {
+        self.config.validate()?;
         tokio::pin!(shutdown);
         // A one-shot run (a script, a cron job) must end: it gives up on a
         // database that stays away as long as it takes to count as stalled.
@@ -164,6 +248,7 @@ impl Worker {
             self.pool.clone(),
             self.config.shutdown_timeout,
             retries_written.clone(),
+            control.events.clone(),
         );
         info!(
             worker_id = worker_id.load(Ordering::Relaxed),
@@ -172,6 +257,9 @@ impl Worker {
             tasks = %self.registry.names().join(","),
             "job_queue_worker_started"
         );
+        control
+            .ready
+            .send_replace(Some(worker_id.load(Ordering::Relaxed)));
 
         let mut state = Loop {
             worker: &self,
@@ -205,7 +293,8 @@ impl Worker {
                 Some(WorkerError::Crashed { reason })
             }
         };
-        let drained = AssertUnwindSafe(state.drain(self.config.shutdown_timeout))
+        let timeout = control.drain_timeout(self.config.shutdown_timeout);
+        let drained = AssertUnwindSafe(state.drain(timeout, control.stop.clone()))
             .catch_unwind()
             .await;
         if let Err(panic) = drained {
