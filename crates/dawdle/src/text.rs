@@ -58,9 +58,28 @@ pub fn excerpt(text: &str, max_chars: usize) -> String {
     out
 }
 
-/// [`excerpt`] of a length suited to one line of an error message.
+/// Most characters of the original that [`quote`] keeps.
+const QUOTED_CHARS: usize = 60;
+
+/// A double-quoted excerpt of input for one line of an error message: as
+/// [`excerpt`] (at most 60 characters of the original, `…` when cut), with
+/// `"` and `\` escaped too, so that it is clear where the quotation ends and
+/// what each escape stands for: `{"a": 1` is quoted `"{\"a\": 1"`.
 pub fn quote(text: &str) -> String {
-    format!("\"{}\"", excerpt(text, 60))
+    let mut out = String::from('"');
+    for (taken, ch) in text.chars().enumerate() {
+        if taken == QUOTED_CHARS {
+            out.push('…');
+            break;
+        }
+        match ch {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            ch => push_printable(&mut out, ch),
+        }
+    }
+    out.push('"');
+    out
 }
 
 /// `text` with control characters escaped, whole: for a value shown on one
@@ -121,6 +140,72 @@ mod tests {
     }
 
     #[test]
+    fn quotes_and_backslashes_are_escaped_in_a_quotation() {
+        assert_eq!(quote(r#"{"a": 1"#), r#""{\"a\": 1""#);
+        assert_eq!(quote(r"C:\dir"), r#""C:\\dir""#);
+        // A backslash and an `n` are not a line break.
+        assert_ne!(quote("a\\nb"), quote("a\nb"));
+        assert_eq!(quote("a\\nb"), r#""a\\nb""#);
+        // The excerpt alone stays as it was: it is not quoted.
+        assert_eq!(excerpt(r#"{"a": 1"#, 10), r#"{"a": 1"#);
+    }
+
+    #[test]
+    fn a_quotation_keeps_sixty_characters() {
+        let long = "x".repeat(10_000);
+        assert_eq!(quote(&long), format!("\"{}…\"", "x".repeat(60)));
+        assert_eq!(quote(&long[..60]), format!("\"{}\"", "x".repeat(60)));
+        // Escapes do not count against the bound: 60 quotes, each escaped.
+        assert_eq!(
+            quote(&"\"".repeat(61)),
+            format!("\"{}…\"", "\\\"".repeat(60))
+        );
+    }
+
+    /// The characters [`quote`] quoted, and whether it cut them.
+    fn unquote(quoted: &str) -> (String, bool) {
+        let inner = quoted
+            .strip_prefix('"')
+            .and_then(|rest| rest.strip_suffix('"'))
+            .expect("a quotation is in double quotes");
+        let (inner, cut) = match inner.strip_suffix('…') {
+            // An ellipsis of the original is itself kept as is; a cut one
+            // follows the 60th character.
+            Some(rest) if unquote_chars(rest).chars().count() == QUOTED_CHARS => (rest, true),
+            _ => (inner, false),
+        };
+        (unquote_chars(inner), cut)
+    }
+
+    fn unquote_chars(inner: &str) -> String {
+        let mut out = String::new();
+        let mut chars = inner.chars();
+        while let Some(ch) = chars.next() {
+            if ch == '"' {
+                panic!("an unescaped quote inside {inner:?}");
+            }
+            if ch != '\\' {
+                out.push(ch);
+                continue;
+            }
+            match chars.next() {
+                Some('"') => out.push('"'),
+                Some('\\') => out.push('\\'),
+                Some('n') => out.push('\n'),
+                Some('r') => out.push('\r'),
+                Some('t') => out.push('\t'),
+                Some('u') => {
+                    let code: String = chars.by_ref().take_while(|c| *c != '}').collect();
+                    let code = code.strip_prefix('{').expect("\\u{…}");
+                    out.push(char::from_u32(u32::from_str_radix(code, 16).unwrap()).unwrap());
+                }
+                other => panic!("an unknown escape \\{other:?} in {inner:?}"),
+            }
+        }
+        out
+    }
+
+    #[test]
     fn storable_text_has_no_nul_and_fits_its_bytes() {
         assert_eq!(storable("a\0b", 100), "a\\0b");
         let long = "é".repeat(1000);
@@ -143,6 +228,17 @@ mod tests {
             let cut = truncate(&text, max);
             prop_assert!(cut.chars().count() <= max);
             prop_assert!(text.starts_with(cut.trim_end_matches(TRUNCATED)));
+        }
+
+        #[test]
+        fn a_quotation_reads_back_as_the_start_of_the_text(text in any::<String>()) {
+            let quoted = quote(&text);
+            prop_assert!(!quoted.chars().any(needs_escape));
+            let (original, cut) = unquote(&quoted);
+            let count = text.chars().count();
+            prop_assert_eq!(cut, count > QUOTED_CHARS);
+            let kept: String = text.chars().take(QUOTED_CHARS).collect();
+            prop_assert_eq!(original, kept);
         }
 
         #[test]
