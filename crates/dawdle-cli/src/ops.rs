@@ -13,7 +13,7 @@ use dawdle::admin::{
 use sqlx::PgPool;
 
 use crate::output::{field_text, print_json, print_table, timestamp};
-use dawdle::text::truncate;
+use dawdle::text::{quote, truncate};
 
 /// Most characters `dawdle job ID` shows of one field or traceback line;
 /// `--json` shows everything.
@@ -33,9 +33,12 @@ pub(crate) fn parse_duration(text: &str) -> Result<Duration, String> {
         .find(|c: char| !(c.is_ascii_digit() || c == '.'))
         .unwrap_or(text.len());
     let (number, unit) = text.split_at(split);
-    let value: f64 = number
-        .parse()
-        .map_err(|_| format!("{text:?} is not a duration; write it like 90s, 10m, 2h or 7d"))?;
+    let value: f64 = number.parse().map_err(|_| {
+        format!(
+            "{} is not a duration; write it like 90s, 10m, 2h or 7d",
+            quote(text)
+        )
+    })?;
     let seconds = match unit.trim() {
         "s" | "sec" | "secs" => value,
         "m" | "min" | "mins" => value * 60.0,
@@ -43,16 +46,20 @@ pub(crate) fn parse_duration(text: &str) -> Result<Duration, String> {
         "d" | "day" | "days" => value * 86_400.0,
         "" => {
             return Err(format!(
-                "{text:?} has no unit; write it like 90s, 10m, 2h or 7d"
+                "{} has no unit; write it like 90s, 10m, 2h or 7d",
+                quote(text)
             ))
         }
         other => {
             return Err(format!(
-                "unknown unit {other:?} in {text:?}; use s, m, h or d"
+                "unknown unit {} in {}; use s, m, h or d",
+                quote(other),
+                quote(text)
             ))
         }
     };
-    Duration::try_from_secs_f64(seconds).map_err(|_| format!("{text:?} is not a usable duration"))
+    Duration::try_from_secs_f64(seconds)
+        .map_err(|_| format!("{} is not a usable duration", quote(text)))
 }
 
 /// A point in time: RFC 3339, or a duration meaning "that long ago".
@@ -61,9 +68,16 @@ fn parse_since(text: &str) -> Result<DateTime<Utc>, String> {
         return Ok(at);
     }
     let ago = parse_duration(text).map_err(|_| {
-        format!("{text:?} is neither a time (2026-01-31T09:00:00Z) nor a duration ago (1h, 2d)")
+        format!(
+            "{} is neither a time (2026-01-31T09:00:00Z) nor a duration ago (1h, 2d)",
+            quote(text)
+        )
     })?;
-    Ok(Utc::now() - chrono::Duration::from_std(ago).map_err(|e| e.to_string())?)
+    // Far enough back, there is no such time: refused rather than a panic.
+    chrono::Duration::from_std(ago)
+        .ok()
+        .and_then(|ago| Utc::now().checked_sub_signed(ago))
+        .ok_or_else(|| format!("{} is too long ago", quote(text)))
 }
 
 fn or_dash(value: Option<&str>) -> String {
@@ -658,7 +672,8 @@ pub(crate) async fn check(url: Option<&str>, args: CheckArgs) -> Result<ExitCode
         return Err(Failure {
             code: 2,
             ..Failure::new(format!(
-                "no check named {name:?}; the checks are: {}",
+                "no check named {}; the checks are: {}",
+                quote(&name),
                 names.join(", ")
             ))
         });

@@ -375,6 +375,105 @@ fn worker_settings_quote_at_most_an_excerpt() {
     }
 }
 
+#[test]
+fn operations_quote_at_most_an_excerpt() {
+    let url = format!("postgresql://app@{UNREACHABLE}/jobs");
+    let huge = "d".repeat(10_000);
+    // A number with a huge unit, and a huge number with no unit.
+    let huge_unit = format!("5{huge}");
+    let huge_number = "9".repeat(10_000);
+    let cases: Vec<(&str, Vec<&str>, i32)> = vec![
+        ("huge stuck-after", vec!["stats", "--stuck-after", &huge], 2),
+        (
+            "huge stuck-after unit",
+            vec!["stats", "--stuck-after", &huge_unit],
+            2,
+        ),
+        (
+            "huge stuck-after number",
+            vec!["stats", "--stuck-after", &huge_number],
+            2,
+        ),
+        (
+            "huge reset age",
+            vec!["reset-stalled", "--older-than", &huge],
+            2,
+        ),
+        (
+            "huge worker-within",
+            vec!["healthcheck", "--worker-within", &huge],
+            2,
+        ),
+        ("huge since", vec!["failed", "--since", &huge], 2),
+        ("huge since unit", vec!["failed", "--since", &huge_unit], 2),
+        (
+            "huge since number",
+            vec!["failed", "--since", &huge_number],
+            2,
+        ),
+        ("huge check", vec!["check", &huge], 2),
+        ("huge status", vec!["jobs", "--status", &huge], 2),
+    ];
+    for (what, args, code) in cases {
+        let output = dawdle(&url, &args, &[]);
+        assert_eq!(
+            output.status.code(),
+            Some(code),
+            "{what}: {}",
+            text(&output.stderr)
+        );
+        for input in [&huge, &huge_unit, &huge_number] {
+            assert_short_error(&output, input, what);
+        }
+        let stderr = text(&output.stderr);
+        for run in ["d", "9"] {
+            assert!(!stderr.contains(&run.repeat(100)), "{what}: {stderr}");
+        }
+    }
+    // A duration ago further back than any date is refused, not a panic.
+    let output = dawdle(&url, ["failed", "--since", "1000000000d"], &[]);
+    assert_eq!(output.status.code(), Some(2), "{}", text(&output.stderr));
+    assert!(text(&output.stderr).contains("too long ago"));
+    // The start of the input is quoted, escaped, so that one can tell it.
+    let output = dawdle(&url, ["check", "no\"such\u{1b}[2J"], &[]);
+    assert_eq!(output.status.code(), Some(2));
+    assert!(
+        text(&output.stderr).contains(r#"no check named "no\"such\u{1b}[2J""#),
+        "{}",
+        text(&output.stderr)
+    );
+}
+
+#[test]
+fn periodic_schedules_quote_at_most_an_excerpt() {
+    let url = format!("postgresql://app@{UNREACHABLE}/jobs");
+    let huge = "c".repeat(10_000);
+    let number = "7".repeat(10_000);
+    let cases: Vec<(&str, String)> = vec![
+        ("huge schedule", format!("dawdle.noop={huge}")),
+        ("huge minute", format!("dawdle.noop={huge} * * * *")),
+        ("huge number", format!("dawdle.noop={number} * * * *")),
+        ("huge step", format!("dawdle.noop=*/{number} * * * *")),
+        ("huge seconds", format!("dawdle.noop=* * * * * {huge}")),
+    ];
+    for (what, periodic) in cases {
+        let output = dawdle(&url, ["worker", "--one-shot", "--periodic", &periodic], &[]);
+        assert_eq!(
+            output.status.code(),
+            Some(1),
+            "{what}: {}",
+            text(&output.stderr)
+        );
+        assert_short_error(&output, &periodic, what);
+        let stderr = text(&output.stderr);
+        assert!(stderr.contains("invalid cron schedule"), "{what}: {stderr}");
+        assert_eq!(stderr.trim_end().lines().count(), 1, "{what}: {stderr}");
+        for run in ["c", "7"] {
+            assert!(!stderr.contains(&run.repeat(100)), "{what}: {stderr}");
+        }
+    }
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn shell_commands_quote_at_most_an_excerpt() {
     let db = TestDatabase::with_schema().await;

@@ -27,10 +27,13 @@ pub struct Schedule {
     time_zone: Tz,
 }
 
-/// Why a schedule did not parse.
+/// Why a schedule did not parse. It quotes at most a short excerpt of the
+/// schedule and of the part at fault: a schedule may come from a command
+/// line or a configuration file, at any length.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("invalid cron schedule {schedule:?}: {problem}")]
+#[error("invalid cron schedule {schedule}: {problem}")]
 pub struct CronError {
+    /// The schedule, quoted by `text::quote`.
     schedule: String,
     problem: String,
 }
@@ -49,7 +52,7 @@ impl Schedule {
     /// Parses `schedule`, evaluated in `time_zone`.
     pub fn parse_in(schedule: &str, time_zone: Tz) -> Result<Self, CronError> {
         let error = |problem: String| CronError {
-            schedule: schedule.to_string(),
+            schedule: crate::text::quote(schedule),
             problem,
         };
         let fields: Vec<&str> = schedule.split_whitespace().collect();
@@ -185,7 +188,7 @@ fn value(text: &str, min: u32, max: u32, names: &[&str], name_base: u32) -> Resu
     }
     let number: u32 = text
         .parse()
-        .map_err(|_| format!("{text:?} is not a number"))?;
+        .map_err(|_| format!("{} is not a number", crate::text::quote(text)))?;
     if number < min || number > max {
         return Err(format!("{number} is out of range {min}-{max}"));
     }
@@ -205,7 +208,7 @@ fn parse_field(
             Some((range, step)) => {
                 let step: u32 = step
                     .parse()
-                    .map_err(|_| format!("step {step:?} is not a number"))?;
+                    .map_err(|_| format!("step {} is not a number", crate::text::quote(step)))?;
                 if step == 0 {
                     return Err("a step of 0 never advances".to_string());
                 }
@@ -221,7 +224,10 @@ fn parse_field(
                 value(b, min, max, names, name_base)?,
             );
             if a > b {
-                return Err(format!("range {range:?} runs backwards"));
+                return Err(format!(
+                    "range {} runs backwards",
+                    crate::text::quote(range)
+                ));
             }
             (a, b)
         } else {
@@ -347,6 +353,36 @@ mod tests {
             let error = Schedule::parse(bad).unwrap_err();
             assert!(error.to_string().contains(bad), "{error}");
         }
+    }
+
+    #[test]
+    fn a_huge_schedule_is_quoted_in_short() {
+        let huge = "7".repeat(10_000);
+        // 59, written with ten thousand leading zeros.
+        let late = format!("{}59", "0".repeat(10_000));
+        for (schedule, problem) in [
+            (format!("{huge} * * * *"), "is not a number"),
+            (format!("x{huge} * * * *"), "is not a number"),
+            (format!("*/{huge} * * * *"), "step"),
+            (format!("{late}-1 * * * *"), "runs backwards"),
+            (format!("* * * * * {huge}"), "second"),
+            ([huge.as_str(); 7].join(" "), "got 7"),
+        ] {
+            let message = Schedule::parse(&schedule).unwrap_err().to_string();
+            assert!(message.len() < 400, "{} bytes: {message}", message.len());
+            assert!(message.contains(problem), "{message}");
+            for run in ["7", "0"] {
+                assert!(!message.contains(&run.repeat(100)), "{message}");
+            }
+        }
+        // What is quoted is escaped, so where it ends is clear.
+        let message = Schedule::parse("\"\u{1b}[2J\\ * * * *")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            message.starts_with(r#"invalid cron schedule "\"\u{1b}[2J\\ * * * *": "#),
+            "{message}"
+        );
     }
 
     #[test]

@@ -80,7 +80,8 @@ impl std::str::FromStr for JobStatus {
             .ok_or_else(|| {
                 let known: Vec<&str> = JobStatus::ALL.iter().map(|s| s.as_str()).collect();
                 format!(
-                    "unknown job status {s:?}; expected one of {}",
+                    "unknown job status {}; expected one of {}",
+                    crate::text::quote(s),
                     known.join(", ")
                 )
             })
