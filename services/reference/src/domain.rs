@@ -108,8 +108,8 @@ impl Registration {
         let name = self.name.trim().to_string();
         if email.len() > MAX_EMAIL_LEN || email.parse::<lettre::Address>().is_err() {
             return Err(DomainError::Invalid(format!(
-                "{:?} is not an email address",
-                self.email
+                "{} is not an email address",
+                dawdle::text::quote(&self.email)
             )));
         }
         if name.is_empty() || name.chars().count() > MAX_NAME_LEN {
@@ -313,6 +313,25 @@ mod tests {
         assert!(registration("ada@example.com", "  ").validate().is_err());
         let injected = registration("ada@example.com", "Ada\r\nBcc: all@example.com");
         assert!(injected.validate().is_err());
+    }
+
+    #[test]
+    fn a_bad_address_is_quoted_in_short() {
+        let huge = format!("{}\"\n@", "a".repeat(10_000));
+        let message = registration(&huge, "Ada")
+            .validate()
+            .unwrap_err()
+            .to_string();
+        assert!(message.len() < 100, "{message}");
+        assert!(
+            message.ends_with("…\" is not an email address"),
+            "{message}"
+        );
+        let message = registration("a\"b\n", "Ada")
+            .validate()
+            .unwrap_err()
+            .to_string();
+        assert_eq!(message, r#""a\"b\n" is not an email address"#);
     }
 
     #[test]

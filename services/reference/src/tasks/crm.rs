@@ -49,10 +49,25 @@ impl Task for NotifyCrm {
 }
 
 /// The CRM's webhook.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub(crate) struct CrmClient {
     http: reqwest::Client,
-    url: String,
+    /// The URL to post to, with whatever secret it carries (user info, a
+    /// `?token=`): only ever sent, never shown.
+    endpoint: String,
+    /// The URL as messages show it: `dawdle::database::redact_password`.
+    /// Error messages are stored in the jobs database's events, which more
+    /// people read than the service's configuration.
+    display_url: String,
+}
+
+// By hand: the URL may hold a secret.
+impl std::fmt::Debug for CrmClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CrmClient")
+            .field("url", &self.display_url)
+            .finish_non_exhaustive()
+    }
 }
 
 /// A call that did not get an answer.
@@ -86,12 +101,14 @@ impl CrmClient {
             .build()?;
         Ok(Self {
             http,
-            url: url.to_string(),
+            endpoint: url.to_string(),
+            display_url: dawdle::database::redact_password(url),
         })
     }
 
+    /// The webhook's URL with its secrets hidden.
     pub(crate) fn url(&self) -> &str {
-        &self.url
+        &self.display_url
     }
 
     pub(crate) async fn post_event(
@@ -101,7 +118,7 @@ impl CrmClient {
     ) -> Result<(), TaskError> {
         let response = self
             .http
-            .post(&self.url)
+            .post(&self.endpoint)
             .header("Idempotency-Key", idempotency_key)
             .json(body)
             .send()
@@ -111,8 +128,9 @@ impl CrmClient {
                 TaskError::from_error(
                     kind,
                     &CallFailed {
-                        url: self.url.clone(),
-                        source,
+                        url: self.display_url.clone(),
+                        // Its message would repeat the URL whole.
+                        source: source.without_url(),
                     },
                 )
             })?;
@@ -130,7 +148,7 @@ impl CrmClient {
             body.push('…');
         }
         let refused = Refused {
-            url: self.url.clone(),
+            url: self.display_url.clone(),
             status,
             body,
         };
@@ -244,6 +262,63 @@ mod tests {
             "{}",
             error.traceback()
         );
+    }
+
+    #[tokio::test]
+    async fn the_secrets_of_the_crm_url_are_never_stored_in_an_error() {
+        let password = "Pw7kQz2sEcrEt";
+        let token = "Tk4mVb9tOkEn";
+        let with_secrets = |url: &str| {
+            let address = url.strip_prefix("http://").unwrap();
+            format!("http://crm:{password}@{address}?token={token}&v=1")
+        };
+        // Nothing listening: the call gets no answer.
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let unreachable = format!("http://{}/events", listener.local_addr().unwrap());
+        drop(listener);
+        let refused = call(&with_secrets(&unreachable), Duration::from_secs(5))
+            .await
+            .unwrap_err();
+        // An answer that is not a success.
+        let (down, down_server) = crm(StatusCode::SERVICE_UNAVAILABLE, Duration::ZERO).await;
+        let answered = call(&with_secrets(&down), Duration::from_secs(5))
+            .await
+            .unwrap_err();
+        down_server.abort();
+        // No answer in time.
+        let (slow, slow_server) = crm(StatusCode::OK, Duration::from_secs(30)).await;
+        let timed_out = call(&with_secrets(&slow), Duration::from_millis(200))
+            .await
+            .unwrap_err();
+        slow_server.abort();
+        for (what, error) in [
+            ("refused", refused),
+            ("answered 503", answered),
+            ("timed out", timed_out),
+        ] {
+            // What an `error` event stores.
+            for stored in [error.kind(), error.message(), error.traceback()] {
+                for secret in [password, token] {
+                    assert!(!stored.contains(secret), "{what}: {stored}");
+                }
+            }
+            assert!(
+                error.message().contains("crm:***@127.0.0.1:"),
+                "{what}: {}",
+                error.message()
+            );
+            assert!(
+                error.message().contains("token=***&v=1"),
+                "{what}: {}",
+                error.message()
+            );
+        }
+        let client = CrmClient::new(&with_secrets(&unreachable), Duration::from_secs(1)).unwrap();
+        for shown in [client.url().to_string(), format!("{client:?}")] {
+            for secret in [password, token] {
+                assert!(!shown.contains(secret), "{shown}");
+            }
+        }
     }
 
     #[tokio::test]
