@@ -16,7 +16,6 @@
 
 use std::collections::BTreeMap;
 use std::process::{ExitCode, Stdio};
-use std::str::FromStr;
 use std::time::{Duration, Instant};
 
 use clap::Args;
@@ -179,7 +178,8 @@ fn scratch_url(database: &JobsDatabase) -> Result<String, BenchError> {
     };
     // A `dbname` query parameter would win over the path and send the worker
     // to the real jobs database, to drain whatever it finds on queue `bench`.
-    let names = PgConnectOptions::from_str(&url)
+    // Read as the worker will read it, so that the check is of what it does.
+    let names = dawdle::database::parse_connection_string(&url)
         .ok()
         .and_then(|options| options.get_database().map(str::to_string));
     if names.as_deref() != Some(DATABASE) {
@@ -675,6 +675,24 @@ mod tests {
             with_database("postgresql:///jobs?host=/tmp", "x"),
             "postgresql:///x?host=/tmp"
         );
+    }
+
+    #[test]
+    fn the_scratch_database_is_checked_as_the_worker_reads_the_url() {
+        let scratch = |url: &str| scratch_url(&JobsDatabase::from_url(url).unwrap());
+        assert_eq!(
+            scratch("postgresql://app:pw@db:5432/jobs?sslmode=disable").unwrap(),
+            format!("postgresql://app:pw@db:5432/{DATABASE}?sslmode=disable")
+        );
+        // Where the worker would still find the real jobs database.
+        for url in [
+            "postgresql://app:Sx8pQw3z@db/jobs?dbname=jobs",
+            "host=db dbname=jobs user=app password=Sx8pQw3z",
+        ] {
+            let error = scratch(url).unwrap_err().to_string();
+            assert!(error.contains("cannot swap"), "{error}");
+            assert!(!error.contains("Sx8pQw3z"), "{error}");
+        }
     }
 
     #[test]
