@@ -26,6 +26,9 @@ pub mod schema;
 mod state;
 pub mod task;
 pub mod task_error;
+/// Test support (feature `testing`): throwaway databases and a kit for
+/// testing tasks. Not compiled into production builds.
+#[cfg(any(test, feature = "testing"))]
 pub mod testing;
 pub mod text;
 pub mod worker;
@@ -41,3 +44,9 @@ pub use worker::{
     AttemptEnd, JobEvent, JobOutcome, Middleware, Periodic, Registry, Retention, Worker,
     WorkerBuilder, WorkerConfig, WorkerError, WorkerHandle, WorkerReport,
 };
+
+// The README's examples compile, and those not marked otherwise run, as
+// doc-tests.
+#[cfg(doctest)]
+#[doc = include_str!("../../../README.md")]
+mod readme {}

@@ -108,6 +108,9 @@ pub struct WorkerHandle {
     pub(super) stop: watch::Sender<Stop>,
     pub(super) ready: watch::Receiver<Option<i64>>,
     pub(super) events: broadcast::Sender<JobEvent>,
+    /// Subscribed before the worker started: the first `events()` call
+    /// gets it, and with it every outcome since the start.
+    pub(super) first_events: std::sync::Mutex<Option<broadcast::Receiver<JobEvent>>>,
     pub(super) task: tokio::task::JoinHandle<Result<WorkerReport, WorkerError>>,
 }
 
@@ -143,9 +146,16 @@ impl WorkerHandle {
         let _ = self.stop.send(Stop::Now);
     }
 
-    /// Every job outcome recorded from now on.
+    /// Job outcomes as they are recorded: the first call gets every one
+    /// since the worker started, later calls those from then on. A receiver
+    /// that falls more than 4,096 events behind misses some (`Lagged`).
     pub fn events(&self) -> broadcast::Receiver<JobEvent> {
-        self.events.subscribe()
+        let first = self
+            .first_events
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take();
+        first.unwrap_or_else(|| self.events.subscribe())
     }
 
     /// Waits for the worker to end and returns its report.

@@ -146,7 +146,7 @@ impl Worker {
     pub fn start(self) -> WorkerHandle {
         let (stop, stop_receiver) = tokio::sync::watch::channel(Stop::Running);
         let (ready, ready_receiver) = tokio::sync::watch::channel(None);
-        let events = tokio::sync::broadcast::channel(handle::EVENT_BUFFER).0;
+        let (events, first_events) = tokio::sync::broadcast::channel(handle::EVENT_BUFFER);
         let control = Control {
             stop: stop_receiver,
             ready,
@@ -157,6 +157,7 @@ impl Worker {
         WorkerHandle {
             stop,
             ready: ready_receiver,
+            first_events: std::sync::Mutex::new(Some(first_events)),
             events,
             task,
         }

@@ -8,7 +8,14 @@
 //! file. Databases are created with unique names and dropped when the
 //! [`TestDatabase`] is dropped.
 //!
-//! Applications can use this for their own tests too.
+//! Applications can use this for their own tests too, with the `testing`
+//! feature (`dawdle = { version = "…", features = ["testing"] }` under
+//! `[dev-dependencies]`): see [`kit`] for running tasks, checking what was
+//! deferred and draining the queue.
+
+pub mod kit;
+
+pub use kit::{assert_deferred, deferred_jobs, drain, drain_with, perform, Performed, TaskRunner};
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU32, Ordering};
