@@ -44,12 +44,15 @@ BEGIN
 END;
 $$;
 
--- As in 0001, plus the wake-up for the successors of released locks. The
--- SET clause keeps 0004's planner setting, which CREATE OR REPLACE would
--- otherwise drop.
+-- As in 0001, plus the wake-up for the successors of released locks and a
+-- `cancelled` event for a running job its task cancelled. The SET clauses
+-- keep 0004's planner setting, which CREATE OR REPLACE would otherwise drop,
+-- and keep the abort notification's join (priced high by that setting) from
+-- being JIT-compiled, as for the wake-ups.
 CREATE OR REPLACE FUNCTION dawdle_jobs_after_update_v1() RETURNS trigger
 LANGUAGE plpgsql
 SET enable_nestloop = off
+SET jit = off
 AS $$
 BEGIN
     -- As on insert, one statement per event kind, in the order Procrastinate
@@ -88,6 +91,7 @@ BEGIN
                    WHEN prev.status = 'doing' AND cur.status = 'failed' THEN 'failed'
                    WHEN prev.status = 'doing' AND cur.status = 'succeeded' THEN 'succeeded'
                    WHEN prev.status = 'doing' AND cur.status = 'aborted' THEN 'aborted'
+                   WHEN prev.status = 'doing' AND cur.status = 'cancelled' THEN 'cancelled'
                    WHEN prev.status = 'todo'
                         AND cur.status IN ('cancelled', 'failed', 'succeeded') THEN 'cancelled'
                    WHEN prev.status = 'failed' AND cur.status = 'todo' THEN 'retried'

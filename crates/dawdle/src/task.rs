@@ -74,6 +74,15 @@ pub trait Task: Serialize + DeserializeOwned + Send + Sync + 'static {
 
     /// Runs one attempt. An `Err` is recorded as an `error` event and retried
     /// per [`retry_strategy`](Self::retry_strategy); a panic fails the attempt
-    /// with kind `Panic` and never takes the worker down.
+    /// with kind `Panic` and never takes the worker down. Besides failing, a
+    /// task can return:
+    ///
+    /// - [`TaskError::snooze`]: run again later, no attempt counted;
+    /// - [`TaskError::cancel`]: end the job `cancelled`, with its reason;
+    /// - an error with [`no_retry`](TaskError::no_retry): fail for good now.
+    ///
+    /// A task that sees its abort requested (`ctx.abort_requested()`) and
+    /// returns `Ok` is recorded `succeeded`: it finished its work. Return an
+    /// `Err` to have it recorded `aborted`.
     fn run(self, ctx: JobContext) -> impl Future<Output = Result<(), TaskError>> + Send;
 }

@@ -32,6 +32,11 @@ pub const GENERIC_ERROR: &str = "Error";
 pub const STALLED: &str = "Stalled";
 /// Kind of an attempt stopped because its abort was requested.
 pub const ABORTED: &str = "Aborted";
+/// Kind recorded when a task cancels its own job ([`TaskError::cancel`]).
+pub const CANCELLED: &str = "Cancelled";
+/// Kind of a task's request to run again later ([`TaskError::snooze`]);
+/// never stored as an error.
+pub const SNOOZED: &str = "Snoozed";
 
 /// An error kind: the ones dawdle gives errors itself, or a task's own.
 /// Stored as its name (`ErrorKind::as_str`), the `error` column of an
@@ -57,6 +62,10 @@ pub enum ErrorKind {
     Stalled,
     /// `Aborted`: stopped on request.
     Aborted,
+    /// `Cancelled`: the task cancelled its own job.
+    Cancelled,
+    /// `Snoozed`: the task asked to run again later.
+    Snoozed,
     /// `Error`: nobody classified it.
     Generic,
     /// A task's own kind.
@@ -64,7 +73,7 @@ pub enum ErrorKind {
 }
 
 impl ErrorKind {
-    const KNOWN: [(ErrorKind, &'static str); 10] = [
+    const KNOWN: [(ErrorKind, &'static str); 12] = [
         (ErrorKind::Connection, CONNECTION_ERROR),
         (ErrorKind::Timeout, TIMEOUT_ERROR),
         (ErrorKind::Validation, VALIDATION_ERROR),
@@ -74,6 +83,8 @@ impl ErrorKind {
         (ErrorKind::WorkerShutdown, WORKER_SHUTDOWN),
         (ErrorKind::Stalled, STALLED),
         (ErrorKind::Aborted, ABORTED),
+        (ErrorKind::Cancelled, CANCELLED),
+        (ErrorKind::Snoozed, SNOOZED),
         (ErrorKind::Generic, GENERIC_ERROR),
     ];
 
@@ -140,13 +151,25 @@ fn checked_kind(kind: String) -> (String, Option<String>) {
     (GENERIC_ERROR.to_string(), Some(note))
 }
 
-/// Why an attempt failed.
+/// What a task asked for by returning a [`TaskError`] that is not a plain
+/// failure.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Request {
+    /// Run again after this long; not an attempt, not an error.
+    Snooze(std::time::Duration),
+    /// End the job as `cancelled`.
+    Cancel,
+}
+
+/// Why an attempt failed, or what the task asked for instead of
+/// succeeding ([`snooze`](Self::snooze), [`cancel`](Self::cancel)).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TaskError {
     kind: String,
     message: String,
     traceback: String,
     retryable: bool,
+    request: Option<Request>,
 }
 
 impl TaskError {
@@ -170,7 +193,63 @@ impl TaskError {
             message: text::storable(&message, MAX_MESSAGE_BYTES).into_owned(),
             traceback: text::storable(&traceback, MAX_TRACEBACK_BYTES).into_owned(),
             kind,
+            request: None,
         }
+    }
+
+    /// Not a failure: the job goes back to `todo` and runs again after
+    /// `wait`, without counting an attempt or recording an error (its
+    /// history shows `deferred_for_retry` and `scheduled`). For work that
+    /// cannot be done yet, such as waiting on another service's batch:
+    ///
+    /// ```
+    /// # async fn ready() -> bool { true }
+    /// # async fn run() -> Result<(), dawdle::TaskError> {
+    /// if !ready().await {
+    ///     return Err(dawdle::TaskError::snooze(std::time::Duration::from_secs(60)));
+    /// }
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// A job that snoozes forever runs forever; count in its arguments or
+    /// state if that matters. A job whose abort was requested is aborted,
+    /// not snoozed.
+    pub fn snooze(wait: std::time::Duration) -> Self {
+        let mut snooze = Self::new(
+            SNOOZED,
+            format!("the task asked to run again in {} s", wait.as_secs_f64()),
+        );
+        snooze.retryable = false;
+        snooze.request = Some(Request::Snooze(wait));
+        snooze
+    }
+
+    /// The job is not worth doing any more (the user it was for is gone,
+    /// a newer job supersedes it): it ends `cancelled`, never retried, and
+    /// its history keeps an `error` event of kind `Cancelled` with `reason`.
+    pub fn cancel(reason: impl Into<String>) -> Self {
+        let mut cancel = Self::new(CANCELLED, reason);
+        cancel.retryable = false;
+        cancel.request = Some(Request::Cancel);
+        cancel
+    }
+
+    /// What the task asked for, if this is a snooze or a cancel.
+    pub(crate) fn request(&self) -> Option<Request> {
+        self.request
+    }
+
+    /// How long a [`snooze`](Self::snooze) waits; `None` for anything else.
+    pub fn snoozed_for(&self) -> Option<std::time::Duration> {
+        match self.request {
+            Some(Request::Snooze(wait)) => Some(wait),
+            _ => None,
+        }
+    }
+
+    /// Whether this is a [`cancel`](Self::cancel).
+    pub fn is_cancel(&self) -> bool {
+        self.request == Some(Request::Cancel)
     }
 
     pub fn connection(message: impl Into<String>) -> Self {

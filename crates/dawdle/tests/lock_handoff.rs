@@ -503,14 +503,16 @@ async fn a_batch_completion_announces_the_successors_of_every_lock_it_releases()
 }
 
 /// The update trigger plans with enable_nestloop = off (0004), which prices
-/// the wake-ups' unavoidable nested loops as disabled plans, far above the
-/// JIT thresholds; compiled, a wake-up cost 100-500 ms instead of one.
+/// the wake-ups' (and the abort notification's) unavoidable nested loops as
+/// disabled plans, far above the JIT thresholds; compiled, a wake-up cost
+/// 100-500 ms instead of one.
 #[tokio::test]
 async fn the_wake_ups_of_the_update_trigger_are_never_jit_compiled() {
     let db = TestDatabase::with_schema().await;
     let settings: Vec<(String, Vec<String>)> = sqlx::query_as(
         "SELECT proname::text, coalesce(proconfig, '{}') FROM pg_proc
-         WHERE proname IN ('dawdle_notify_runnable_v1', 'dawdle_notify_lock_successors_v1')
+         WHERE proname IN ('dawdle_notify_runnable_v1', 'dawdle_notify_lock_successors_v1',
+                           'dawdle_jobs_after_update_v1')
          ORDER BY proname",
     )
     .fetch_all(db.pool())
@@ -520,6 +522,10 @@ async fn the_wake_ups_of_the_update_trigger_are_never_jit_compiled() {
     assert_eq!(
         settings,
         [
+            (
+                "dawdle_jobs_after_update_v1".to_string(),
+                vec!["enable_nestloop=off".to_string(), "jit=off".to_string()]
+            ),
             (
                 "dawdle_notify_lock_successors_v1".to_string(),
                 jit_off.clone()

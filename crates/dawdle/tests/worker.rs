@@ -196,8 +196,7 @@ async fn outcomes_are_recorded_with_history_timestamps_and_errors() {
             succeeded: 2,
             retried: 2,
             failed: 3,
-            interrupted: 0,
-            aborted: 0
+            ..WorkerReport::default()
         }
     );
 

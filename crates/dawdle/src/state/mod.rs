@@ -8,7 +8,7 @@
 //! | transition                          | function                       |
 //! |-------------------------------------|--------------------------------|
 //! | `todo` -> `doing` (claim)           | [`claim`]                      |
-//! | `doing` -> an outcome, or deleted   | [`record`]                     |
+//! | `doing` -> an outcome, or deleted   | [`record`] (succeeded, failed, aborted, cancelled; `todo` for a retry or a snooze) |
 //! | `doing` -> `todo` without outcome   | [`put_back`] (lost claims, a crashed worker, stalled workers' jobs, operator resets) |
 //! | `failed` -> `todo` (retry)          | [`retry_one`], [`retry_matching`] |
 //! | `todo` -> `cancelled`, abort flag   | [`cancel`]                     |

@@ -19,6 +19,13 @@ pub(crate) enum Verdict {
         at: DateTime<Utc>,
     },
     Failed,
+    /// The task asked to run again at `at`: back to `todo`, the attempt
+    /// not counted.
+    Snooze {
+        at: DateTime<Utc>,
+    },
+    /// The task cancelled its own job.
+    Cancelled,
     /// Stopped on request (`procrastinate_cancel_job_v1` with abort).
     Aborted,
     /// Claimed but never started: back to `todo` as it was, for any worker.
@@ -147,8 +154,9 @@ async fn write(pool: &PgPool, batch: &[Outcome]) -> Result<(), sqlx::Error> {
         workers.push(outcome.worker_id);
         let (status, at) = match outcome.verdict {
             Verdict::Succeeded => ("succeeded", None),
-            Verdict::Retry { at } => ("todo", Some(at)),
+            Verdict::Retry { at } | Verdict::Snooze { at } => ("todo", Some(at)),
             Verdict::Failed => ("failed", None),
+            Verdict::Cancelled => ("cancelled", None),
             Verdict::Aborted => ("aborted", None),
             Verdict::Release => ("todo", None),
         };

@@ -105,7 +105,7 @@ async fn run(
                 backoff.reset();
                 if batch
                     .iter()
-                    .any(|o| matches!(o.verdict, Verdict::Retry { .. }))
+                    .any(|o| matches!(o.verdict, Verdict::Retry { .. } | Verdict::Snooze { .. }))
                 {
                     retries_written.notify_one();
                 }
@@ -173,6 +173,8 @@ fn event(outcome: &Outcome) -> JobEvent {
                 let (kind, message) = error();
                 JobOutcome::Failed { kind, message }
             }
+            Verdict::Snooze { at } => JobOutcome::Snoozed { at },
+            Verdict::Cancelled => JobOutcome::Cancelled { reason: error().1 },
             Verdict::Aborted => JobOutcome::Aborted,
             Verdict::Release => JobOutcome::PutBack,
         }

@@ -189,6 +189,10 @@ pub struct WorkerReport {
     pub interrupted: u64,
     /// Jobs stopped because an abort was requested.
     pub aborted: u64,
+    /// Attempts that asked to run again later (not counted as attempts).
+    pub snoozed: u64,
+    /// Jobs their task cancelled.
+    pub cancelled: u64,
 }
 
 /// Failures that stop a worker before it starts, worded to read after "failed to …".

@@ -19,7 +19,7 @@ use super::producer::Loop;
 use crate::context::JobContext;
 use crate::job::Job;
 use crate::state::{Outcome, Verdict};
-use crate::task_error::{self, ErrorKind, TaskError};
+use crate::task_error::{self, ErrorKind, Request, TaskError};
 use crate::text::printable;
 
 /// A job being run, by tokio task id.
@@ -184,13 +184,15 @@ impl Loop<'_> {
                 self.notify_after(&job, AttemptEnd::Aborted, duration);
                 (Verdict::Aborted, Some(error))
             }
+            Err(error) if error.request().is_some() => self.request(&job, error, duration),
             Err(error) => {
                 let verdict = self.failure(&job, &error, duration);
                 (verdict, Some(error))
             }
         };
+        let attempted = !matches!(verdict, Verdict::Snooze { .. });
         let delete = match (self.worker.config.retention, &verdict) {
-            (Retention::KeepAll, _) | (_, Verdict::Retry { .. }) => false,
+            (Retention::KeepAll, _) | (_, Verdict::Retry { .. } | Verdict::Snooze { .. }) => false,
             (Retention::DeleteSuccessful, verdict) => matches!(verdict, Verdict::Succeeded),
             (Retention::DeleteAll, _) => true,
         };
@@ -208,11 +210,34 @@ impl Loop<'_> {
             worker_id: job.worker_id,
             verdict,
             error,
-            attempted: true,
+            attempted,
             waited,
             delete,
             follow_ups,
         });
+    }
+
+    /// A snooze or a cancel the task asked for: its verdict, and the error
+    /// to record with it (none for a snooze, which is not a failure).
+    fn request(
+        &mut self,
+        job: &Job,
+        error: TaskError,
+        duration: Duration,
+    ) -> (Verdict, Option<TaskError>) {
+        match error.request() {
+            Some(Request::Snooze(wait)) => {
+                self.report.snoozed += 1;
+                self.notify_after(job, AttemptEnd::Snoozed { wait }, duration);
+                let at = after(wait);
+                (Verdict::Snooze { at }, None)
+            }
+            Some(Request::Cancel) | None => {
+                self.report.cancelled += 1;
+                self.notify_after(job, AttemptEnd::Cancelled { reason: &error }, duration);
+                (Verdict::Cancelled, Some(error))
+            }
+        }
     }
 
     fn notify_after(&self, job: &Job, end: AttemptEnd<'_>, duration: Duration) {
@@ -240,8 +265,7 @@ impl Loop<'_> {
             Some(wait) => {
                 self.report.retried += 1;
                 self.notify_after(job, AttemptEnd::WillRetry { error, wait }, duration);
-                let at =
-                    Utc::now() + chrono::Duration::from_std(wait).unwrap_or(chrono::Duration::MAX);
+                let at = after(wait);
                 Verdict::Retry { at }
             }
             None => {
@@ -341,6 +365,20 @@ pub(super) fn panic_message(payload: Box<dyn std::any::Any + Send>) -> String {
         "no message"
     };
     crate::text::storable(message, task_error::MAX_MESSAGE_BYTES).into_owned()
+}
+
+/// `wait` from now, at the latest the end of year 9999: later times
+/// overflow here, and Python (which reads the same rows) cannot represent
+/// them.
+fn after(wait: Duration) -> chrono::DateTime<Utc> {
+    let latest = chrono::DateTime::parse_from_rfc3339("9999-12-31T23:59:59Z")
+        .map_or(chrono::DateTime::<Utc>::MAX_UTC, |at| {
+            at.with_timezone(&Utc)
+        });
+    chrono::Duration::from_std(wait)
+        .ok()
+        .and_then(|wait| Utc::now().checked_add_signed(wait))
+        .map_or(latest, |at| at.min(latest))
 }
 
 /// `host:pid`, computed once: names the process in job contexts and logs.

@@ -41,6 +41,15 @@ pub enum JobOutcome {
         kind: ErrorKind,
         message: String,
     },
+    /// The task snoozed: back to `todo`, runs again at `at`, the attempt
+    /// not counted.
+    Snoozed {
+        at: chrono::DateTime<chrono::Utc>,
+    },
+    /// The task cancelled its own job, for `reason`.
+    Cancelled {
+        reason: String,
+    },
     /// Stopped on request.
     Aborted,
     /// Claimed but not started (held too long, or the worker stopped):

@@ -12,6 +12,7 @@ use crate::task_error::TaskError;
 
 /// How an attempt ended, as middleware sees it.
 #[derive(Debug, Clone, Copy)]
+#[non_exhaustive]
 pub enum AttemptEnd<'a> {
     Succeeded,
     /// Failed; runs again after `wait`.
@@ -22,6 +23,14 @@ pub enum AttemptEnd<'a> {
     /// Failed for good.
     Failed {
         error: &'a TaskError,
+    },
+    /// The task asked to run again after `wait` ([`TaskError::snooze`]).
+    Snoozed {
+        wait: Duration,
+    },
+    /// The task cancelled its job ([`TaskError::cancel`]).
+    Cancelled {
+        reason: &'a TaskError,
     },
     /// Stopped because an abort was requested.
     Aborted,
@@ -73,6 +82,12 @@ impl Middleware for LogJobs {
                 error!(job_id = id, task = %task, queue = %queue, attempt,
                 duration_ms, error_kind = error.kind(), error = %printable(error.message()), "job failed")
             }
+            AttemptEnd::Snoozed { wait } => {
+                info!(job_id = id, task = %task, queue = %queue, attempt,
+                duration_ms, snooze_s = wait.as_secs_f64(), "job snoozed; runs again later")
+            }
+            AttemptEnd::Cancelled { reason } => warn!(job_id = id, task = %task, queue = %queue,
+                attempt, duration_ms, reason = %printable(reason.message()), "job cancelled by its task"),
             AttemptEnd::Aborted => warn!(job_id = id, task = %task, queue = %queue, attempt,
                                          duration_ms, "job aborted"),
             AttemptEnd::Interrupted => warn!(job_id = id, task = %task, queue = %queue, attempt,
