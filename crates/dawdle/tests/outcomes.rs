@@ -8,6 +8,7 @@ use std::time::Duration;
 use dawdle::testing::{drain, TestDatabase};
 use dawdle::{
     defer_task, ErrorKind, JobContext, JobOutcome, Registry, RetryStrategy, Task, TaskError,
+    TaskOptions,
 };
 use serde::{Deserialize, Serialize};
 
@@ -258,4 +259,60 @@ async fn no_retry_fails_at_once_whatever_the_strategy() {
     );
     let (status, attempts, _) = row(&db, id).await;
     assert_eq!((status.as_str(), attempts), ("failed", 1));
+}
+
+/// Fails with a retryable kind; never retried by its own strategy, and
+/// sleeps past any timeout shorter than a minute.
+#[derive(Debug, Serialize, Deserialize)]
+struct Stubborn {
+    sleep: bool,
+}
+
+impl Task for Stubborn {
+    const NAME: &'static str = "outcomes.stubborn";
+
+    async fn run(self, _ctx: JobContext) -> Result<(), TaskError> {
+        if self.sleep {
+            tokio::time::sleep(Duration::from_secs(60)).await;
+        }
+        Err(TaskError::connection("still down"))
+    }
+}
+
+#[tokio::test]
+async fn a_registration_replaces_the_tasks_retry_strategy_and_timeout() {
+    let db = TestDatabase::with_schema().await;
+    let failing = defer_task(db.pool(), &Stubborn { sleep: false })
+        .await
+        .unwrap();
+    let mut registry = Registry::new();
+    registry.register_with::<Stubborn>(
+        TaskOptions::new()
+            .retry(RetryStrategy::exponential(2, 0.0))
+            .timeout(Duration::from_millis(100)),
+    );
+    drain(db.pool(), registry.clone()).await;
+    // Two retries where the task itself asks for none.
+    let (status, attempts, _) = row(&db, failing).await;
+    assert_eq!((status.as_str(), attempts), ("failed", 3));
+
+    let slow = defer_task(db.pool(), &Stubborn { sleep: true })
+        .await
+        .unwrap();
+    let outcomes = drain(db.pool(), registry).await;
+    assert!(
+        outcomes.iter().all(|event| matches!(
+            &event.outcome,
+            JobOutcome::Retrying {
+                kind: ErrorKind::Timeout,
+                ..
+            } | JobOutcome::Failed {
+                kind: ErrorKind::Timeout,
+                ..
+            }
+        )),
+        "stopped by the registration's timeout: {outcomes:?}"
+    );
+    let (status, attempts, _) = row(&db, slow).await;
+    assert_eq!((status.as_str(), attempts), ("failed", 3));
 }

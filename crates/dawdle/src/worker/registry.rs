@@ -59,6 +59,67 @@ impl Periodic {
     }
 }
 
+/// Settings of one registration that replace the task's own
+/// ([`Task::retry_strategy`], [`Task::timeout`], [`Task::QUEUE`]): for
+/// settings that come from configuration at startup, or a task registered
+/// twice over in different workers.
+///
+/// ```
+/// # use std::time::Duration;
+/// # use dawdle::{Registry, RetryStrategy, TaskOptions};
+/// # #[derive(serde::Serialize, serde::Deserialize)] struct Sync {}
+/// # impl dawdle::Task for Sync {
+/// #     const NAME: &'static str = "sync";
+/// #     async fn run(self, _: dawdle::JobContext) -> Result<(), dawdle::TaskError> { Ok(()) }
+/// # }
+/// let max_retries = 8; // from the environment, say
+/// let mut registry = Registry::new();
+/// registry.register_with::<Sync>(
+///     TaskOptions::new()
+///         .retry(RetryStrategy::exponential(max_retries, 2.0))
+///         .timeout(Duration::from_secs(30)),
+/// );
+/// ```
+#[derive(Debug, Clone, Default)]
+#[non_exhaustive]
+pub struct TaskOptions {
+    retry: Option<RetryStrategy>,
+    timeout: Option<Option<std::time::Duration>>,
+    queue: Option<String>,
+}
+
+impl TaskOptions {
+    /// Nothing replaced: the task's own settings.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Retry failed attempts with `strategy`.
+    pub fn retry(mut self, strategy: RetryStrategy) -> Self {
+        self.retry = Some(strategy);
+        self
+    }
+
+    /// Stop attempts longer than `limit` (they fail as `TimeoutError`).
+    pub fn timeout(mut self, limit: std::time::Duration) -> Self {
+        self.timeout = Some(Some(limit));
+        self
+    }
+
+    /// No time limit, whatever the task says.
+    pub fn no_timeout(mut self) -> Self {
+        self.timeout = Some(None);
+        self
+    }
+
+    /// The queue this registration's periodic jobs are deferred to
+    /// ([`Registry::register_periodic_with`]).
+    pub fn queue(mut self, queue: impl Into<String>) -> Self {
+        self.queue = Some(queue.into());
+        self
+    }
+}
+
 impl std::fmt::Debug for RegisteredTask {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("RegisteredTask")
@@ -83,6 +144,11 @@ impl Registry {
     /// Registers `T` under `T::NAME`. Arguments that do not deserialise into
     /// `T` fail the job as `ValidationError`, without retry.
     pub fn register<T: Task>(&mut self) -> &mut Self {
+        self.register_with::<T>(TaskOptions::new())
+    }
+
+    /// Registers `T` with `options` in place of its own settings.
+    pub fn register_with<T: Task>(&mut self, options: TaskOptions) -> &mut Self {
         let run: BoxedRun = Arc::new(|args: Value, ctx: JobContext| {
             Box::pin(async move {
                 let task: T = serde_json::from_value(args).map_err(|error| {
@@ -98,8 +164,8 @@ impl Registry {
             T::NAME.to_string(),
             RegisteredTask {
                 run,
-                retry: T::retry_strategy(),
-                timeout: T::timeout(),
+                retry: options.retry.unwrap_or_else(T::retry_strategy),
+                timeout: options.timeout.unwrap_or_else(T::timeout),
             },
         );
         self
@@ -108,9 +174,23 @@ impl Registry {
     /// Registers `T` and defers it on `schedule` (with `T`'s queue and
     /// priority, and empty arguments besides `timestamp`).
     pub fn register_periodic<T: Task>(&mut self, schedule: Schedule) -> &mut Self {
-        self.register::<T>();
+        self.register_periodic_with::<T>(schedule, TaskOptions::new())
+    }
+
+    /// [`register_periodic`](Self::register_periodic) with `options` in
+    /// place of the task's own settings (its queue among them).
+    pub fn register_periodic_with<T: Task>(
+        &mut self,
+        schedule: Schedule,
+        options: TaskOptions,
+    ) -> &mut Self {
+        let queue = options
+            .queue
+            .clone()
+            .unwrap_or_else(|| T::QUEUE.to_string());
+        self.register_with::<T>(options);
         let mut periodic = Periodic::new(T::NAME, schedule);
-        periodic.queue = T::QUEUE.to_string();
+        periodic.queue = queue;
         periodic.priority = T::PRIORITY;
         self.periodic.push(periodic);
         self

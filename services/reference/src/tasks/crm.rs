@@ -10,7 +10,7 @@ use reqwest::StatusCode;
 use serde::{Deserialize, Serialize};
 use tracing::info;
 
-use super::{crm_backoff, environment};
+use super::environment;
 use crate::domain::DomainEvent;
 
 /// The longest part of an error answer kept in the job's error message.
@@ -27,16 +27,12 @@ impl Task for NotifyCrm {
     const NAME: &'static str = "crm.notify_event";
     const QUEUE: &'static str = "crm";
 
-    fn retry_strategy() -> dawdle::RetryStrategy {
-        crm_backoff()
-    }
-
     fn queueing_lock(&self) -> Option<String> {
         Some(format!("{}:{}", Self::NAME, self.event_key))
     }
 
     async fn run(self, ctx: JobContext) -> Result<(), TaskError> {
-        let environment = environment()?;
+        let environment = environment(&ctx)?;
         let body = serde_json::json!({
             "event_key": self.event_key,
             "event": self.event,

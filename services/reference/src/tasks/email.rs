@@ -19,7 +19,7 @@ use lettre::{AsyncFileTransport, AsyncTransport, Message, Tokio1Executor};
 use serde::{Deserialize, Serialize};
 use tracing::info;
 
-use super::{database_error, email_backoff, environment, Environment};
+use super::{database_error, environment, Environment};
 use crate::config::EmailDelivery;
 
 /// Domain of the Message-IDs this service makes.
@@ -38,10 +38,6 @@ impl Task for SendWelcomeEmail {
     const NAME: &'static str = "email.send_welcome";
     const QUEUE: &'static str = "email";
 
-    fn retry_strategy() -> dawdle::RetryStrategy {
-        email_backoff()
-    }
-
     fn queueing_lock(&self) -> Option<String> {
         Some(format!("{}:{}", Self::NAME, self.event_key))
     }
@@ -57,7 +53,7 @@ impl Task for SendWelcomeEmail {
             subject: "Welcome to the Dawdle Shop".to_string(),
             body,
         };
-        deliver(environment()?, email, ctx.job_id).await
+        deliver(environment(&ctx)?, email, ctx.job_id).await
     }
 }
 
@@ -74,10 +70,6 @@ pub(crate) struct SendOrderConfirmation {
 impl Task for SendOrderConfirmation {
     const NAME: &'static str = "email.send_order_confirmation";
     const QUEUE: &'static str = "email";
-
-    fn retry_strategy() -> dawdle::RetryStrategy {
-        email_backoff()
-    }
 
     fn queueing_lock(&self) -> Option<String> {
         Some(format!("{}:{}", Self::NAME, self.event_key))
@@ -97,7 +89,7 @@ impl Task for SendOrderConfirmation {
             subject: format!("Your order #{}", self.order_id),
             body,
         };
-        deliver(environment()?, email, ctx.job_id).await
+        deliver(environment(&ctx)?, email, ctx.job_id).await
     }
 }
 

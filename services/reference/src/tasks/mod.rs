@@ -8,18 +8,17 @@
 //! rejects: never retried), `DatabaseError` (the main database, which the
 //! tasks use to stay idempotent). The cause chain is kept as the traceback.
 //!
-//! Tasks reach the mailer, the HTTP client and the main database through an
-//! environment installed once at startup: `dawdle::Task::run` receives only
-//! the job's context, and `Task::retry_strategy` takes no `self`, so
-//! settings that come from the environment have to be process-wide.
+//! Tasks reach the mailer, the HTTP client and the main database through
+//! the registry's shared state (`ctx.state::<Environment>()`), and take
+//! their retry strategy from the service's settings at registration, so two
+//! workers in one process (the tests start many) can run with different
+//! environments.
 
 mod crm;
 mod email;
 
-use std::sync::OnceLock;
-
 use dawdle::task_error::{CONNECTION_ERROR, DATABASE_ERROR, TIMEOUT_ERROR};
-use dawdle::{Registry, RetryStrategy, TaskError};
+use dawdle::{JobContext, Registry, RetryStrategy, TaskError, TaskOptions};
 use sqlx::PgPool;
 
 use crate::config::RetrySettings;
@@ -38,39 +37,33 @@ pub(crate) struct Environment {
     pub(crate) retry: RetrySettings,
 }
 
-static ENVIRONMENT: OnceLock<Environment> = OnceLock::new();
-
-/// Makes `environment` the tasks' for the life of the process and returns
-/// the registry of every task. Call once, before starting a worker: the
-/// registry reads the retry settings now.
+/// The registry of every task, sharing `environment` with them and
+/// retrying per its settings.
 pub(crate) fn install(environment: Environment) -> Registry {
-    if ENVIRONMENT.set(environment).is_err() {
-        tracing::warn!("the task environment was installed twice; keeping the first");
-    }
+    let retry = environment.retry;
+    let email = TaskOptions::new().retry(email_backoff(retry));
     let mut registry = Registry::new();
     registry
-        .register::<SendWelcomeEmail>()
-        .register::<SendOrderConfirmation>()
-        .register::<NotifyCrm>();
+        .register_with::<SendWelcomeEmail>(email.clone())
+        .register_with::<SendOrderConfirmation>(email)
+        .register_with::<NotifyCrm>(TaskOptions::new().retry(crm_backoff(retry)))
+        .with_state(environment);
     registry
 }
 
-fn environment() -> Result<&'static Environment, TaskError> {
-    ENVIRONMENT.get().ok_or_else(|| {
+fn environment(ctx: &JobContext) -> Result<&Environment, TaskError> {
+    ctx.state::<Environment>().ok_or_else(|| {
         TaskError::new(
             "ConfigurationError",
             "the task environment is not installed; the worker was started without it",
         )
+        .no_retry()
     })
 }
 
 /// Exponential backoff per the settings, for errors that a later attempt
 /// may not meet (the other kinds fail the job at once).
-fn backoff(retry_on: &[&str]) -> RetryStrategy {
-    let settings = ENVIRONMENT
-        .get()
-        .map(|environment| environment.retry)
-        .unwrap_or_default();
+fn backoff(settings: RetrySettings, retry_on: &[&str]) -> RetryStrategy {
     RetryStrategy::exponential(settings.max_retries, settings.base_seconds)
         .with_max_wait(settings.max_wait)
         // Spreads the retries of many jobs that failed together (an outage)
@@ -80,13 +73,13 @@ fn backoff(retry_on: &[&str]) -> RetryStrategy {
 }
 
 /// Emails are retried while the mail server or the main database is down.
-fn email_backoff() -> RetryStrategy {
-    backoff(&[CONNECTION_ERROR, TIMEOUT_ERROR, DATABASE_ERROR])
+fn email_backoff(settings: RetrySettings) -> RetryStrategy {
+    backoff(settings, &[CONNECTION_ERROR, TIMEOUT_ERROR, DATABASE_ERROR])
 }
 
 /// CRM calls are retried while the CRM is down or slow.
-fn crm_backoff() -> RetryStrategy {
-    backoff(&[CONNECTION_ERROR, TIMEOUT_ERROR])
+fn crm_backoff(settings: RetrySettings) -> RetryStrategy {
+    backoff(settings, &[CONNECTION_ERROR, TIMEOUT_ERROR])
 }
 
 /// A failure of the main database inside a task, with its cause chain.
