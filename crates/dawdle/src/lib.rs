@@ -41,8 +41,9 @@ pub use retry::RetryStrategy;
 pub use task::Task;
 pub use task_error::{ErrorKind, TaskError};
 pub use worker::{
-    AttemptEnd, JobEvent, JobOutcome, Middleware, Periodic, Registry, Retention, TaskOptions,
-    Worker, WorkerBuilder, WorkerConfig, WorkerError, WorkerHandle, WorkerReport,
+    Attempt, AttemptEnd, BoxAttempt, JobEvent, JobOutcome, Middleware, Periodic, Registry,
+    Retention, TaskOptions, Worker, WorkerBuilder, WorkerConfig, WorkerError, WorkerHandle,
+    WorkerReport,
 };
 
 // The README's examples compile, and those not marked otherwise run, as

@@ -9,8 +9,8 @@ use std::time::Duration;
 use dawdle::cron::Schedule;
 use dawdle::testing::TestDatabase;
 use dawdle::{
-    defer, AttemptEnd, JobContext, Middleware, NewJob, Periodic, Registry, Retention,
-    RetryStrategy, Task, TaskError, Worker, WorkerConfig, WorkerReport,
+    defer, Attempt, AttemptEnd, BoxAttempt, JobContext, Middleware, NewJob, Periodic, Registry,
+    Retention, RetryStrategy, Task, TaskError, Worker, WorkerConfig, WorkerReport,
 };
 use serde::{Deserialize, Serialize};
 use serde_json::json;
@@ -509,6 +509,100 @@ async fn middleware_sees_every_attempt() {
     ];
     expected.sort();
     assert_eq!(calls, expected);
+}
+
+/// Wraps attempts: logs going in and out, and lets through only jobs
+/// whose arguments do not say `"skip": true` (those succeed unrun).
+struct Wrap {
+    name: &'static str,
+    log: Arc<Mutex<Vec<String>>>,
+}
+
+impl Middleware for Wrap {
+    fn wrap<'a>(&'a self, attempt: Attempt<'a>) -> BoxAttempt<'a> {
+        Box::pin(async move {
+            let id = attempt.job().id;
+            if attempt.job().args.get("skip") == Some(&json!(true)) {
+                self.log
+                    .lock()
+                    .unwrap()
+                    .push(format!("{} skips {id}", self.name));
+                return Ok(());
+            }
+            self.log
+                .lock()
+                .unwrap()
+                .push(format!("{} in {id}", self.name));
+            let result = attempt.run().await;
+            self.log.lock().unwrap().push(format!(
+                "{} out {id} {}",
+                self.name,
+                result
+                    .as_ref()
+                    .map_or_else(|e| e.kind().to_string(), |()| "ok".into())
+            ));
+            result
+        })
+    }
+}
+
+#[tokio::test]
+async fn middleware_wraps_attempts_in_order_and_can_short_circuit_them() {
+    let db = TestDatabase::with_schema().await;
+    let pool = db.pool();
+    let failing = defer(
+        pool,
+        &NewJob::new("test.quick", json!({"fail": true})).unwrap(),
+    )
+    .await
+    .unwrap();
+    let log = Arc::new(Mutex::new(Vec::new()));
+    let worker = Worker::new(pool.clone(), registry(), config().one_shot(true))
+        .with_middleware(Wrap {
+            name: "outer",
+            log: log.clone(),
+        })
+        .with_middleware(Wrap {
+            name: "inner",
+            log: log.clone(),
+        });
+    start_worker(worker).task.await.unwrap().unwrap();
+    assert_eq!(
+        *log.lock().unwrap(),
+        [
+            format!("outer in {failing}"),
+            format!("inner in {failing}"),
+            format!("inner out {failing} ValidationError"),
+            format!("outer out {failing} ValidationError"),
+        ]
+    );
+
+    // Short-circuited: the task, which would fail, never runs.
+    log.lock().unwrap().clear();
+    let skipped = defer(
+        pool,
+        &NewJob::new("test.quick", json!({"fail": true, "skip": true})).unwrap(),
+    )
+    .await
+    .unwrap();
+    let worker = Worker::new(pool.clone(), registry(), config().one_shot(true))
+        .with_middleware(Wrap {
+            name: "outer",
+            log: log.clone(),
+        })
+        .with_middleware(Wrap {
+            name: "inner",
+            log: log.clone(),
+        });
+    start_worker(worker).task.await.unwrap().unwrap();
+    assert_eq!(*log.lock().unwrap(), [format!("outer skips {skipped}")]);
+    let status: String =
+        sqlx::query_scalar("SELECT status::text FROM procrastinate_jobs WHERE id = $1")
+            .bind(skipped)
+            .fetch_one(pool)
+            .await
+            .unwrap();
+    assert_eq!(status, "succeeded");
 }
 
 #[tokio::test]

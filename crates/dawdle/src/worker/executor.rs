@@ -14,8 +14,9 @@ use tracing::{error, info};
 
 use super::config::Retention;
 use super::handle::{Control, Stop};
-use super::middleware::AttemptEnd;
+use super::middleware::{Attempt, AttemptEnd, BoxAttempt};
 use super::producer::Loop;
+use super::registry::{RegisteredTask, Registry};
 use crate::context::JobContext;
 use crate::job::Job;
 use crate::state::{Outcome, Verdict};
@@ -57,34 +58,13 @@ impl Loop<'_> {
             follow_ups.clone(),
             self.worker.registry.state(),
         );
-        let args = job.args.clone();
-        let args_error = job.args_error.clone();
-        let task_name = job.task_name.clone();
+        let attempt_job = job.clone();
         let registry = self.worker.registry.clone();
+        let middleware = self.worker.middleware.clone();
         let handle = self.running.spawn(async move {
-            // Stored arguments this process cannot read fail the job alone,
-            // at once: no retry would read them differently.
-            if let Some(why) = args_error {
-                return Err(TaskError::validation(why));
-            }
-            let Some(task) = registered else {
-                let known = registry.names().join(", ");
-                return Err(TaskError::new(
-                    task_error::UNKNOWN_TASK,
-                    format!("no task named {task_name:?} is registered in this worker (it knows: {known})"),
-                )
-                .no_retry());
-            };
-            match task.timeout {
-                Some(limit) => match tokio::time::timeout(limit, (task.run)(args, context)).await {
-                    Ok(result) => result,
-                    Err(_) => Err(TaskError::timeout(format!(
-                        "the job ran longer than its timeout of {} s and was stopped",
-                        limit.as_secs_f64()
-                    ))),
-                },
-                None => (task.run)(args, context).await,
-            }
+            let job = attempt_job;
+            let task = run_task(&job, registered, &registry, context);
+            Attempt::new(&job, &middleware, task).run().await
         });
         self.by_task.insert(
             handle.id(),
@@ -344,6 +324,44 @@ impl Loop<'_> {
         // Aborted tasks still report through the JoinSet; nothing to record.
         while self.running.join_next().await.is_some() {}
     }
+}
+
+/// The task's own code for one attempt, bounded by its timeout; what a
+/// job cannot run (unreadable arguments, an unknown task) fails at once.
+fn run_task<'a>(
+    job: &'a Job,
+    registered: Option<RegisteredTask>,
+    registry: &'a Registry,
+    context: JobContext,
+) -> BoxAttempt<'a> {
+    Box::pin(async move {
+        // Stored arguments this process cannot read fail the job alone,
+        // at once: no retry would read them differently.
+        if let Some(why) = &job.args_error {
+            return Err(TaskError::validation(why.clone()));
+        }
+        let Some(task) = registered else {
+            let known = registry.names().join(", ");
+            return Err(TaskError::new(
+                task_error::UNKNOWN_TASK,
+                format!(
+                    "no task named {} is registered in this worker (it knows: {known})",
+                    crate::text::quote(&job.task_name)
+                ),
+            )
+            .no_retry());
+        };
+        let run = (task.run)(job.args.clone(), context);
+        match task.timeout {
+            Some(limit) => tokio::time::timeout(limit, run).await.unwrap_or_else(|_| {
+                Err(TaskError::timeout(format!(
+                    "the job ran longer than its timeout of {} s and was stopped",
+                    limit.as_secs_f64()
+                )))
+            }),
+            None => run.await,
+        }
+    })
 }
 
 /// Runs a middleware hook; a panic in it is logged and goes no further, so a

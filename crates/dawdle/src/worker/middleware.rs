@@ -1,14 +1,28 @@
-//! Hooks around job execution, so applications add tracing, metrics or their
-//! own logging without forking the worker. The worker's own job logs are a
-//! middleware too ([`LogJobs`], installed by default).
+//! Middleware around job execution, so applications add tracing, metrics,
+//! their own logging or policies without forking the worker. The worker's
+//! own job logs are a middleware too ([`LogJobs`], installed by default).
+//!
+//! A middleware can *wrap* each attempt ([`Middleware::wrap`]): it runs in
+//! the attempt's own tokio task, around the task's code, so it can time it,
+//! put it in a tracing span its logs inherit, or short-circuit it (return
+//! without calling [`Attempt::run`], and the task never runs). It can also
+//! be *told* of each attempt's start and end ([`Middleware::before`],
+//! [`Middleware::after`], [`Middleware::on_error`]), with the verdict the
+//! worker drew (retry when, failed for good, snoozed...).
 
-use crate::text::printable;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
 use std::time::Duration;
 
-use tracing::{error, info, warn};
+use tracing::{error, info, warn, Instrument};
 
 use crate::job::Job;
 use crate::task_error::TaskError;
+use crate::text::printable;
+
+/// An attempt's future, as middleware passes it on.
+pub type BoxAttempt<'a> = Pin<Box<dyn Future<Output = Result<(), TaskError>> + Send + 'a>>;
 
 /// How an attempt ended, as middleware sees it.
 #[derive(Debug, Clone, Copy)]
@@ -38,9 +52,71 @@ pub enum AttemptEnd<'a> {
     Interrupted,
 }
 
-/// Called by the worker around every attempt, on the worker's task (keep
-/// them quick: they delay the next claim). Every method has an empty default.
+/// One attempt on its way through the middleware: the job, and the rest of
+/// the chain down to the task's own code.
+pub struct Attempt<'a> {
+    job: &'a Job,
+    rest: &'a [Arc<dyn Middleware>],
+    task: BoxAttempt<'a>,
+}
+
+impl<'a> Attempt<'a> {
+    /// The attempt of `job` running `task` inside `chain` (outermost first).
+    pub(crate) fn new(
+        job: &'a Job,
+        chain: &'a [Arc<dyn Middleware>],
+        task: BoxAttempt<'a>,
+    ) -> Self {
+        Self {
+            job,
+            rest: chain,
+            task,
+        }
+    }
+
+    /// The job this attempt runs (its `attempts` counts those before it).
+    pub fn job(&self) -> &'a Job {
+        self.job
+    }
+
+    /// Runs the rest of the chain and the task; its result is the
+    /// attempt's unless the caller returns another.
+    pub fn run(self) -> BoxAttempt<'a> {
+        match self.rest.split_first() {
+            Some((next, rest)) => next.wrap(Attempt {
+                job: self.job,
+                rest,
+                task: self.task,
+            }),
+            None => self.task,
+        }
+    }
+}
+
+impl std::fmt::Debug for Attempt<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Attempt")
+            .field("job_id", &self.job.id)
+            .field("middleware_left", &self.rest.len())
+            .finish_non_exhaustive()
+    }
+}
+
+/// Called by the worker for every attempt. Every method has a default that
+/// does nothing (`wrap` just runs the attempt).
+///
+/// `wrap` runs in the attempt's task: a panic there fails the attempt as a
+/// `Panic`, like one in the task. The other hooks run on the worker's own
+/// task (keep them quick: they delay the next claim), and a panic in them is
+/// logged and goes no further.
 pub trait Middleware: Send + Sync + 'static {
+    /// Wraps the attempt: call `attempt.run().await` to go on (to the next
+    /// middleware, then the task), or return without it to short-circuit.
+    /// The attempt's timeout bounds the task's code only.
+    fn wrap<'a>(&'a self, attempt: Attempt<'a>) -> BoxAttempt<'a> {
+        attempt.run()
+    }
+
     /// The attempt is about to start.
     fn before(&self, _job: &Job) {}
 
@@ -57,6 +133,15 @@ pub trait Middleware: Send + Sync + 'static {
 pub struct LogJobs;
 
 impl Middleware for LogJobs {
+    /// Runs the attempt in a `job` span (job id, task, queue, attempt), so
+    /// every line the task logs says which job it is about.
+    fn wrap<'a>(&'a self, attempt: Attempt<'a>) -> BoxAttempt<'a> {
+        let job = attempt.job();
+        let span = tracing::info_span!("job", job_id = job.id, task = %printable(&job.task_name),
+                                       queue = %printable(&job.queue_name), attempt = job.attempts + 1);
+        Box::pin(attempt.run().instrument(span))
+    }
+
     fn before(&self, job: &Job) {
         info!(job_id = job.id, task = %printable(&job.task_name), queue = %printable(&job.queue_name),
               attempt = job.attempts + 1, "job started");

@@ -58,7 +58,7 @@ use tracing::{error, info, warn};
 
 pub use config::{Retention, WorkerConfig, WorkerError, WorkerReport, DEFAULT_PREFETCH};
 pub use handle::{JobEvent, JobOutcome, WorkerHandle, WorkerStopped};
-pub use middleware::{AttemptEnd, LogJobs, Middleware};
+pub use middleware::{Attempt, AttemptEnd, BoxAttempt, LogJobs, Middleware};
 pub use registry::{Periodic, Registry, TaskOptions};
 
 use crate::state::{self, PutBack, Selection};
