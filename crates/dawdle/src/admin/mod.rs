@@ -1,5 +1,5 @@
-//! Reading and changing jobs for people: the operations behind the CLI, the
-//! shell and the dashboard, written once here so they all agree.
+//! Reading and changing jobs for people: the operations behind the CLI and
+//! the shell, written once here so they all agree.
 
 use sqlx::PgExecutor;
 

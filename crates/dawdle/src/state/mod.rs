@@ -1,6 +1,6 @@
 //! The only writer of job rows: every transition of a job, once.
 //!
-//! Workers, upkeep and the admin operations (CLI, shell, dashboard) change
+//! Workers, upkeep and the admin operations (CLI and shell) change
 //! jobs only through this module, so each rule about a transition lives in
 //! one place. Inserting new jobs is `crate::defer`'s; everything after is
 //! here:
