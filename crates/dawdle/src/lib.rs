@@ -18,6 +18,7 @@ pub mod cron;
 pub mod database;
 pub mod defer;
 pub mod diagnostics;
+pub mod duration;
 pub mod job;
 pub mod local_pg;
 pub mod retry;
