@@ -24,7 +24,9 @@ use dawdle::{DeferError, JobStatus, JobsDatabase, NewJob};
     version,
     about = "A PostgreSQL job queue for Rust services, schema-compatible with Procrastinate 3.x",
     after_help = "The jobs database is JOB_QUEUE_DATABASE_URL (or --database-url); when neither \
-                  is set, an embedded PostgreSQL is started under .dawdle/ (or $DAWDLE_HOME)."
+                  is set, an embedded PostgreSQL is started under .dawdle/ (or $DAWDLE_HOME).\n\n\
+                  Durations are written like 90s, 10m, 1h 30m, 7d or 500ms; a number alone is \
+                  seconds (days for purge --older-than)."
 )]
 struct Cli {
     /// Jobs database URL; overrides JOB_QUEUE_DATABASE_URL.
@@ -56,7 +58,7 @@ enum Command {
     Retry(ops::RetryArgs),
     /// Retry every failed job (of one queue, or all).
     RetryFailed(ops::RetryFailedArgs),
-    /// Delete finished jobs older than N days, in batches.
+    /// Delete finished jobs older than N days (or a duration such as 12h), in batches.
     Purge(ops::PurgeArgs),
     /// Put jobs stuck in doing back to todo (one job, or all older than a duration).
     ResetStalled(ops::ResetStalledArgs),
@@ -127,11 +129,11 @@ struct DeferArgs {
     #[arg(long, default_value_t = 0, allow_negative_numbers = true)]
     priority: i32,
     /// Run no earlier than this time (RFC 3339, e.g. 2030-01-01T09:00:00Z).
-    #[arg(long, value_name = "TIME", conflicts_with = "in_seconds")]
+    #[arg(long, value_name = "TIME", conflicts_with = "delay")]
     at: Option<DateTime<Utc>>,
-    /// Run no earlier than this many seconds from now.
-    #[arg(long = "in", value_name = "SECONDS")]
-    in_seconds: Option<f64>,
+    /// Run no earlier than this long from now (90s, 1h 30m; a number alone is seconds).
+    #[arg(long = "in", value_name = "DURATION", value_parser = dawdle::duration::parse)]
+    delay: Option<std::time::Duration>,
     /// Print the job as JSON instead of its id.
     #[arg(long)]
     json: bool,
@@ -437,12 +439,7 @@ async fn defer(explicit_url: Option<&str>, args: DeferArgs) -> Result<ExitCode, 
     if let Some(at) = args.at {
         job = job.scheduled_at(at);
     }
-    if let Some(seconds) = args.in_seconds {
-        let delay = std::time::Duration::try_from_secs_f64(seconds).map_err(|_| {
-            Failure::new(format!(
-                "failed to defer job: --in {seconds} is not a non-negative number of seconds"
-            ))
-        })?;
+    if let Some(delay) = args.delay {
         job = job
             .scheduled_in(delay)
             .map_err(|error| Failure::from_error(&DeferError::from(error)))?;

@@ -13,6 +13,7 @@ use dawdle::admin::{
 use sqlx::PgPool;
 
 use crate::output::{field_text, print_json, print_table, timestamp};
+use dawdle::duration::{self, BareNumber};
 use dawdle::text::{quote, truncate};
 
 /// Most characters `dawdle job ID` shows of one field or traceback line;
@@ -26,48 +27,12 @@ impl From<admin::ChangeError> for Failure {
     }
 }
 
-/// `90s`, `10m`, `2h`, `7d`: a duration with its unit.
-pub(crate) fn parse_duration(text: &str) -> Result<Duration, String> {
-    let text = text.trim();
-    let split = text
-        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-        .unwrap_or(text.len());
-    let (number, unit) = text.split_at(split);
-    let value: f64 = number.parse().map_err(|_| {
-        format!(
-            "{} is not a duration; write it like 90s, 10m, 2h or 7d",
-            quote(text)
-        )
-    })?;
-    let seconds = match unit.trim() {
-        "s" | "sec" | "secs" => value,
-        "m" | "min" | "mins" => value * 60.0,
-        "h" | "hour" | "hours" => value * 3600.0,
-        "d" | "day" | "days" => value * 86_400.0,
-        "" => {
-            return Err(format!(
-                "{} has no unit; write it like 90s, 10m, 2h or 7d",
-                quote(text)
-            ))
-        }
-        other => {
-            return Err(format!(
-                "unknown unit {} in {}; use s, m, h or d",
-                quote(other),
-                quote(text)
-            ))
-        }
-    };
-    Duration::try_from_secs_f64(seconds)
-        .map_err(|_| format!("{} is not a usable duration", quote(text)))
-}
-
 /// A point in time: RFC 3339, or a duration meaning "that long ago".
 fn parse_since(text: &str) -> Result<DateTime<Utc>, String> {
     if let Ok(at) = text.parse::<DateTime<Utc>>() {
         return Ok(at);
     }
-    let ago = parse_duration(text).map_err(|_| {
+    let ago = duration::parse(text).map_err(|_| {
         format!(
             "{} is neither a time (2026-01-31T09:00:00Z) nor a duration ago (1h, 2d)",
             quote(text)
@@ -89,10 +54,10 @@ fn or_dash(value: Option<&str>) -> String {
 #[derive(Debug, Args)]
 pub(crate) struct StatsArgs {
     /// A job in doing longer than this is stuck.
-    #[arg(long, default_value = "5m", value_parser = parse_duration)]
+    #[arg(long, default_value = "5m", value_name = "DURATION", value_parser = duration::parse)]
     stuck_after: Duration,
     /// A runnable job waiting longer than this means a growing backlog.
-    #[arg(long, default_value = "5m", value_parser = parse_duration)]
+    #[arg(long, default_value = "5m", value_name = "DURATION", value_parser = duration::parse)]
     backlog_after: Duration,
     #[arg(long)]
     json: bool,
@@ -416,9 +381,10 @@ pub(crate) async fn retry_failed(
 
 #[derive(Debug, Args)]
 pub(crate) struct PurgeArgs {
-    /// Delete jobs that finished more than this many days ago.
-    #[arg(long, value_name = "DAYS")]
-    older_than: f64,
+    /// Delete jobs that finished longer ago than this: a number of days
+    /// (30), or a duration (12h, 2d 12h).
+    #[arg(long, value_name = "DAYS", value_parser = parse_purge_age)]
+    older_than: Duration,
     /// Also delete failed jobs (by default only succeeded, cancelled and aborted ones).
     #[arg(long)]
     include_failed: bool,
@@ -434,13 +400,14 @@ pub(crate) struct PurgeArgs {
     json: bool,
 }
 
+/// `purge --older-than`: a number alone is days, as the runbook's
+/// `purge-old.sh <days>` has always passed it.
+fn parse_purge_age(text: &str) -> Result<Duration, duration::DurationError> {
+    duration::parse_with(text, BareNumber::Days)
+}
+
 pub(crate) async fn purge(url: Option<&str>, args: PurgeArgs) -> Result<ExitCode, Failure> {
-    let older_than = Duration::try_from_secs_f64(args.older_than * 86_400.0).map_err(|_| {
-        Failure::new(format!(
-            "failed to purge old jobs: --older-than {} is not a non-negative number of days",
-            args.older_than
-        ))
-    })?;
+    let older_than = args.older_than;
     let pool = jobs_pool(url).await?;
     let options = PurgeOptions {
         older_than,
@@ -472,13 +439,13 @@ pub(crate) async fn purge(url: Option<&str>, args: PurgeArgs) -> Result<ExitCode
         );
     } else if args.dry_run {
         println!(
-            "would delete {deleted} {what} job(s) finished more than {} days ago (dry run: nothing deleted)",
-            args.older_than
+            "would delete {deleted} {what} job(s) finished more than {} ago (dry run: nothing deleted)",
+            duration::format(older_than)
         );
     } else {
         println!(
-            "deleted {deleted} {what} job(s) finished more than {} days ago, with their history ({:.1} s)",
-            args.older_than,
+            "deleted {deleted} {what} job(s) finished more than {} ago, with their history ({:.1} s)",
+            duration::format(older_than),
             started.elapsed().as_secs_f64()
         );
     }
@@ -493,7 +460,7 @@ pub(crate) struct ResetStalledArgs {
     #[arg(conflicts_with = "older_than", required_unless_present = "older_than")]
     id: Option<i64>,
     /// Reset every job in doing that started longer ago than this (e.g. 10m).
-    #[arg(long, value_parser = parse_duration)]
+    #[arg(long, value_name = "DURATION", value_parser = duration::parse)]
     older_than: Option<Duration>,
     #[arg(long)]
     json: bool,
@@ -597,7 +564,7 @@ pub(crate) async fn clear_pending(
 #[derive(Debug, Args)]
 pub(crate) struct HealthcheckArgs {
     /// A worker heartbeat must be at most this old.
-    #[arg(long, default_value = "60s", value_parser = parse_duration)]
+    #[arg(long, default_value = "60s", value_name = "DURATION", value_parser = duration::parse)]
     worker_within: Duration,
     /// Do not require a live worker (an API started with JOB_QUEUE_ENABLED=false).
     #[arg(long)]

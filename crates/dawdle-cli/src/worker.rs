@@ -6,6 +6,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Args, ValueEnum};
+use dawdle::duration;
 use dawdle::{Registry, Worker, WorkerConfig};
 
 use crate::{jobs_pool_sized, output, Failure};
@@ -26,12 +27,12 @@ pub(crate) struct WorkerArgs {
     /// Exit once no runnable job is left; the exit code is 1 if any job failed.
     #[arg(long)]
     one_shot: bool,
-    /// Seconds between claims when no notification arrives.
-    #[arg(long, default_value_t = 2.0, value_name = "SECONDS")]
-    poll_interval: f64,
-    /// Seconds running jobs get to finish on SIGINT/SIGTERM before they are put back.
-    #[arg(long, default_value_t = 30.0, value_name = "SECONDS")]
-    shutdown_timeout: f64,
+    /// Time between claims when no notification arrives.
+    #[arg(long, default_value = "2s", value_name = "DURATION", value_parser = duration::parse)]
+    poll_interval: Duration,
+    /// Time running jobs get to finish on SIGINT/SIGTERM before they are put back.
+    #[arg(long, default_value = "30s", value_name = "DURATION", value_parser = duration::parse)]
+    shutdown_timeout: Duration,
     /// Defer a job on a cron schedule: `TASK=CRON`, e.g.
     /// `dawdle.remove_old_jobs=0 3 * * *` or `dawdle.noop=* * * * * */10` (a
     /// sixth field is seconds). Repeatable.
@@ -43,15 +44,15 @@ pub(crate) struct WorkerArgs {
     /// Delete finished jobs right away: never (keep them, the default), successful, always.
     #[arg(long, value_enum, default_value_t = RetentionArg::Never)]
     delete_finished: RetentionArg,
-    /// Seconds between heartbeats (and stalled-worker checks).
-    #[arg(long, default_value_t = 10.0, value_name = "SECONDS")]
-    heartbeat_interval: f64,
-    /// A worker silent this many seconds is dead: pruned, its jobs put back.
-    #[arg(long, default_value_t = 30.0, value_name = "SECONDS")]
-    stalled_after: f64,
-    /// Seconds a job gets to stop by itself after an abort request.
-    #[arg(long, default_value_t = 10.0, value_name = "SECONDS")]
-    abort_grace: f64,
+    /// Time between heartbeats (and stalled-worker checks).
+    #[arg(long, default_value = "10s", value_name = "DURATION", value_parser = duration::parse)]
+    heartbeat_interval: Duration,
+    /// A worker silent this long is dead: pruned, its jobs put back.
+    #[arg(long, default_value = "30s", value_name = "DURATION", value_parser = duration::parse)]
+    stalled_after: Duration,
+    /// Time a job gets to stop by itself after an abort request.
+    #[arg(long, default_value = "10s", value_name = "DURATION", value_parser = duration::parse)]
+    abort_grace: Duration,
     /// Log format on stderr.
     #[arg(long, value_enum, default_value_t = LogFormat::Text, env = "DAWDLE_LOG_FORMAT")]
     log_format: LogFormat,
@@ -84,14 +85,6 @@ pub(crate) fn init_logging(format: LogFormat) {
         LogFormat::Text => builder.init(),
         LogFormat::Json => builder.json().flatten_event(true).init(),
     }
-}
-
-fn seconds(value: f64, flag: &str) -> Result<Duration, Failure> {
-    Duration::try_from_secs_f64(value).map_err(|_| {
-        Failure::new(format!(
-            "failed to start the worker: {flag} {value} is not a non-negative number of seconds"
-        ))
-    })
 }
 
 pub(crate) async fn run(explicit_url: Option<&str>, args: WorkerArgs) -> Result<ExitCode, Failure> {
@@ -129,17 +122,12 @@ pub(crate) async fn run(explicit_url: Option<&str>, args: WorkerArgs) -> Result<
         .queues(args.queues)
         .concurrency(args.concurrency as usize)
         .prefetch(args.prefetch as usize)
-        .poll_interval(
-            seconds(args.poll_interval, "--poll-interval")?.max(Duration::from_millis(10)),
-        )
-        .shutdown_timeout(seconds(args.shutdown_timeout, "--shutdown-timeout")?)
+        .poll_interval(args.poll_interval.max(Duration::from_millis(10)))
+        .shutdown_timeout(args.shutdown_timeout)
         .one_shot(args.one_shot)
-        .heartbeat_interval(
-            seconds(args.heartbeat_interval, "--heartbeat-interval")?
-                .max(Duration::from_millis(50)),
-        )
-        .stalled_after(seconds(args.stalled_after, "--stalled-after")?)
-        .abort_grace(seconds(args.abort_grace, "--abort-grace")?)
+        .heartbeat_interval(args.heartbeat_interval.max(Duration::from_millis(50)))
+        .stalled_after(args.stalled_after)
+        .abort_grace(args.abort_grace)
         .retention(match args.delete_finished {
             RetentionArg::Never => dawdle::Retention::KeepAll,
             RetentionArg::Successful => dawdle::Retention::DeleteSuccessful,
@@ -212,4 +200,62 @@ fn peak_rss_kb() -> Option<u64> {
         .lines()
         .find_map(|line| line.strip_prefix("VmHWM:"))
         .and_then(|value| value.trim().trim_end_matches("kB").trim().parse().ok())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Debug, Parser)]
+    struct Probe {
+        #[command(flatten)]
+        args: WorkerArgs,
+    }
+
+    fn parse(args: &[&str]) -> WorkerArgs {
+        let mut argv = vec!["worker"];
+        argv.extend_from_slice(args);
+        Probe::try_parse_from(argv).unwrap().args
+    }
+
+    /// The flags' defaults are written twice, here for `--help` and in
+    /// `WorkerConfig::default`, where the library's defaults live.
+    #[test]
+    fn the_flags_default_to_the_library_defaults() {
+        let args = parse(&[]);
+        let config = WorkerConfig::default();
+        assert_eq!(args.poll_interval, config.poll_interval);
+        assert_eq!(args.shutdown_timeout, config.shutdown_timeout);
+        assert_eq!(args.heartbeat_interval, config.heartbeat_interval);
+        assert_eq!(args.stalled_after, config.stalled_after);
+        assert_eq!(args.abort_grace, config.abort_grace);
+        assert_eq!(args.concurrency as usize, config.concurrency);
+        assert_eq!(args.prefetch as usize, config.prefetch);
+    }
+
+    #[test]
+    fn durations_take_units_and_bare_seconds() {
+        let args = parse(&[
+            "--poll-interval",
+            "500ms",
+            "--shutdown-timeout",
+            "0.5",
+            "--heartbeat-interval",
+            "1m",
+            "--stalled-after",
+            "1h 30m",
+            "--abort-grace",
+            "45",
+        ]);
+        assert_eq!(args.poll_interval, Duration::from_millis(500));
+        assert_eq!(args.shutdown_timeout, Duration::from_millis(500));
+        assert_eq!(args.heartbeat_interval, Duration::from_secs(60));
+        assert_eq!(args.stalled_after, Duration::from_secs(5_400));
+        assert_eq!(args.abort_grace, Duration::from_secs(45));
+        let error = Probe::try_parse_from(["worker", "--stalled-after=-5"])
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("is negative"), "{error}");
+    }
 }

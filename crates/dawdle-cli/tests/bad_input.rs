@@ -342,8 +342,9 @@ fn malformed_arguments_get_a_short_usage_error() {
         assert_short_error(&output, &huge, what);
     }
     let output = dawdle(&url, ["purge", "--older-than=-1"], &[]);
-    assert_eq!(output.status.code(), Some(1));
+    assert_eq!(output.status.code(), Some(2));
     assert_short_error(&output, "-1 days", "negative purge age");
+    assert!(text(&output.stderr).contains("is negative"));
 }
 
 #[test]
@@ -351,6 +352,8 @@ fn worker_settings_quote_at_most_an_excerpt() {
     let url = format!("postgresql://app@{UNREACHABLE}/jobs");
     let huge = "w".repeat(10_000);
     let periodic_task = format!("{huge}=* * * * *");
+    let huge_unit = format!("5{huge}");
+    let negative = format!("--stalled-after=-{huge}");
     let cases: Vec<(&str, Vec<&str>, &str)> = vec![
         (
             "huge time zone",
@@ -366,6 +369,21 @@ fn worker_settings_quote_at_most_an_excerpt() {
             "huge periodic task",
             vec!["worker", "--periodic", &periodic_task],
             "task name",
+        ),
+        (
+            "huge poll interval",
+            vec!["worker", "--poll-interval", &huge],
+            "not a duration",
+        ),
+        (
+            "huge shutdown timeout unit",
+            vec!["worker", "--shutdown-timeout", &huge_unit],
+            "unknown unit",
+        ),
+        (
+            "negative stalled-after",
+            vec!["worker", &negative],
+            "is negative",
         ),
     ];
     for (what, args, expected) in cases {
