@@ -4,7 +4,10 @@
 //!
 //! Validation happens here, at startup, so that a typo in a URL or a negative
 //! timeout stops the process with a message naming the variable instead of
-//! failing the first job an hour later.
+//! failing the first job an hour later. Durations are read here too, as
+//! text, for the same reason: `dawdle::duration` reads `10s`, `1m`, `1h 30m`,
+//! and a number alone as seconds (what the `_SECONDS` variables always took),
+//! and a value it refuses is reported with its variable's name.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -63,14 +66,15 @@ pub(crate) struct Settings {
     #[arg(long, env = "SMTP_URL", value_name = "URL", hide_env_values = true)]
     pub(crate) smtp_url: Option<String>,
 
-    /// Seconds one SMTP delivery may take, connection included.
+    /// How long one SMTP delivery may take, connection included (10s, 1m;
+    /// a number alone is seconds).
     #[arg(
         long,
         env = "SMTP_TIMEOUT_SECONDS",
-        default_value_t = 10.0,
-        value_name = "SECONDS"
+        default_value = "10s",
+        value_name = "DURATION"
     )]
-    pub(crate) smtp_timeout_seconds: f64,
+    pub(crate) smtp_timeout_seconds: String,
 
     /// The `From:` of every email.
     #[arg(
@@ -91,14 +95,15 @@ pub(crate) struct Settings {
     )]
     pub(crate) crm_webhook_url: String,
 
-    /// Seconds one CRM call may take, connection included.
+    /// How long one CRM call may take, connection included (10s, 1m; a
+    /// number alone is seconds).
     #[arg(
         long,
         env = "CRM_TIMEOUT_SECONDS",
-        default_value_t = 10.0,
-        value_name = "SECONDS"
+        default_value = "10s",
+        value_name = "DURATION"
     )]
-    pub(crate) crm_timeout_seconds: f64,
+    pub(crate) crm_timeout_seconds: String,
 
     /// Write domain events to a transactional outbox in the main database,
     /// relayed to the jobs database, instead of deferring after commit.
@@ -112,14 +117,15 @@ pub(crate) struct Settings {
     )]
     pub(crate) outbox_enabled: bool,
 
-    /// Seconds between outbox scans when no notification arrives.
+    /// Time between outbox scans when no notification arrives (5s, 500ms;
+    /// a number alone is seconds).
     #[arg(
         long,
         env = "OUTBOX_POLL_INTERVAL_SECONDS",
-        default_value_t = 5.0,
-        value_name = "SECONDS"
+        default_value = "5s",
+        value_name = "DURATION"
     )]
-    pub(crate) outbox_poll_interval_seconds: f64,
+    pub(crate) outbox_poll_interval_seconds: String,
 
     /// Log format on stdout.
     #[arg(long, env = "LOG_FORMAT", value_enum, default_value_t = LogFormat::Json)]
@@ -144,14 +150,15 @@ pub(crate) struct Settings {
     )]
     pub(crate) job_retry_base_seconds: f64,
 
-    /// Longest wait between two attempts, in seconds.
+    /// Longest wait between two attempts (1h, 90m; a number alone is
+    /// seconds).
     #[arg(
         long,
         env = "JOB_RETRY_MAX_WAIT_SECONDS",
-        default_value_t = 3600.0,
-        value_name = "SECONDS"
+        default_value = "1h",
+        value_name = "DURATION"
     )]
-    pub(crate) job_retry_max_wait_seconds: f64,
+    pub(crate) job_retry_max_wait_seconds: String,
 
     /// Jobs the worker runs at the same time.
     #[arg(
@@ -163,25 +170,25 @@ pub(crate) struct Settings {
     )]
     pub(crate) job_concurrency: u32,
 
-    /// Seconds between claims when no notification arrives; also how late
-    /// a scheduled retry may start.
+    /// Time between claims when no notification arrives; also how late a
+    /// scheduled retry may start (2s, 500ms; a number alone is seconds).
     #[arg(
         long,
         env = "JOB_POLL_INTERVAL_SECONDS",
-        default_value_t = 2.0,
-        value_name = "SECONDS"
+        default_value = "2s",
+        value_name = "DURATION"
     )]
-    pub(crate) job_poll_interval_seconds: f64,
+    pub(crate) job_poll_interval_seconds: String,
 
-    /// On shutdown, seconds running jobs get to finish before they are put
-    /// back for retry.
+    /// On shutdown, how long running jobs get to finish before they are put
+    /// back for retry (30s, 2m; a number alone is seconds).
     #[arg(
         long,
         env = "JOB_SHUTDOWN_TIMEOUT_SECONDS",
-        default_value_t = 30.0,
-        value_name = "SECONDS"
+        default_value = "30s",
+        value_name = "DURATION"
     )]
-    pub(crate) job_shutdown_timeout_seconds: f64,
+    pub(crate) job_shutdown_timeout_seconds: String,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -240,7 +247,7 @@ impl Settings {
                 }
                 Ok(EmailDelivery::Smtp {
                     url: url.to_string(),
-                    timeout: seconds("SMTP_TIMEOUT_SECONDS", self.smtp_timeout_seconds)?,
+                    timeout: duration("SMTP_TIMEOUT_SECONDS", &self.smtp_timeout_seconds)?,
                 })
             }
             None => Ok(EmailDelivery::Files {
@@ -250,7 +257,7 @@ impl Settings {
     }
 
     pub(crate) fn crm_timeout(&self) -> Result<Duration, InvalidSetting> {
-        seconds("CRM_TIMEOUT_SECONDS", self.crm_timeout_seconds)
+        duration("CRM_TIMEOUT_SECONDS", &self.crm_timeout_seconds)
     }
 
     pub(crate) fn retry(&self) -> Result<RetrySettings, InvalidSetting> {
@@ -267,20 +274,20 @@ impl Settings {
         Ok(RetrySettings {
             max_retries: self.job_max_retries,
             base_seconds: base,
-            max_wait: seconds(
+            max_wait: duration(
                 "JOB_RETRY_MAX_WAIT_SECONDS",
-                self.job_retry_max_wait_seconds,
+                &self.job_retry_max_wait_seconds,
             )?,
         })
     }
 
     pub(crate) fn worker_config(&self) -> Result<dawdle::WorkerConfig, InvalidSetting> {
         // Below 10 ms the worker would spin on an idle database.
-        let poll_interval = seconds("JOB_POLL_INTERVAL_SECONDS", self.job_poll_interval_seconds)?
+        let poll_interval = duration("JOB_POLL_INTERVAL_SECONDS", &self.job_poll_interval_seconds)?
             .max(Duration::from_millis(10));
-        let shutdown_timeout = seconds(
+        let shutdown_timeout = duration(
             "JOB_SHUTDOWN_TIMEOUT_SECONDS",
-            self.job_shutdown_timeout_seconds,
+            &self.job_shutdown_timeout_seconds,
         )?;
         Ok(dawdle::WorkerConfig::default()
             .concurrency(self.job_concurrency as usize)
@@ -289,9 +296,9 @@ impl Settings {
     }
 
     pub(crate) fn outbox_poll_interval(&self) -> Result<Duration, InvalidSetting> {
-        Ok(seconds(
+        Ok(duration(
             "OUTBOX_POLL_INTERVAL_SECONDS",
-            self.outbox_poll_interval_seconds,
+            &self.outbox_poll_interval_seconds,
         )?
         .max(Duration::from_millis(10)))
     }
@@ -327,10 +334,11 @@ impl Settings {
     }
 }
 
-fn seconds(variable: &'static str, value: f64) -> Result<Duration, InvalidSetting> {
-    Duration::try_from_secs_f64(value).map_err(|_| InvalidSetting {
+/// `text` read by `dawdle::duration::parse`; a refusal names `variable`.
+fn duration(variable: &'static str, text: &str) -> Result<Duration, InvalidSetting> {
+    dawdle::duration::parse(text).map_err(|error| InvalidSetting {
         variable,
-        problem: format!("{value} is not a non-negative number of seconds"),
+        problem: error.to_string(),
     })
 }
 
@@ -407,5 +415,53 @@ mod tests {
     #[test]
     fn defaults_are_valid() {
         parse(&[]).validate().unwrap();
+    }
+
+    #[test]
+    fn durations_take_units_and_bare_seconds() {
+        let settings = parse(&[
+            "--crm-timeout-seconds",
+            "1m",
+            "--job-poll-interval-seconds",
+            "0.5",
+            "--job-shutdown-timeout-seconds",
+            "1h 30m",
+            "--job-retry-max-wait-seconds",
+            "2h",
+            "--outbox-poll-interval-seconds",
+            "250ms",
+        ]);
+        assert_eq!(settings.crm_timeout().unwrap(), Duration::from_secs(60));
+        let config = settings.worker_config().unwrap();
+        assert_eq!(config.poll_interval, Duration::from_millis(500));
+        assert_eq!(config.shutdown_timeout, Duration::from_secs(5_400));
+        assert_eq!(
+            settings.retry().unwrap().max_wait,
+            Duration::from_secs(7_200)
+        );
+        assert_eq!(
+            settings.outbox_poll_interval().unwrap(),
+            Duration::from_millis(250)
+        );
+        let defaults = parse(&[]);
+        assert_eq!(defaults.retry().unwrap(), RetrySettings::default());
+        assert_eq!(defaults.crm_timeout().unwrap(), Duration::from_secs(10));
+    }
+
+    #[test]
+    fn a_bad_duration_is_quoted_in_short_with_its_variable() {
+        let huge = format!("5{}", "x".repeat(10_000));
+        let error = parse(&[
+            "--smtp-url",
+            "smtp://mail:25",
+            "--smtp-timeout-seconds",
+            &huge,
+        ])
+        .validate()
+        .unwrap_err()
+        .to_string();
+        assert!(error.contains("SMTP_TIMEOUT_SECONDS"), "{error}");
+        assert!(error.contains("unknown unit"), "{error}");
+        assert!(error.chars().count() < 400, "{error}");
     }
 }
