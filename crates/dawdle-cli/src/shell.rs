@@ -16,7 +16,8 @@ use rustyline::validate::Validator;
 use rustyline::{Context, Editor, Helper};
 use sqlx::PgPool;
 
-use crate::{jobs_pool, ops, Failure};
+use crate::database::jobs_pool;
+use crate::{ops, Failure};
 
 /// Every command: name, arguments, what it does.
 const COMMANDS: &[(&str, &str, &str)] = &[

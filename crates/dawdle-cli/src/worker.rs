@@ -9,7 +9,8 @@ use clap::{Args, ValueEnum};
 use dawdle::duration;
 use dawdle::{Registry, Worker, WorkerConfig};
 
-use crate::{jobs_pool_sized, output, Failure};
+use crate::database::jobs_pool_sized;
+use crate::{output, Failure};
 
 #[derive(Debug, Args)]
 pub(crate) struct WorkerArgs {

@@ -15,25 +15,27 @@
 //! then describe less work than they claim.
 
 use std::collections::BTreeMap;
-use std::process::{ExitCode, Stdio};
-use std::time::{Duration, Instant};
+use std::process::ExitCode;
+use std::time::Instant;
 
 use clap::Args;
-use dawdle::database::DATABASE_URL_ENV;
 use dawdle::diagnostics::Noop;
-use dawdle::{JobsDatabase, NewJob, Task};
-use serde::{Deserialize, Serialize};
+use dawdle::{NewJob, Task};
+use serde::Serialize;
 use sqlx::postgres::PgConnectOptions;
-use sqlx::{Connection, PgConnection};
+use sqlx::PgConnection;
 
-use crate::bench::{self, median, BenchError, OrFailedTo};
-use crate::{jobs_database, output, Failure};
+use super::drain_worker::{run_worker, scratch_url};
+use super::scratch::{self, create_database, disconnect, reset, server_version};
+use super::{median, print_report, BenchError, OrFailedTo};
+use crate::database::jobs_database;
+use crate::{output, Failure};
 
 /// The scratch database, on the jobs database's server.
-const DATABASE: &str = "dawdle_bench_drain";
+pub(super) const DATABASE: &str = "dawdle_bench_drain";
 
 /// The queue the jobs go to and the worker takes from.
-const QUEUE: &str = "bench";
+pub(super) const QUEUE: &str = "bench";
 
 /// The targets the numbers are read against, shown next to them so a reader
 /// does not have to remember them.
@@ -72,16 +74,6 @@ pub(crate) struct DrainBenchArgs {
     /// Print the results as JSON.
     #[arg(long)]
     json: bool,
-}
-
-/// What `dawdle worker --json` prints when it exits.
-#[derive(Debug, Deserialize)]
-struct WorkerSummary {
-    succeeded: u64,
-    retried: u64,
-    failed: u64,
-    interrupted: u64,
-    peak_rss_kb: Option<u64>,
 }
 
 /// One concurrency in one round.
@@ -144,7 +136,7 @@ struct Report {
 }
 
 /// Runs `dawdle bench drain`.
-pub(crate) async fn drain(
+pub(super) async fn run(
     explicit_url: Option<&str>,
     mut args: DrainBenchArgs,
 ) -> Result<ExitCode, Failure> {
@@ -158,78 +150,13 @@ pub(crate) async fn drain(
     });
     let database = jobs_database(explicit_url).await?;
     let worker_url = scratch_url(&database).map_err(|error| Failure::from_error(&error))?;
-    let report = run(database.connect_options(), &worker_url, &args)
-        .await
-        .map_err(|error| Failure::from_error(&error))?;
-    if args.json {
-        output::print_json(&report);
-    } else {
-        print_report(&report);
-    }
-    Ok(ExitCode::SUCCESS)
-}
-
-/// The URL the worker process gets for the scratch database: the jobs
-/// database's URL with the database name swapped.
-fn scratch_url(database: &JobsDatabase) -> Result<String, BenchError> {
-    let url = match database.embedded_cluster() {
-        Some(cluster) => cluster.url(DATABASE),
-        None => with_database(database.url(), DATABASE),
-    };
-    // A `dbname` query parameter would win over the path and send the worker
-    // to the real jobs database, to drain whatever it finds on queue `bench`.
-    // Read as the worker will read it, so that the check is of what it does.
-    let names = dawdle::database::parse_connection_string(&url)
-        .ok()
-        .and_then(|options| options.get_database().map(str::to_string));
-    if names.as_deref() != Some(DATABASE) {
-        return Err(BenchError::Check(format!(
-            "point the worker at {DATABASE}: the jobs database URL {} names its database in \
-             a way the benchmark cannot swap (a dbname parameter?); pass a plain \
-             postgresql://user@host:port/database URL",
-            database.display_url()
-        )));
-    }
-    Ok(url)
-}
-
-/// `url` with its path (the database name) replaced by `name`, keeping the
-/// scheme, credentials, host and query parameters.
-fn with_database(url: &str, name: &str) -> String {
-    let Some(scheme_end) = url.find("://").map(|at| at + 3) else {
-        return url.to_string();
-    };
-    let rest = &url[scheme_end..];
-    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
-    let after_authority = &rest[authority_end..];
-    let query_start = after_authority
-        .find(['?', '#'])
-        .unwrap_or(after_authority.len());
-    format!(
-        "{}{}/{name}{}",
-        &url[..scheme_end],
-        &rest[..authority_end],
-        &after_authority[query_start..]
-    )
-}
-
-async fn run(
-    server: &PgConnectOptions,
-    worker_url: &str,
-    args: &DrainBenchArgs,
-) -> Result<Report, BenchError> {
-    let mut maintenance = bench::connect_maintenance(server).await?;
-    let outcome = measure(server, &mut maintenance, worker_url, args).await;
-    // Dropped whether or not the measurement succeeded: a failed run must
-    // not leave a few hundred thousand jobs behind on the server.
-    let dropped = bench::drop_database(&mut maintenance, DATABASE).await;
-    let report = outcome?;
-    dropped?;
-    maintenance
-        .close()
-        .await
-        .or_failed_to(|| "disconnect from the server's `postgres` database".to_string())?;
-    Ok(report)
+    let server = database.connect_options();
+    let report = scratch::with_databases(server, &[DATABASE], async |maintenance| {
+        measure(server, maintenance, &worker_url, &args).await
+    })
+    .await
+    .map_err(|error| Failure::from_error(&error))?;
+    Ok(print_report(&report, args.json, print_for_people))
 }
 
 async fn measure(
@@ -238,10 +165,8 @@ async fn measure(
     worker_url: &str,
     args: &DrainBenchArgs,
 ) -> Result<Report, BenchError> {
-    let postgres_version = bench::server_version(maintenance).await?;
-    // A previous run that was interrupted may have left it behind.
-    bench::drop_database(maintenance, DATABASE).await?;
-    let mut conn = bench::create_database(server, maintenance, DATABASE).await?;
+    let postgres_version = server_version(maintenance).await?;
+    let mut conn = create_database(server, maintenance, DATABASE).await?;
 
     // Every job is the same, so one batch is built once and deferred as
     // often as needed: the enqueue rate is the cost of `defer_batch`, not of
@@ -303,9 +228,7 @@ async fn measure(
             results.entry(concurrency).or_default().push(result);
         }
     }
-    conn.close()
-        .await
-        .or_failed_to(|| format!("disconnect from {DATABASE}"))?;
+    disconnect(conn, DATABASE).await?;
 
     let results = args
         .concurrency
@@ -376,7 +299,7 @@ async fn timed_round(
 ) -> Result<RoundResult, BenchError> {
     let jobs = args.jobs as usize;
     let during = || format!("round {round} at concurrency {concurrency}");
-    bench::reset(conn, DATABASE).await?;
+    reset(conn, DATABASE).await?;
 
     let started = Instant::now();
     let mut enqueued = 0;
@@ -450,74 +373,6 @@ async fn timed_round(
     })
 }
 
-/// Spawns `dawdle worker --one-shot` on the scratch database and waits for
-/// it to exit; returns its summary and the time from spawn to exit.
-async fn run_worker(
-    worker_url: &str,
-    concurrency: u32,
-    prefetch: u32,
-    jobs: i32,
-) -> Result<(WorkerSummary, Duration), BenchError> {
-    let executable = std::env::current_exe().map_err(|source| BenchError::Io {
-        action: "find the dawdle executable to run the worker".to_string(),
-        source,
-    })?;
-    let concurrency_arg = concurrency.to_string();
-    let prefetch_arg = prefetch.to_string();
-    let mut command = tokio::process::Command::new(&executable);
-    command
-        .args(["worker", "--one-shot", "--queues", QUEUE, "--json"])
-        .args(["--concurrency", &concurrency_arg])
-        .args(["--prefetch", &prefetch_arg])
-        .env(DATABASE_URL_ENV, worker_url)
-        // One info line per job start and finish would make the benchmark
-        // measure the terminal; warnings still come through on stderr.
-        .env("RUST_LOG", "warn")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        // Should the wait below give up, dropping the child kills it rather
-        // than leaving a worker behind on the scratch database.
-        .kill_on_drop(true);
-    // The worker retries database errors forever, so a broken run would
-    // otherwise hang the benchmark. Anything slower than a few hundred jobs
-    // per second is a failure whatever the machine.
-    let limit = Duration::from_secs(120) + Duration::from_millis(5) * jobs.unsigned_abs();
-    let started = Instant::now();
-    let child = command.spawn().map_err(|source| BenchError::Io {
-        action: format!("start the worker {}", executable.display()),
-        source,
-    })?;
-    let output = tokio::time::timeout(limit, child.wait_with_output())
-        .await
-        .map_err(|_| {
-            BenchError::Check(format!(
-                "drain {DATABASE} at concurrency {concurrency}: the worker had not exited \
-                 after {} s; it was killed",
-                limit.as_secs()
-            ))
-        })?
-        .map_err(|source| BenchError::Io {
-            action: format!("wait for the worker at concurrency {concurrency}"),
-            source,
-        })?;
-    let wall = started.elapsed();
-    if !output.status.success() {
-        return Err(BenchError::Check(format!(
-            "drain {DATABASE} at concurrency {concurrency}: the worker exited with {} (its \
-             messages are above)",
-            output.status
-        )));
-    }
-    let summary = serde_json::from_slice(&output.stdout).map_err(|error| {
-        BenchError::Check(format!(
-            "read the worker's summary at concurrency {concurrency}: {error}; it printed {:?}",
-            String::from_utf8_lossy(&output.stdout)
-        ))
-    })?;
-    Ok((summary, wall))
-}
-
 /// Fails unless every job succeeded and has exactly the history of a job
 /// that succeeded at its first attempt, and no event belongs to no job.
 async fn verify_histories(
@@ -561,7 +416,7 @@ async fn verify_histories(
     Ok(())
 }
 
-fn print_report(report: &Report) {
+fn print_for_people(report: &Report) {
     println!("dawdle bench drain: defer_batch in, one `dawdle worker --one-shot` process out");
     println!("  server:  {}", report.postgres_version);
     println!(
@@ -641,65 +496,4 @@ fn print_report(report: &Report) {
         ],
         &rows,
     );
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_database_name_is_swapped_and_everything_else_kept() {
-        assert_eq!(
-            with_database(
-                "postgresql://u:p%2Fw@db.example:5433/jobs?sslmode=require",
-                "x"
-            ),
-            "postgresql://u:p%2Fw@db.example:5433/x?sslmode=require"
-        );
-        assert_eq!(
-            with_database(
-                "postgresql://postgres@localhost:5432/jobs?host=/tmp/run",
-                "x"
-            ),
-            "postgresql://postgres@localhost:5432/x?host=/tmp/run"
-        );
-        assert_eq!(
-            with_database("postgres://localhost", "x"),
-            "postgres://localhost/x"
-        );
-        assert_eq!(
-            with_database("postgres://localhost?sslmode=disable", "x"),
-            "postgres://localhost/x?sslmode=disable"
-        );
-        assert_eq!(
-            with_database("postgresql:///jobs?host=/tmp", "x"),
-            "postgresql:///x?host=/tmp"
-        );
-    }
-
-    #[test]
-    fn the_scratch_database_is_checked_as_the_worker_reads_the_url() {
-        let scratch = |url: &str| scratch_url(&JobsDatabase::from_url(url).unwrap());
-        assert_eq!(
-            scratch("postgresql://app:pw@db:5432/jobs?sslmode=disable").unwrap(),
-            format!("postgresql://app:pw@db:5432/{DATABASE}?sslmode=disable")
-        );
-        // Where the worker would still find the real jobs database.
-        for url in [
-            "postgresql://app:Sx8pQw3z@db/jobs?dbname=jobs",
-            "host=db dbname=jobs user=app password=Sx8pQw3z",
-        ] {
-            let error = scratch(url).unwrap_err().to_string();
-            assert!(error.contains("cannot swap"), "{error}");
-            assert!(!error.contains("Sx8pQw3z"), "{error}");
-        }
-    }
-
-    #[test]
-    fn a_url_that_is_not_one_is_left_alone() {
-        assert_eq!(
-            with_database("host=/tmp dbname=jobs", "x"),
-            "host=/tmp dbname=jobs"
-        );
-    }
 }

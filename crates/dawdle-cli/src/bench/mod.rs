@@ -1,0 +1,139 @@
+//! `dawdle bench`: measurements of the performance claims, which print
+//! numbers next to their targets and leave the judgement to the reader.
+//!
+//! `triggers` isolates the schema's hot statements (statement-level against
+//! per-row history triggers); `drain` times the whole path through a real
+//! worker process. Both work in scratch databases on the jobs database's
+//! server (`scratch`), which they create, check and drop. A rate below its
+//! target is a result, not an error; a self-check that fails (jobs gone
+//! missing, histories incomplete, variants that differ) is an error, since
+//! the numbers would then describe other work than they claim.
+
+mod drain;
+mod drain_worker;
+mod scratch;
+mod trigger_events;
+mod triggers;
+
+use std::process::ExitCode;
+
+use clap::Subcommand;
+use serde::Serialize;
+
+use crate::{output, Failure};
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum BenchCommand {
+    /// Compare batched claim+finish throughput: statement-level vs per-row history triggers.
+    ///
+    /// Creates two scratch databases on the jobs database's server (dawdle_bench_statement
+    /// with the schema as shipped, dawdle_bench_row with per-row history triggers), checks
+    /// that both record the same events, times draining jobs from each, and drops them.
+    Triggers(triggers::TriggerBenchArgs),
+    /// Time enqueueing jobs with defer_batch and draining them with one worker process.
+    ///
+    /// Creates a scratch database on the jobs database's server (dawdle_bench_drain); per
+    /// round and concurrency, enqueues no-op jobs, runs `dawdle worker --one-shot` on them
+    /// as a child process, checks that every job succeeded with its full history, and
+    /// reports enqueue and drain rates and the worker's peak memory. Drops the database.
+    Drain(drain::DrainBenchArgs),
+}
+
+/// Runs a `dawdle bench` command.
+pub(crate) async fn run(
+    explicit_url: Option<&str>,
+    command: BenchCommand,
+) -> Result<ExitCode, Failure> {
+    match command {
+        BenchCommand::Triggers(args) => triggers::run(explicit_url, args).await,
+        BenchCommand::Drain(args) => drain::run(explicit_url, args).await,
+    }
+}
+
+/// Prints a benchmark's report, as JSON or for people. The command succeeds
+/// whatever the numbers say.
+fn print_report<R: Serialize>(report: &R, json: bool, for_people: fn(&R)) -> ExitCode {
+    if json {
+        output::print_json(report);
+    } else {
+        for_people(report);
+    }
+    ExitCode::SUCCESS
+}
+
+/// Failures of the benchmarks, worded to read after "failed to …".
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum BenchError {
+    #[error("{action}: {source}")]
+    Database {
+        action: String,
+        #[source]
+        source: sqlx::Error,
+    },
+    #[error("{action}: {source}")]
+    Io {
+        action: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("apply the schema to {database}: {source}")]
+    Schema {
+        database: &'static str,
+        #[source]
+        source: dawdle::schema::SchemaError,
+    },
+    /// A self-check found the system under measurement misbehaving (the two
+    /// variants differ, jobs went missing): timing it would measure
+    /// something other than the work the numbers claim.
+    #[error("{0}")]
+    Check(String),
+}
+
+pub(crate) trait OrFailedTo<T> {
+    fn or_failed_to(self, action: impl FnOnce() -> String) -> Result<T, BenchError>;
+}
+
+impl<T> OrFailedTo<T> for Result<T, sqlx::Error> {
+    fn or_failed_to(self, action: impl FnOnce() -> String) -> Result<T, BenchError> {
+        self.map_err(|source| BenchError::Database {
+            action: action(),
+            source,
+        })
+    }
+}
+
+/// The median of `values`, or `None` when there are none. With an even count
+/// it is the mean of the two middle values, so it never favours either half.
+pub(crate) fn median(values: &[f64]) -> Option<f64> {
+    let mut sorted = values.to_vec();
+    sorted.sort_by(f64::total_cmp);
+    let middle = sorted.len() / 2;
+    match sorted.len() {
+        0 => None,
+        len if len % 2 == 1 => Some(sorted[middle]),
+        _ => Some((sorted[middle - 1] + sorted[middle]) / 2.0),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn median_of_nothing_is_none() {
+        assert_eq!(median(&[]), None);
+    }
+
+    #[test]
+    fn median_of_an_odd_count_is_the_middle_value_whatever_the_order() {
+        assert_eq!(median(&[7.0]), Some(7.0));
+        assert_eq!(median(&[9.0, 1.0, 5.0]), Some(5.0));
+        assert_eq!(median(&[3.0, 100.0, 2.0, 1.0, 4.0]), Some(3.0));
+    }
+
+    #[test]
+    fn median_of_an_even_count_is_the_mean_of_the_middle_two() {
+        assert_eq!(median(&[4.0, 1.0]), Some(2.5));
+        assert_eq!(median(&[10.0, 1.0, 3.0, 2.0]), Some(2.5));
+    }
+}

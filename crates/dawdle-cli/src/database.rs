@@ -1,0 +1,37 @@
+//! Reaching the jobs database: the URL given or the embedded PostgreSQL,
+//! and a pool on it once its schema is known to be there.
+
+use dawdle::database::DATABASE_URL_ENV;
+use dawdle::JobsDatabase;
+
+use crate::Failure;
+
+/// Resolves the jobs database, saying so when it falls back to the embedded one.
+pub(crate) async fn jobs_database(explicit_url: Option<&str>) -> Result<JobsDatabase, Failure> {
+    let database = JobsDatabase::resolve(explicit_url).await?;
+    if database.is_embedded() {
+        eprintln!(
+            "dawdle: {DATABASE_URL_ENV} is not set; using the embedded PostgreSQL at {}",
+            database.display_url()
+        );
+    }
+    Ok(database)
+}
+
+/// A pool on the jobs database, after checking that the schema is there.
+pub(crate) async fn jobs_pool(explicit_url: Option<&str>) -> Result<sqlx::PgPool, Failure> {
+    jobs_pool_sized(explicit_url, 1).await
+}
+
+/// [`jobs_pool`] with up to `max_connections`.
+pub(crate) async fn jobs_pool_sized(
+    explicit_url: Option<&str>,
+    max_connections: u32,
+) -> Result<sqlx::PgPool, Failure> {
+    let database = jobs_database(explicit_url).await?;
+    let pool = database.connect(max_connections).await?;
+    let mut conn = pool.acquire().await?;
+    dawdle::schema::ensure_present(&mut conn).await?;
+    drop(conn);
+    Ok(pool)
+}
