@@ -49,6 +49,26 @@ where
     defer(executor, &NewJob::for_task(task)?).await
 }
 
+// Here rather than in job.rs: job rows know nothing of the Task trait, which
+// itself depends on them (through JobContext), so the modules form no cycle.
+impl NewJob {
+    /// A job for a typed task, with the task's default queue, priority and locks.
+    pub fn for_task<T: Task>(task: &T) -> Result<Self, InvalidJob> {
+        let args = serde_json::to_value(task).map_err(|error| {
+            InvalidJob(format!(
+                "arguments of task {:?} do not serialise to JSON: {error}",
+                T::NAME
+            ))
+        })?;
+        let mut job = Self::new(T::NAME, args)?;
+        job.queue = T::QUEUE.to_string();
+        job.priority = T::PRIORITY;
+        job.lock = task.lock();
+        job.queueing_lock = task.queueing_lock();
+        Ok(job)
+    }
+}
+
 /// Defers many jobs with one statement and returns their ids in the same
 /// order. All or nothing: if one job is rejected, none is deferred.
 pub async fn defer_batch<'e, E>(executor: E, jobs: &[NewJob]) -> Result<Vec<i64>, DeferError>

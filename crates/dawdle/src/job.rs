@@ -9,7 +9,6 @@ use serde::Serialize;
 use serde_json::{Map, Value};
 
 use crate::rows::DbTime;
-use crate::task::Task;
 
 /// Longest queue, task or periodic name the schema stores (`varchar(128)`).
 pub const MAX_NAME_LEN: usize = 128;
@@ -294,22 +293,6 @@ impl NewJob {
             queueing_lock: None,
             scheduled_at: None,
         })
-    }
-
-    /// A job for a typed task, with the task's default queue, priority and locks.
-    pub fn for_task<T: Task>(task: &T) -> Result<Self, InvalidJob> {
-        let args = serde_json::to_value(task).map_err(|error| {
-            InvalidJob(format!(
-                "arguments of task {:?} do not serialise to JSON: {error}",
-                T::NAME
-            ))
-        })?;
-        let mut job = Self::new(T::NAME, args)?;
-        job.queue = T::QUEUE.to_string();
-        job.priority = T::PRIORITY;
-        job.lock = task.lock();
-        job.queueing_lock = task.queueing_lock();
-        Ok(job)
     }
 
     pub fn queue(mut self, queue: impl Into<String>) -> Self {
