@@ -1,19 +1,6 @@
-//! Local PostgreSQL without Docker: find the server binaries, create a cluster
-//! in a directory, start it on a private Unix socket, stop it.
-//!
-//! Two users share this module. The test suite runs one throwaway cluster per
-//! test run (see [`crate::testing`]), and the CLI and the reference service
-//! fall back to a persistent cluster under `.dawdle/` when
-//! `JOB_QUEUE_DATABASE_URL` is unset. Either way the cluster listens on a Unix
-//! socket only (`listen_addresses = ''`), so it never collides with another
-//! PostgreSQL on the machine's TCP ports.
-//!
-//! PostgreSQL refuses to run as root. When this process is root (CI is), the
-//! cluster's files are owned by the `postgres` system user, which Debian's
-//! `postgresql` package creates, and `initdb` and `pg_ctl` run as that user.
-//!
-//! Everything here is blocking (it spawns processes and waits for them); async
-//! callers wrap it in `tokio::task::spawn_blocking`.
+//! One cluster's lifecycle: lay it out in a directory, initdb it, write its
+//! settings, start it on a private socket, stop it, remove it; and, as root,
+//! run all of it as the `postgres` system user.
 
 use std::fs;
 use std::io::Write;
@@ -24,6 +11,8 @@ use std::process::{Command, Output};
 
 use sqlx::postgres::PgConnectOptions;
 
+use super::{fnv1a, quote_identifier, LocalPgError, PgBinaries};
+
 /// The port number in the socket file name. Nothing listens on TCP, so the
 /// value only has to agree between server and clients.
 const SOCKET_PORT: u16 = 5432;
@@ -32,100 +21,9 @@ const SOCKET_PORT: u16 = 5432;
 /// `/.s.PGSQL.5432`) must fit in 107 bytes.
 const MAX_SOCKET_DIR_LEN: usize = 90;
 
-/// Failures of the local cluster, worded to read after "failed to …".
-#[derive(Debug, thiserror::Error)]
-pub enum LocalPgError {
-    #[error(
-        "find the PostgreSQL server binaries (initdb, pg_ctl, postgres): looked in PATH, \
-         `pg_config --bindir` and /usr/lib/postgresql/*/bin. Install them with \
-         `apt-get install postgresql` (Debian/Ubuntu) or set JOB_QUEUE_DATABASE_URL \
-         to an existing server"
-    )]
-    BinariesNotFound,
-    #[error(
-        "find the `postgres` system user to run the server as (PostgreSQL refuses to run \
-         as root); install Debian's `postgresql` package, which creates it, or run as a \
-         non-root user"
-    )]
-    NoPostgresUser,
-    #[error(
-        "use {dir}: the `postgres` system user cannot write there (a parent directory is \
-         probably not searchable by other users); set DAWDLE_HOME to a directory it can \
-         reach, for example /var/tmp/dawdle"
-    )]
-    Unreachable { dir: PathBuf },
-    #[error("{action}: {source}")]
-    Io {
-        action: String,
-        #[source]
-        source: std::io::Error,
-    },
-    #[error("{action}: {program} exited with {status}; its output:\n{output}")]
-    Command {
-        action: String,
-        program: String,
-        status: std::process::ExitStatus,
-        output: String,
-    },
-}
-
 fn io_error(action: impl Into<String>) -> impl FnOnce(std::io::Error) -> LocalPgError {
     let action = action.into();
     move |source| LocalPgError::Io { action, source }
-}
-
-/// Where the server binaries of one PostgreSQL installation live.
-#[derive(Debug, Clone)]
-pub struct PgBinaries {
-    bindir: PathBuf,
-}
-
-impl PgBinaries {
-    /// Looks in `PATH`, then `pg_config --bindir`, then the newest
-    /// `/usr/lib/postgresql/*/bin`.
-    pub fn find() -> Result<Self, LocalPgError> {
-        let has_all = |dir: &Path| {
-            ["initdb", "pg_ctl", "postgres"]
-                .iter()
-                .all(|name| dir.join(name).is_file())
-        };
-        if let Some(path) = std::env::var_os("PATH") {
-            for dir in std::env::split_paths(&path) {
-                if has_all(&dir) {
-                    return Ok(Self { bindir: dir });
-                }
-            }
-        }
-        if let Ok(output) = Command::new("pg_config").arg("--bindir").output() {
-            let dir = PathBuf::from(String::from_utf8_lossy(&output.stdout).trim());
-            if output.status.success() && has_all(&dir) {
-                return Ok(Self { bindir: dir });
-            }
-        }
-        let mut versions: Vec<(u32, PathBuf)> = fs::read_dir("/usr/lib/postgresql")
-            .into_iter()
-            .flatten()
-            .flatten()
-            .filter_map(|entry| {
-                let version = entry.file_name().to_str()?.parse::<u32>().ok()?;
-                let bindir = entry.path().join("bin");
-                has_all(&bindir).then_some((version, bindir))
-            })
-            .collect();
-        versions.sort();
-        versions
-            .pop()
-            .map(|(_, bindir)| Self { bindir })
-            .ok_or(LocalPgError::BinariesNotFound)
-    }
-
-    pub fn bindir(&self) -> &Path {
-        &self.bindir
-    }
-
-    fn program(&self, name: &str) -> PathBuf {
-        self.bindir.join(name)
-    }
 }
 
 /// How a local cluster is laid out and tuned.
@@ -500,11 +398,6 @@ fn postgres_user() -> Result<RunAs, LocalPgError> {
     }
 }
 
-/// Double-quotes an SQL identifier.
-pub(crate) fn quote_identifier(name: &str) -> String {
-    format!("\"{}\"", name.replace('"', "\"\""))
-}
-
 /// Percent-encodes the few characters that would break a URL query value.
 fn encode_query_value(value: &str) -> String {
     let mut encoded = String::with_capacity(value.len());
@@ -519,14 +412,6 @@ fn encode_query_value(value: &str) -> String {
     encoded
 }
 
-/// FNV-1a, 64 bits: a hash that is stable across Rust releases, for names
-/// and checksums that are stored or shared between processes.
-pub(crate) fn fnv1a(bytes: &[u8]) -> u64 {
-    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |hash, byte| {
-        (hash ^ u64::from(*byte)).wrapping_mul(0x0000_0100_0000_01b3)
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -535,17 +420,5 @@ mod tests {
     fn url_encodes_awkward_socket_paths() {
         assert_eq!(encode_query_value("/tmp/a b&c"), "/tmp/a%20b%26c");
         assert_eq!(encode_query_value("/plain/path"), "/plain/path");
-    }
-
-    #[test]
-    fn identifiers_are_quoted() {
-        assert_eq!(quote_identifier("jobs"), "\"jobs\"");
-        assert_eq!(quote_identifier("we\"ird"), "\"we\"\"ird\"");
-    }
-
-    #[test]
-    fn fnv1a_is_stable() {
-        // Known value of FNV-1a 64 for "a": a stored checksum must never change.
-        assert_eq!(fnv1a(b"a"), 0xaf63_dc4c_8601_ec8c);
     }
 }
