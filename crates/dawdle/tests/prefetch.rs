@@ -12,7 +12,8 @@ use std::time::Duration;
 
 use dawdle::testing::{eventually, TestDatabase};
 use dawdle::{
-    defer_batch, JobContext, NewJob, Registry, Task, TaskError, Worker, WorkerConfig, WorkerReport,
+    defer_batch, JobContext, JobOutcome, NewJob, Registry, Task, TaskError, Worker, WorkerConfig,
+    WorkerHandle, WorkerReport,
 };
 use serde::{Deserialize, Serialize};
 use serde_json::json;
@@ -76,8 +77,8 @@ fn one_slot(hold_limit: Duration) -> WorkerConfig {
 }
 
 async fn run_one_shot(pool: &PgPool, config: WorkerConfig) -> WorkerReport {
-    let worker = Worker::new(pool.clone(), registry(), config.one_shot(true));
-    tokio::time::timeout(Duration::from_secs(60), worker.run(std::future::pending()))
+    let worker = Worker::new(pool.clone(), registry(), config.one_shot(true)).start();
+    tokio::time::timeout(Duration::from_secs(60), worker.join())
         .await
         .expect("the one-shot worker finished within 60 s")
         .unwrap()
@@ -209,23 +210,15 @@ async fn a_held_job_is_timed_from_when_it_started_not_from_its_claim() {
 
 /// Starts a one-slot worker with a long hold limit on `fast_slow_fast`
 /// with a minute-long slow job, and waits until it holds jobs behind it.
-async fn holding_behind_a_slow_job(
-    pool: &PgPool,
-) -> (
-    i64,
-    tokio::sync::oneshot::Sender<()>,
-    tokio::task::JoinHandle<Result<WorkerReport, dawdle::worker::WorkerError>>,
-) {
+/// Returns the slow job's id and the worker.
+async fn holding_behind_a_slow_job(pool: &PgPool) -> (i64, WorkerHandle) {
     let slow = fast_slow_fast(pool, 60.0).await;
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let worker = Worker::new(
         pool.clone(),
         registry(),
         one_slot(Duration::from_secs(60)).shutdown_timeout(Duration::from_millis(200)),
-    );
-    let task = tokio::spawn(worker.run(async {
-        let _ = stopped.await;
-    }));
+    )
+    .start();
     eventually(
         Duration::from_secs(30),
         "jobs claimed behind the slow one",
@@ -243,17 +236,16 @@ async fn holding_behind_a_slow_job(
         },
     )
     .await;
-    (slow, stop, task)
+    (slow, worker)
 }
 
 #[tokio::test]
 async fn stopping_puts_held_jobs_back_without_counting_an_attempt() {
     let db = TestDatabase::with_schema().await;
     let pool = db.pool().clone();
-    let (slow, stop, worker) = holding_behind_a_slow_job(&pool).await;
+    let (slow, worker) = holding_behind_a_slow_job(&pool).await;
 
-    stop.send(()).unwrap();
-    let report = worker.await.unwrap().unwrap();
+    let report = worker.shutdown().await.unwrap();
 
     assert_eq!(report.interrupted, 1);
     let (status, attempts, error): (String, i32, Option<String>) = sqlx::query_as(
@@ -305,7 +297,8 @@ async fn stopping_puts_held_jobs_back_without_counting_an_attempt() {
 async fn an_abort_request_for_a_held_job_stops_it_before_it_runs() {
     let db = TestDatabase::with_schema().await;
     let pool = db.pool().clone();
-    let (slow, stop, worker) = holding_behind_a_slow_job(&pool).await;
+    let (slow, worker) = holding_behind_a_slow_job(&pool).await;
+    let mut events = worker.events();
     let held: i64 = sqlx::query_scalar(
         "SELECT max(id) FROM procrastinate_jobs WHERE status = 'doing' AND id > $1",
     )
@@ -319,14 +312,16 @@ async fn an_abort_request_for_a_held_job_stops_it_before_it_runs() {
         .execute(&pool)
         .await
         .unwrap();
-    eventually(
+    let recorded = common::recorded(
+        &mut events,
         Duration::from_secs(10),
         "the held job to be aborted",
-        async || common::status(&pool, held).await == "aborted",
+        |seen| common::all_recorded(seen, &[held]),
     )
     .await;
-    stop.send(()).unwrap();
-    let report = worker.await.unwrap().unwrap();
+    assert_eq!(common::outcomes_of(&recorded, held), [JobOutcome::Aborted]);
+    assert_eq!(common::status(&pool, held).await, "aborted");
+    let report = worker.shutdown().await.unwrap();
 
     assert_eq!(report.aborted, 1);
     let attempts: i32 = sqlx::query_scalar("SELECT attempts FROM procrastinate_jobs WHERE id = $1")

@@ -7,10 +7,10 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use dawdle::cron::Schedule;
-use dawdle::testing::TestDatabase;
+use dawdle::testing::{drain_with, TestDatabase};
 use dawdle::{
-    defer, Attempt, AttemptEnd, BoxAttempt, JobContext, Middleware, NewJob, Periodic, Registry,
-    Retention, RetryStrategy, Task, TaskError, Worker, WorkerConfig, WorkerReport,
+    defer, Attempt, AttemptEnd, BoxAttempt, JobContext, JobOutcome, Middleware, NewJob, Periodic,
+    Registry, Retention, RetryStrategy, Task, TaskError, Worker, WorkerConfig, WorkerReport,
 };
 use serde::{Deserialize, Serialize};
 use serde_json::json;
@@ -170,33 +170,16 @@ fn config() -> WorkerConfig {
         .abort_grace(Duration::from_millis(300))
 }
 
-/// A worker running in the background until `stop`.
-struct Running {
-    stop: tokio::sync::oneshot::Sender<()>,
-    task: tokio::task::JoinHandle<Result<WorkerReport, dawdle::worker::WorkerError>>,
-}
+/// How long a test waits for what it expects to see.
+const DEADLINE: Duration = Duration::from_secs(20);
 
-fn start(pool: &PgPool, registry: Registry, config: WorkerConfig) -> Running {
-    start_worker(Worker::new(pool.clone(), registry, config))
-}
-
-fn start_worker(worker: Worker) -> Running {
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let task = tokio::spawn(worker.run(async {
-        let _ = stopped.await;
-    }));
-    Running { stop, task }
-}
-
-impl Running {
-    async fn stop(self) -> WorkerReport {
-        let _ = self.stop.send(());
-        self.task.await.unwrap().unwrap()
-    }
+/// Runs a one-shot worker until no runnable job is left; its report.
+async fn run_one_shot(worker: Worker) -> WorkerReport {
+    worker.start().join().await.unwrap()
 }
 
 async fn eventually(what: &str, condition: impl AsyncFnMut() -> bool) {
-    dawdle::testing::eventually(Duration::from_secs(20), what, condition).await;
+    dawdle::testing::eventually(DEADLINE, what, condition).await;
 }
 
 async fn status(pool: &PgPool, id: i64) -> String {
@@ -233,14 +216,14 @@ async fn jobs_of_a_dead_worker_are_put_back_once_and_run_again() {
     .unwrap();
 
     // Two live workers both do the upkeep; the job is rescued once.
-    let first = start(pool, registry(), config());
-    let second = start(pool, registry(), config());
+    let first = Worker::new(pool.clone(), registry(), config()).start();
+    let second = Worker::new(pool.clone(), registry(), config()).start();
     eventually("the job to run again and succeed", async || {
         status(pool, id).await == "succeeded"
     })
     .await;
-    first.stop().await;
-    second.stop().await;
+    first.shutdown().await.unwrap();
+    second.shutdown().await.unwrap();
     let stalled = count(
         pool,
         &format!(
@@ -288,7 +271,8 @@ async fn an_abort_request_stops_a_running_job_which_ends_aborted() {
     )
     .await
     .unwrap();
-    let worker = start(pool, registry(), config());
+    let worker = Worker::new(pool.clone(), registry(), config()).start();
+    let mut events = worker.events();
     eventually("both jobs to run", async || {
         status(pool, polite).await == "doing" && status(pool, stubborn).await == "doing"
     })
@@ -299,11 +283,15 @@ async fn an_abort_request_stops_a_running_job_which_ends_aborted() {
             dawdle::admin::CancelOutcome::AbortRequested
         );
     }
-    eventually("both jobs to end aborted", async || {
-        status(pool, polite).await == "aborted" && status(pool, stubborn).await == "aborted"
+    let recorded = common::recorded(&mut events, DEADLINE, "both jobs to end", |seen| {
+        common::all_recorded(seen, &[polite, stubborn])
     })
     .await;
-    let report = worker.stop().await;
+    for id in [polite, stubborn] {
+        assert_eq!(common::outcomes_of(&recorded, id), [JobOutcome::Aborted]);
+        assert_eq!(status(pool, id).await, "aborted");
+    }
+    let report = worker.shutdown().await.unwrap();
     assert_eq!(report.aborted, 2);
     assert_eq!(
         common::event_types(pool, polite).await,
@@ -318,9 +306,12 @@ async fn a_job_over_its_timeout_fails_as_timeout_error_and_is_retried() {
     let id = defer(pool, &NewJob::new("test.slow", json!({})).unwrap())
         .await
         .unwrap();
-    let worker = start(pool, registry(), config().one_shot(true));
-    let report = worker.task.await.unwrap().unwrap();
-    drop(worker.stop);
+    let report = run_one_shot(Worker::new(
+        pool.clone(),
+        registry(),
+        config().one_shot(true),
+    ))
+    .await;
     assert_eq!((report.retried, report.failed), (1, 1));
     assert_eq!(status(pool, id).await, "failed");
     let kinds: Vec<String> = sqlx::query_scalar(
@@ -345,8 +336,8 @@ async fn periodic_jobs_are_deferred_once_per_tick_by_any_number_of_workers() {
         ));
         registry
     };
-    let workers: Vec<Running> = (0..3)
-        .map(|_| start(pool, every_second(), config()))
+    let workers: Vec<_> = (0..3)
+        .map(|_| Worker::new(pool.clone(), every_second(), config()).start())
         .collect();
     eventually("four ticks", async || {
         count(
@@ -358,7 +349,7 @@ async fn periodic_jobs_are_deferred_once_per_tick_by_any_number_of_workers() {
     })
     .await;
     for worker in workers {
-        worker.stop().await;
+        worker.shutdown().await.unwrap();
     }
     let ticks: Vec<(i64, i64)> = sqlx::query_as(
         "SELECT (args->>'timestamp')::bigint AS tick, count(*) FROM procrastinate_jobs GROUP BY 1 ORDER BY 1",
@@ -393,14 +384,12 @@ async fn retention_deletes_successes_and_the_cleanup_task_removes_old_jobs() {
     )
     .await
     .unwrap();
-    let worker = start(
+    drain_with(
         pool,
         registry(),
-        config()
-            .one_shot(true)
-            .retention(Retention::DeleteSuccessful),
-    );
-    worker.task.await.unwrap().unwrap();
+        config().retention(Retention::DeleteSuccessful),
+    )
+    .await;
     assert_eq!(
         count(
             pool,
@@ -440,8 +429,7 @@ async fn retention_deletes_successes_and_the_cleanup_task_removes_old_jobs() {
     )
     .await
     .unwrap();
-    let worker = start(pool, registry(), config().one_shot(true));
-    worker.task.await.unwrap().unwrap();
+    drain_with(pool, registry(), config()).await;
     assert_eq!(
         count(
             pool,
@@ -495,9 +483,12 @@ async fn middleware_sees_every_attempt() {
     .await
     .unwrap();
     let recorder = Recorder::default();
-    let worker = Worker::new(pool.clone(), registry(), config().one_shot(true))
-        .with_middleware(recorder.clone());
-    start_worker(worker).task.await.unwrap().unwrap();
+    let worker = Worker::builder(pool.clone(), registry())
+        .config(config().one_shot(true))
+        .middleware(recorder.clone())
+        .build()
+        .unwrap();
+    run_one_shot(worker).await;
     let mut calls = recorder.0.lock().unwrap().clone();
     calls.sort();
     let mut expected = vec![
@@ -557,16 +548,21 @@ async fn middleware_wraps_attempts_in_order_and_can_short_circuit_them() {
     .await
     .unwrap();
     let log = Arc::new(Mutex::new(Vec::new()));
-    let worker = Worker::new(pool.clone(), registry(), config().one_shot(true))
-        .with_middleware(Wrap {
-            name: "outer",
-            log: log.clone(),
-        })
-        .with_middleware(Wrap {
-            name: "inner",
-            log: log.clone(),
-        });
-    start_worker(worker).task.await.unwrap().unwrap();
+    let worker = || {
+        Worker::builder(pool.clone(), registry())
+            .config(config().one_shot(true))
+            .middleware(Wrap {
+                name: "outer",
+                log: log.clone(),
+            })
+            .middleware(Wrap {
+                name: "inner",
+                log: log.clone(),
+            })
+            .build()
+            .unwrap()
+    };
+    run_one_shot(worker()).await;
     assert_eq!(
         *log.lock().unwrap(),
         [
@@ -585,16 +581,7 @@ async fn middleware_wraps_attempts_in_order_and_can_short_circuit_them() {
     )
     .await
     .unwrap();
-    let worker = Worker::new(pool.clone(), registry(), config().one_shot(true))
-        .with_middleware(Wrap {
-            name: "outer",
-            log: log.clone(),
-        })
-        .with_middleware(Wrap {
-            name: "inner",
-            log: log.clone(),
-        });
-    start_worker(worker).task.await.unwrap().unwrap();
+    run_one_shot(worker()).await;
     assert_eq!(*log.lock().unwrap(), [format!("outer skips {skipped}")]);
     let status: String =
         sqlx::query_scalar("SELECT status::text FROM procrastinate_jobs WHERE id = $1")
@@ -621,8 +608,7 @@ async fn follow_up_jobs_exist_only_if_the_success_is_recorded() {
     )
     .await
     .unwrap();
-    let worker = start(pool, registry(), config().one_shot(true));
-    worker.task.await.unwrap().unwrap();
+    drain_with(pool, registry(), config()).await;
     let after: Vec<i64> = sqlx::query_scalar(
         "SELECT (args->>'after')::bigint FROM procrastinate_jobs WHERE task_name = 'test.quick'",
     )
@@ -659,12 +645,12 @@ async fn ticks_missed_while_no_worker_ran_are_not_replayed() {
         "test.quick",
         Schedule::parse("* * * * * *").unwrap(),
     ));
-    let worker = start(pool, every_second, config());
+    let worker = Worker::new(pool.clone(), every_second, config()).start();
     eventually("two ticks", async || {
         count(pool, "SELECT count(*) FROM procrastinate_jobs").await >= 2
     })
     .await;
-    worker.stop().await;
+    worker.shutdown().await.unwrap();
     let earliest: i64 =
         sqlx::query_scalar("SELECT min((args->>'timestamp')::bigint) FROM procrastinate_jobs")
             .fetch_one(pool)
@@ -687,16 +673,27 @@ async fn a_retry_runs_when_due_without_waiting_for_the_next_poll() {
         .unwrap();
     // An hour between polls: only the worker's timer for the earliest
     // scheduled job can run the retry within the deadline.
-    let worker = start(
-        pool,
+    let worker = Worker::new(
+        pool.clone(),
         registry(),
         config().poll_interval(Duration::from_secs(3600)),
-    );
-    eventually("the retry to succeed", async || {
-        status(pool, id).await == "succeeded"
+    )
+    .start();
+    let mut events = worker.events();
+    let recorded = common::recorded(&mut events, DEADLINE, "the retry to succeed", |seen| {
+        common::outcomes_of(seen, id).contains(&JobOutcome::Succeeded)
     })
     .await;
-    worker.stop().await;
+    let outcomes = common::outcomes_of(&recorded, id);
+    assert!(
+        matches!(
+            outcomes[..],
+            [JobOutcome::Retrying { .. }, JobOutcome::Succeeded]
+        ),
+        "{outcomes:?}"
+    );
+    assert_eq!(status(pool, id).await, "succeeded");
+    worker.shutdown().await.unwrap();
     assert_eq!(
         count(
             pool,
@@ -717,7 +714,7 @@ async fn a_worker_presumed_dead_cannot_overwrite_the_attempt_of_another() {
     )
     .await
     .unwrap();
-    let worker = start(pool, registry(), config());
+    let worker = Worker::new(pool.clone(), registry(), config()).start();
     eventually("the job to start", async || {
         status(pool, id).await == "doing"
     })
@@ -733,7 +730,7 @@ async fn a_worker_presumed_dead_cannot_overwrite_the_attempt_of_another() {
         .execute(pool)
         .await
         .unwrap();
-    let report = worker.stop().await;
+    let report = worker.shutdown().await.unwrap();
     assert_eq!(
         report.succeeded, 1,
         "the first worker did finish its attempt"
@@ -760,8 +757,12 @@ async fn tasks_reach_shared_state_through_their_context() {
     let counter = Counter::default();
     let mut with_state = registry();
     with_state.with_state(counter.clone());
-    let worker = start(pool, with_state, config().one_shot(true));
-    let report = worker.task.await.unwrap().unwrap();
+    let report = run_one_shot(Worker::new(
+        pool.clone(),
+        with_state,
+        config().one_shot(true),
+    ))
+    .await;
     assert_eq!(report.succeeded, 3);
     assert_eq!(counter.0.load(std::sync::atomic::Ordering::SeqCst), 3);
 
@@ -769,6 +770,11 @@ async fn tasks_reach_shared_state_through_their_context() {
     defer(pool, &NewJob::new("test.count", json!({})).unwrap())
         .await
         .unwrap();
-    let worker = start(pool, registry(), config().one_shot(true));
-    assert_eq!(worker.task.await.unwrap().unwrap().failed, 1);
+    let report = run_one_shot(Worker::new(
+        pool.clone(),
+        registry(),
+        config().one_shot(true),
+    ))
+    .await;
+    assert_eq!(report.failed, 1);
 }

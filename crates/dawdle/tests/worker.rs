@@ -8,10 +8,10 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use dawdle::local_pg::{LocalCluster, LocalClusterConfig};
-use dawdle::testing::{eventually, TestDatabase};
+use dawdle::testing::{drain_with, eventually, TestDatabase};
 use dawdle::{
-    defer, defer_batch, JobContext, NewJob, Registry, RetryStrategy, Task, TaskError, Worker,
-    WorkerConfig, WorkerReport,
+    defer, defer_batch, JobContext, JobOutcome, NewJob, Registry, RetryStrategy, Task, TaskError,
+    Worker, WorkerConfig, WorkerReport,
 };
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
@@ -144,29 +144,14 @@ fn one_shot() -> WorkerConfig {
         .poll_interval(Duration::from_millis(100))
 }
 
-async fn run_worker(pool: &PgPool, config: WorkerConfig) -> WorkerReport {
-    let worker = Worker::new(pool.clone(), registry(), config);
-    tokio::time::timeout(Duration::from_secs(60), worker.run(std::future::pending()))
+/// Runs a one-shot worker until no runnable job is left (a minute at
+/// most); its report.
+async fn run_one_shot(pool: &PgPool, config: WorkerConfig) -> WorkerReport {
+    let worker = Worker::new(pool.clone(), registry(), config).start();
+    tokio::time::timeout(Duration::from_secs(60), worker.join())
         .await
         .expect("the one-shot worker finished within 60 s")
         .unwrap()
-}
-
-/// Runs a worker in the background until the returned sender fires (or is
-/// dropped).
-fn spawn_worker(
-    pool: &PgPool,
-    config: WorkerConfig,
-) -> (
-    tokio::sync::oneshot::Sender<()>,
-    tokio::task::JoinHandle<Result<WorkerReport, dawdle::worker::WorkerError>>,
-) {
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let worker = Worker::new(pool.clone(), registry(), config);
-    let task = tokio::spawn(worker.run(async {
-        let _ = stopped.await;
-    }));
-    (stop, task)
 }
 
 async fn job(pool: &PgPool, task: &str, args: Value) -> i64 {
@@ -188,7 +173,7 @@ async fn outcomes_are_recorded_with_history_timestamps_and_errors() {
     let bad_args = job(pool, "test.strict", json!({"count": "many"})).await;
     let unknown = job(pool, "no.such.task", json!({})).await;
 
-    let report = run_worker(pool, one_shot()).await;
+    let report = run_one_shot(pool, one_shot()).await;
     // The follow-up job deferred by test.strict ran too.
     assert_eq!(
         report,
@@ -302,7 +287,7 @@ async fn the_retry_schedule_follows_the_formula() {
     let id = job(pool, "test.backoff", json!({})).await;
     // exponential_wait 2: 2 s after the first failure, then 4 s, then 8 s.
     for (round, expected) in [(0, 2.0), (1, 4.0), (2, 8.0)] {
-        run_worker(pool, one_shot()).await;
+        drain_with(pool, registry(), one_shot()).await;
         let (status, wait, attempts): (String, f64, i32) = sqlx::query_as(
             "SELECT status::text,
                     EXTRACT(EPOCH FROM scheduled_at - (SELECT max(at) FROM procrastinate_events
@@ -330,7 +315,7 @@ async fn the_retry_schedule_follows_the_formula() {
             .await
             .unwrap();
     }
-    run_worker(pool, one_shot()).await;
+    drain_with(pool, registry(), one_shot()).await;
     assert_eq!(
         common::status(pool, id).await,
         "failed",
@@ -347,7 +332,7 @@ async fn a_panicking_task_fails_its_job_and_the_worker_carries_on() {
         .map(|i| NewJob::new("compat.echo", json!({"i": i})).unwrap())
         .collect();
     defer_batch(pool, &others).await.unwrap();
-    let report = run_worker(pool, one_shot()).await;
+    let report = run_one_shot(pool, one_shot()).await;
     assert_eq!(report.succeeded, 20);
     assert_eq!(report.retried, 1, "a panic is an ordinary failed attempt");
     let (kind, message): (String, String) = sqlx::query_as(
@@ -369,23 +354,36 @@ async fn notifications_wake_the_worker_long_before_the_poll_interval() {
     let db = TestDatabase::with_schema().await;
     let pool = db.pool().clone();
     let config = WorkerConfig::default().poll_interval(Duration::from_secs(3600));
-    let (stop, worker) = spawn_worker(&pool, config);
-    eventually(
-        Duration::from_secs(10),
-        "the worker to register",
-        || async { count(&pool, "SELECT count(*) FROM procrastinate_workers").await == 1 },
-    )
-    .await;
-    // The first poll happened at start; from now on only a notification can
-    // wake the worker within the deadline.
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    let id = job(&pool, "compat.echo", json!({})).await;
-    eventually(Duration::from_secs(10), "the job to succeed", || async {
-        common::status(&pool, id).await == "succeeded"
+    let worker = Worker::new(pool.clone(), registry(), config).start();
+    let mut events = worker.events();
+    worker.ready().await.unwrap();
+    eventually(Duration::from_secs(10), "the worker to LISTEN", || async {
+        count(
+            &pool,
+            "SELECT count(*) FROM pg_stat_activity
+             WHERE datname = current_database() AND query LIKE 'LISTEN %' AND state = 'idle'",
+        )
+        .await
+            == 1
     })
     .await;
-    stop.send(()).unwrap();
-    worker.await.unwrap().unwrap();
+    // However the first job is found (the claim at start, or a
+    // notification), once its outcome is recorded the worker waits for the
+    // next poll, an hour away: only a notification can bring it the second
+    // job within the deadline.
+    for round in ["first", "second"] {
+        let id = job(&pool, "compat.echo", json!({})).await;
+        let recorded = common::recorded(
+            &mut events,
+            Duration::from_secs(10),
+            &format!("the {round} job to succeed"),
+            |seen| common::all_recorded(seen, &[id]),
+        )
+        .await;
+        assert_eq!(common::outcomes_of(&recorded, id), [JobOutcome::Succeeded]);
+        assert_eq!(common::status(&pool, id).await, "succeeded");
+    }
+    worker.shutdown().await.unwrap();
     assert_eq!(
         count(&pool, "SELECT count(*) FROM procrastinate_workers").await,
         0
@@ -399,7 +397,7 @@ async fn shutdown_lets_short_jobs_finish_and_puts_long_ones_back() {
     let short = job(&pool, "test.sleepy", json!({"ms": 300})).await;
     let long = job(&pool, "test.sleepy", json!({"ms": 60_000})).await;
     let config = WorkerConfig::default().shutdown_timeout(Duration::from_secs(2));
-    let (stop, worker) = spawn_worker(&pool, config);
+    let worker = Worker::new(pool.clone(), registry(), config).start();
     eventually(Duration::from_secs(10), "both jobs to start", || async {
         count(
             &pool,
@@ -409,8 +407,7 @@ async fn shutdown_lets_short_jobs_finish_and_puts_long_ones_back() {
             == 2
     })
     .await;
-    stop.send(()).unwrap();
-    let report = worker.await.unwrap().unwrap();
+    let report = worker.shutdown().await.unwrap();
     assert_eq!((report.succeeded, report.interrupted), (1, 1));
     assert_eq!(common::status(&pool, short).await, "succeeded");
     assert_eq!(common::status(&pool, long).await, "todo");
@@ -434,13 +431,11 @@ async fn heartbeats_keep_the_worker_row_fresh() {
     let db = TestDatabase::with_schema().await;
     let pool = db.pool().clone();
     let config = WorkerConfig::default().heartbeat_interval(Duration::from_millis(100));
-    let (stop, worker) = spawn_worker(&pool, config);
-    eventually(
-        Duration::from_secs(10),
-        "the worker to register",
-        || async { count(&pool, "SELECT count(*) FROM procrastinate_workers").await == 1 },
-    )
-    .await;
+    let worker = Worker::new(pool.clone(), registry(), config).start();
+    worker.ready().await.unwrap();
+    // An hour old, the row may be pruned by the worker's own upkeep, which
+    // then registers it again under a new id: the check follows the table,
+    // not the first id.
     sqlx::query("UPDATE procrastinate_workers SET last_heartbeat = now() - interval '1 hour'")
         .execute(&pool)
         .await
@@ -449,8 +444,7 @@ async fn heartbeats_keep_the_worker_row_fresh() {
         count(&pool, "SELECT count(*) FROM procrastinate_workers WHERE last_heartbeat > now() - interval '1 minute'").await == 1
     })
     .await;
-    stop.send(()).unwrap();
-    worker.await.unwrap().unwrap();
+    worker.shutdown().await.unwrap();
 }
 
 /// Stops and deletes a cluster of its own when the test ends.
@@ -494,7 +488,7 @@ async fn a_database_restart_mid_drain_loses_no_job() {
     let config = WorkerConfig::default()
         .poll_interval(Duration::from_millis(200))
         .concurrency(20);
-    let (stop, worker) = spawn_worker(&pool, config);
+    let worker = Worker::new(pool.clone(), registry(), config).start();
     eventually(
         Duration::from_secs(30),
         "a tenth of the jobs to succeed",
@@ -538,8 +532,7 @@ async fn a_database_restart_mid_drain_loses_no_job() {
         },
     )
     .await;
-    stop.send(()).unwrap();
-    worker.await.unwrap().unwrap();
+    worker.shutdown().await.unwrap();
     let left = count(
         &pool,
         "SELECT count(*) FROM procrastinate_jobs WHERE status <> 'succeeded'",
@@ -569,7 +562,7 @@ async fn jobs_python_deferred_are_run_by_the_rust_worker() {
         .iter()
         .map(|v| v.as_i64().unwrap())
         .collect();
-    run_worker(pool, one_shot()).await;
+    drain_with(pool, registry(), one_shot()).await;
     assert_eq!(common::status(pool, ids[0]).await, "succeeded");
     assert_eq!(common::status(pool, ids[1]).await, "succeeded");
     assert_eq!(common::status(pool, ids[2]).await, "failed");
@@ -596,7 +589,7 @@ async fn python_and_rust_workers_drain_one_queue_with_shared_locks() {
     let python = tokio::spawn(async move {
         common::run_script(&url, "work.py", &["--deadline", "90"], "").await
     });
-    let rust = run_worker(pool, one_shot().concurrency(5)).await;
+    let rust = run_one_shot(pool, one_shot().concurrency(5)).await;
     let python = python.await.unwrap().expect_success();
     assert_eq!(python.json()["ok"], true);
 

@@ -1,5 +1,6 @@
-//! Helpers shared by the integration tests: reading rows and events back, and
-//! driving the real Python library.
+//! Helpers shared by the integration tests: reading rows and events back,
+//! following a worker's recorded outcomes, and driving the real Python
+//! library.
 
 #![allow(dead_code, reason = "each test binary uses a different subset")]
 
@@ -7,8 +8,10 @@ use std::path::PathBuf;
 use std::process::Stdio;
 use std::time::Duration;
 
+use dawdle::{JobEvent, JobOutcome};
 use sqlx::PgPool;
 use tokio::io::AsyncWriteExt;
+use tokio::sync::broadcast;
 
 /// (job id, event type) of every event, in id order.
 pub async fn events(pool: &PgPool) -> Vec<(i64, String)> {
@@ -33,6 +36,42 @@ pub async fn status(pool: &PgPool, job_id: i64) -> String {
         .fetch_one(pool)
         .await
         .expect("read a job's status")
+}
+
+/// Receives a worker's events (`WorkerHandle::events`) until `done` holds
+/// for those received so far, and returns them; panics naming `what`, with
+/// what was received, once `deadline` has passed.
+pub async fn recorded(
+    events: &mut broadcast::Receiver<JobEvent>,
+    deadline: Duration,
+    what: &str,
+    mut done: impl FnMut(&[JobEvent]) -> bool,
+) -> Vec<JobEvent> {
+    let mut seen = Vec::new();
+    let receive = async {
+        while !done(&seen) {
+            seen.push(events.recv().await.expect("the worker's events"));
+        }
+    };
+    if tokio::time::timeout(deadline, receive).await.is_err() {
+        panic!("timed out after {deadline:?} waiting for {what}; recorded: {seen:?}");
+    }
+    seen
+}
+
+/// The outcomes of one job among `events`, in the order recorded.
+pub fn outcomes_of(events: &[JobEvent], job_id: i64) -> Vec<JobOutcome> {
+    events
+        .iter()
+        .filter(|event| event.job_id == job_id)
+        .map(|event| event.outcome.clone())
+        .collect()
+}
+
+/// Whether every job of `ids` has an outcome among `events`.
+pub fn all_recorded(events: &[JobEvent], ids: &[i64]) -> bool {
+    ids.iter()
+        .all(|id| events.iter().any(|event| event.job_id == *id))
 }
 
 fn repo_root() -> PathBuf {
