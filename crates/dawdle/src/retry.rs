@@ -217,6 +217,15 @@ mod tests {
     }
 
     #[test]
+    fn an_exponential_base_below_one_shrinks_the_wait_as_the_formula_says() {
+        let strategy = RetryStrategy::exponential(10, 0.5);
+        let waits: Vec<_> = (0..3)
+            .map(|a| strategy.next_wait(a, "X").unwrap().as_secs_f64())
+            .collect();
+        assert_eq!(waits, [0.5, 0.25, 0.125]);
+    }
+
+    #[test]
     fn jitter_extremes_are_plus_and_minus_the_fraction() {
         let strategy = RetryStrategy::constant(1, secs(100)).with_jitter(0.2);
         assert_eq!(strategy.next_wait_with(0, "X", 0.0), Some(secs(80)));
@@ -228,7 +237,9 @@ mod tests {
         (
             0u64..100,
             0u64..100,
-            0.0f64..10.0,
+            // A base below 1 makes Procrastinate's formula shrink with each
+            // attempt; the properties here are about bases of 0 (off) or ≥ 1.
+            prop_oneof![Just(0.0f64), 1.0f64..10.0],
             proptest::option::of(1u64..10_000),
             0.0f64..1.0,
         )
