@@ -6,7 +6,7 @@ use std::str::FromStr;
 use sqlx::postgres::PgConnectOptions;
 
 use super::redact::redact_password;
-use super::syntax::{has_scheme, parse_key_value};
+use super::syntax::{has_scheme, parse_key_value, parse_url};
 
 /// Why a connection string cannot be used. It never quotes the string,
 /// only its redacted form when there is one.
@@ -105,7 +105,8 @@ fn check_parameter(key: &str, value: &str) -> Result<bool, String> {
 /// The parameters of a URL, its user info, host, port and path as libpq's
 /// `user`, `password`, `host`, `port` and `dbname`, then its query's.
 fn url_parameters(text: &str) -> Result<Vec<(String, String)>, InvalidConnectionString> {
-    let url = url::Url::parse(text).map_err(|error| {
+    let parsed = parse_url(text);
+    let (url, stand_in) = parsed.map_err(|error| {
         InvalidConnectionString(format!(
             "not a valid postgres:// URL ({error}); not shown, as it may hold a password"
         ))
@@ -125,6 +126,7 @@ fn url_parameters(text: &str) -> Result<Vec<(String, String)>, InvalidConnection
     };
     let mut parameters = Vec::new();
     match url.host() {
+        _ if stand_in => {}
         Some(url::Host::Domain(host)) => parameters.push(("host".into(), decode(host, "host")?)),
         Some(url::Host::Ipv4(address)) => parameters.push(("host".into(), address.to_string())),
         Some(url::Host::Ipv6(address)) => parameters.push(("host".into(), address.to_string())),
@@ -194,6 +196,31 @@ mod tests {
         }
         // The password reaches sqlx (whose Debug shows it).
         assert!(format!("{from_key_value:?}").contains("hunter2"));
+    }
+
+    #[test]
+    fn a_url_with_user_info_and_no_host_reaches_a_socket_as_libpq_does() {
+        for url in [
+            "postgresql://postgres@/jobs?host=/run/pg",
+            "postgres://postgres:hunter2@/jobs?host=%2Frun%2Fpg",
+            "postgresql://postgres@:5433/jobs?host=/run/pg",
+        ] {
+            let options = parse_connection_string(url).unwrap();
+            assert_eq!(
+                options.get_socket().map(|path| path.to_str().unwrap()),
+                Some("/run/pg"),
+                "{url}"
+            );
+            assert_eq!(options.get_database(), Some("jobs"), "{url}");
+            assert_eq!(options.get_username(), "postgres", "{url}");
+        }
+        let port = parse_connection_string("postgresql://postgres@:5433/jobs").unwrap();
+        assert_eq!(port.get_port(), 5433);
+        // Nothing after the user info: the defaults, as with libpq.
+        let bare = parse_connection_string("postgresql://app:hunter2@").unwrap();
+        assert_eq!(bare.get_username(), "app");
+        let error = parse_connection_string("postgresql://app:hunter2@:http/jobs").unwrap_err();
+        assert!(!error.to_string().contains("hunter2"), "{error}");
     }
 
     #[test]

@@ -3,7 +3,7 @@
 //! a string that does not parse is not shown at all: nobody can tell which
 //! part of it is the secret.
 
-use super::syntax::{has_scheme, parse_key_value};
+use super::syntax::{has_scheme, parse_key_value, parse_url, STAND_IN_HOST};
 
 /// What replaces a secret in a shown connection string.
 const REDACTED: &str = "***";
@@ -24,8 +24,10 @@ pub const NOT_SHOWN: &str = "(not shown: neither a valid URL nor a key=value con
 pub fn redact_password(connection: &str) -> String {
     let text = connection.trim();
     let shown = if has_scheme(text) {
-        match url::Url::parse(text) {
-            Ok(url) => redact_url(url),
+        match parse_url(text) {
+            Ok((url, false)) => redact_url(url),
+            // Shown as written: with no host.
+            Ok((url, true)) => redact_url(url).replacen(&format!("@{STAND_IN_HOST}"), "@", 1),
             Err(_) => NOT_SHOWN.to_string(),
         }
     } else {
@@ -128,6 +130,15 @@ mod tests {
             redact_password("smtp://mailer:hunter2@mail.example:587?tls=required"),
             "smtp://mailer:***@mail.example:587?tls=required"
         );
+        // No host after the user info, as libpq allows.
+        assert_eq!(
+            redact_password("postgresql://app:hunter2@/jobs?host=/run/pg&password=x"),
+            "postgresql://app:***@/jobs?host=/run/pg&password=***"
+        );
+        assert_eq!(
+            redact_password("postgresql://app@:5433/jobs"),
+            "postgresql://app@:5433/jobs"
+        );
     }
 
     #[test]
@@ -183,7 +194,7 @@ mod tests {
     fn unparsable_strings_are_not_shown_at_all() {
         for text in [
             "postgres://u:hunter2@h:notaport/db",
-            "postgres://u:hunter2@/db",
+            "postgres://u:hunter2@[::1/db",
             "host=db password='hunter2",
             "host=db hunter2",
             "hunter2",

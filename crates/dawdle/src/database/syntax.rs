@@ -18,6 +18,35 @@ pub(super) fn has_scheme(text: &str) -> bool {
 /// whitespace around `=`, a value either single-quoted or ending at the
 /// next whitespace, a backslash taking the next character literally. The
 /// error says what is wrong without quoting anything.
+/// Host put in for an empty one by [`parse_url`]: `.invalid` never resolves.
+pub(super) const STAND_IN_HOST: &str = "stand-in.invalid";
+
+/// Parses a URL the way libpq does where the URL standard is stricter: an
+/// empty host after user info (`postgresql://app@/jobs?host=/run/pg`,
+/// `app@:5433/jobs`) means no host, and is given [`STAND_IN_HOST`] so that it
+/// parses. The flag says whether it was: the host is then to be ignored.
+pub(super) fn parse_url(text: &str) -> Result<(url::Url, bool), url::ParseError> {
+    match url::Url::parse(text) {
+        Err(url::ParseError::EmptyHost) => match with_stand_in_host(text) {
+            Some(text) => url::Url::parse(&text).map(|url| (url, true)),
+            None => Err(url::ParseError::EmptyHost),
+        },
+        parsed => parsed.map(|url| (url, false)),
+    }
+}
+
+/// `text` with [`STAND_IN_HOST`] where its authority has user info and an
+/// empty host; `None` for any other text.
+fn with_stand_in_host(text: &str) -> Option<String> {
+    let start = text.find("://")? + 3;
+    let end = text[start..]
+        .find(['/', '?', '#'])
+        .map_or(text.len(), |at| start + at);
+    let host = start + text[start..end].rfind('@')? + 1;
+    (host == end || text[host..end].starts_with(':'))
+        .then(|| format!("{}{STAND_IN_HOST}{}", &text[..host], &text[host..]))
+}
+
 pub(super) fn parse_key_value(text: &str) -> Result<Vec<(String, String)>, &'static str> {
     // C's isspace, which libpq uses: Rust's ASCII whitespace lacks \v.
     fn is_space(c: &char) -> bool {
