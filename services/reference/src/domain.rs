@@ -288,7 +288,7 @@ pub(crate) async fn find_order(
 
 fn is_unique_violation(error: &sqlx::Error, constraint: &str) -> bool {
     error.as_database_error().is_some_and(|db| {
-        db.code().as_deref() == Some("23505") && db.constraint() == Some(constraint)
+        db.kind() == sqlx::error::ErrorKind::UniqueViolation && db.constraint() == Some(constraint)
     })
 }
 

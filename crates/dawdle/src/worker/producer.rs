@@ -136,7 +136,13 @@ impl Loop<'_> {
             }
             if in_flight.is_none() && claim_due && retry_at.is_none() {
                 if let Some(limit) = self.claim_size() {
-                    if self.reconcile && self.put_back_orphans().await.is_err() {
+                    let checked = if self.reconcile {
+                        self.put_back_orphans().await
+                    } else {
+                        Ok(())
+                    };
+                    if let Err(why) = checked {
+                        warn!(error = %why, "failed to check for jobs claimed while the connection was lost; retrying");
                         failing_since.get_or_insert_with(Instant::now);
                         retry_at = Some(tokio::time::Instant::now() + backoff.next_wait());
                         continue;
@@ -178,7 +184,7 @@ impl Loop<'_> {
                                 match self.claimed(again).await {
                                     Ok((0, _)) => return Ok(()),
                                     Ok((count, limit)) => claim_due = count == limit,
-                                    Err(()) => {
+                                    Err(_) => {
                                         failing_since.get_or_insert_with(Instant::now);
                                         retry_at = Some(tokio::time::Instant::now() + backoff.next_wait());
                                     }
@@ -187,7 +193,7 @@ impl Loop<'_> {
                                 next_scheduled = self.next_scheduled().await;
                             }
                         }
-                        Err(()) => {
+                        Err(_) => {
                             failing_since.get_or_insert_with(Instant::now);
                             retry_at = Some(tokio::time::Instant::now() + backoff.next_wait());
                         }
@@ -264,9 +270,9 @@ impl Loop<'_> {
     }
 
     /// Takes in what a claim returned: the jobs are held in claim order and
-    /// started as slots allow. `Ok((claimed, asked for))`; `Err` after
-    /// logging a database error.
-    async fn claimed(&mut self, claimed: Claimed) -> Result<(usize, usize), ()> {
+    /// started as slots allow. `Ok((claimed, asked for))`; the database's
+    /// error, logged, when the claim failed.
+    async fn claimed(&mut self, claimed: Claimed) -> Result<(usize, usize), sqlx::Error> {
         let Claimed {
             jobs,
             limit,
@@ -276,16 +282,13 @@ impl Loop<'_> {
         let mut jobs = match jobs {
             Ok(jobs) => jobs,
             Err(error) => {
-                let code = error
-                    .as_database_error()
-                    .and_then(|e| e.code())
-                    .map(|c| c.into_owned());
-                match code.as_deref() {
+                use sqlx::error::ErrorKind;
+                match error.as_database_error().map(|e| e.kind()) {
                     // Another claimer took the last job of a lock between our
                     // snapshot and our update: nothing is wrong, claim again.
-                    Some("23505") => return Ok((0, 0)),
+                    Some(ErrorKind::UniqueViolation) => return Ok((0, 0)),
                     // This worker was pruned as stalled: register anew.
-                    Some("23503") => {
+                    Some(ErrorKind::ForeignKeyViolation) => {
                         warn!(
                             worker_id,
                             "the worker was pruned as stalled; registering again"
@@ -300,7 +303,7 @@ impl Loop<'_> {
                         self.reconcile = true;
                     }
                 }
-                return Err(());
+                return Err(error);
             }
         };
         self.pace.claim_answered(round_trip, Instant::now());
@@ -377,13 +380,15 @@ impl Loop<'_> {
 
     /// Puts back `doing` jobs of this worker that it neither runs, holds nor
     /// has an outcome for: claimed by a statement whose answer was lost.
-    async fn put_back_orphans(&mut self) -> Result<(), ()> {
+    /// Fails when the outcomes still buffered cannot be written within 5 s,
+    /// or the database refuses.
+    async fn put_back_orphans(&mut self) -> Result<(), OrphansUnchecked> {
         // Outcomes still buffered belong to jobs that are legitimately doing.
         if tokio::time::timeout(Duration::from_secs(5), self.completer.flush())
             .await
             .is_err()
         {
-            return Err(());
+            return Err(OrphansUnchecked::OutcomesUnwritten);
         }
         let ours: Vec<i64> = self
             .by_task
@@ -412,10 +417,24 @@ impl Loop<'_> {
                 }
                 Ok(())
             }
-            Err(error) => {
-                warn!(error = %error, "failed to check for jobs claimed while the connection was lost");
-                Err(())
-            }
+            Err(error) => Err(OrphansUnchecked::Database(error)),
+        }
+    }
+}
+
+/// Why jobs claimed by a lost statement could not be looked for yet.
+#[derive(Debug)]
+enum OrphansUnchecked {
+    /// Buffered outcomes (of jobs legitimately `doing`) are not written yet.
+    OutcomesUnwritten,
+    Database(sqlx::Error),
+}
+
+impl std::fmt::Display for OrphansUnchecked {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::OutcomesUnwritten => f.write_str("job outcomes are not being written"),
+            Self::Database(error) => error.fmt(f),
         }
     }
 }
