@@ -83,8 +83,7 @@ impl Loop<'_> {
     /// Tells a running job its abort was requested, and cancels it if it has
     /// not stopped by itself after the grace period.
     pub(super) fn request_abort(&mut self, job_id: i64) {
-        if let Some(index) = self.held.iter().position(|held| held.job.id == job_id) {
-            let held = self.held.remove(index).expect("position is in range");
+        if let Some(held) = self.held.take(job_id) {
             info!(job_id, task = %printable(&held.job.task_name), queue = %printable(&held.job.queue_name),
                   attempt = held.job.attempts + 1, duration_ms = 0.0,
                   "job aborted before it started");
@@ -262,7 +261,7 @@ impl Loop<'_> {
         // Held jobs go back first, so that other workers can start them
         // while these finish.
         let held = self.held.len();
-        while let Some(job) = self.held.pop_front() {
+        while let Some(job) = self.held.next() {
             self.release(job);
         }
         if held > 0 {

@@ -36,6 +36,7 @@ mod completion;
 mod config;
 mod executor;
 mod handle;
+mod held;
 mod maintenance;
 mod middleware;
 mod notifier;
@@ -43,7 +44,7 @@ mod pace;
 mod producer;
 mod registry;
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicI64, Ordering};
@@ -65,6 +66,7 @@ use crate::state::{self, PutBack, Selection};
 use completion::Completer;
 use executor::panic_message;
 use handle::{Control, Stop};
+use held::HeldJobs;
 use maintenance::{register, Registered};
 use notifier::{channels, listen};
 use pace::Pace;
@@ -269,7 +271,7 @@ impl Worker {
             running: JoinSet::new(),
             by_task: HashMap::new(),
             queues: Arc::new(self.config.queues.clone()),
-            held: VecDeque::new(),
+            held: HeldJobs::default(),
             pace: Pace::new(self.config.prefetch, Instant::now()),
             report: WorkerReport::default(),
             reconcile: false,

@@ -4,7 +4,7 @@
 //! again: a full claim, a notification, the earliest scheduled job coming
 //! due, the poll interval. Claims run while the loop goes on.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::future::Future;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
@@ -19,11 +19,12 @@ use super::backoff::Backoff;
 use super::completion::Completer;
 use super::config::{WorkerError, WorkerReport};
 use super::executor::Running;
+use super::held::{claim_size, Held, HeldJobs};
 use super::maintenance::register_once;
 use super::pace::Pace;
 use super::Worker;
 use crate::job::Job;
-use crate::state::{self, Outcome, PutBack, Selection, Verdict};
+use crate::state::{self, PutBack, Selection, Verdict};
 use crate::task_error::TaskError;
 use crate::text::printable;
 
@@ -37,37 +38,13 @@ pub(super) struct Loop<'w> {
     /// The queues claims take from, shared with each claim in flight.
     pub(super) queues: Arc<Option<Vec<String>>>,
     /// Claimed jobs waiting for a free slot, in claim order.
-    pub(super) held: VecDeque<Held>,
+    pub(super) held: HeldJobs,
     pub(super) pace: Pace,
     pub(super) report: WorkerReport,
     /// Set when a claim failed for lack of a connection: the claim may have
     /// committed without us seeing its rows, leaving jobs in `doing` that
     /// nobody runs. The next claim first puts those back.
     pub(super) reconcile: bool,
-}
-
-/// A claimed job not started yet.
-#[derive(Debug)]
-pub(super) struct Held {
-    pub(super) job: Job,
-    pub(super) claimed: Instant,
-}
-
-impl Held {
-    /// The outcome of a held job that ends without running: not an
-    /// attempt, no error.
-    pub(super) fn never_ran(&self, verdict: Verdict, delete: bool) -> Outcome {
-        Outcome {
-            job_id: self.job.id,
-            worker_id: self.job.worker_id,
-            verdict,
-            error: None,
-            attempted: false,
-            waited: self.claimed.elapsed(),
-            delete,
-            follow_ups: Vec::new(),
-        }
-    }
 }
 
 /// What a claim statement returns, with what it asked for.
@@ -152,8 +129,8 @@ impl Loop<'_> {
             }
             let hold_expires = self
                 .held
-                .front()
-                .map(|held| tokio::time::Instant::from_std(held.claimed + config.hold_limit));
+                .expires_at(config.hold_limit)
+                .map(tokio::time::Instant::from_std);
             tokio::select! {
                 biased;
                 _ = shutdown.as_mut() => {
@@ -240,15 +217,14 @@ impl Loop<'_> {
         self.running.is_empty() && self.held.is_empty()
     }
 
-    /// How many jobs to claim now, if a claim is worth its round trip:
-    /// when slots would otherwise stay free, or when the held jobs are down
-    /// to half of what the pace asks for.
+    /// How many jobs to claim now, if any (see [`claim_size`]).
     fn claim_size(&self) -> Option<usize> {
-        let free = self.worker.config.concurrency - self.running.len();
-        let target = self.pace.target();
-        let wanted = (free + target).saturating_sub(self.held.len());
-        let worth = free > self.held.len() || self.held.len() <= target / 2;
-        (wanted > 0 && worth).then_some(wanted)
+        claim_size(
+            self.worker.config.concurrency,
+            self.running.len(),
+            self.held.len(),
+            self.pace.target(),
+        )
     }
 
     /// When the earliest job of our queues scheduled for later becomes
@@ -326,15 +302,13 @@ impl Loop<'_> {
 
     /// Queues claimed jobs for the next free slots, in the order given.
     pub(super) fn hold(&mut self, jobs: Vec<Job>) {
-        let claimed = Instant::now();
-        self.held
-            .extend(jobs.into_iter().map(|job| Held { job, claimed }));
+        self.held.hold(jobs, Instant::now());
     }
 
     /// Starts held jobs while slots are free.
     pub(super) fn start_held(&mut self) {
         while self.running.len() < self.worker.config.concurrency {
-            let Some(Held { job, claimed }) = self.held.pop_front() else {
+            let Some(Held { job, claimed }) = self.held.next() else {
                 break;
             };
             self.pace.job_started();
@@ -348,15 +322,10 @@ impl Loop<'_> {
     fn release_expired(&mut self) {
         let limit = self.worker.config.hold_limit;
         let now = Instant::now();
-        let mut released = 0;
-        while self
-            .held
-            .front()
-            .is_some_and(|held| now.duration_since(held.claimed) >= limit)
-        {
-            let held = self.held.pop_front().expect("checked above");
+        let expired = self.held.take_expired(now, limit);
+        let released = expired.len();
+        for held in expired {
             self.release(held);
-            released += 1;
         }
         if released > 0 {
             self.pace.slow_down(now);
@@ -394,7 +363,7 @@ impl Loop<'_> {
             .by_task
             .values()
             .map(|running| running.job.id)
-            .chain(self.held.iter().map(|held| held.job.id))
+            .chain(self.held.ids())
             .collect();
         let orphans = PutBack {
             which: Selection {
