@@ -86,3 +86,84 @@ fn crm_backoff(settings: RetrySettings) -> RetryStrategy {
 fn database_error(error: sqlx::Error) -> TaskError {
     TaskError::from_error(DATABASE_ERROR, &error)
 }
+
+#[cfg(test)]
+mod tests {
+    //! The service's registry as a worker runs it, through dawdle's test kit.
+
+    use std::time::Duration;
+
+    use dawdle::testing::{assert_deferred, drain, TestDatabase};
+    use dawdle::JobOutcome;
+
+    use super::*;
+    use crate::config::EmailDelivery;
+    use crate::domain::DomainEvent;
+
+    #[tokio::test]
+    async fn the_installed_registry_sends_emails_and_gives_up_on_a_dead_crm_per_its_settings() {
+        let jobs = TestDatabase::with_schema().await;
+        let main = TestDatabase::empty().await;
+        let mut conn = main.pool().acquire().await.unwrap();
+        crate::databases::apply_migrations(&mut conn).await.unwrap();
+        drop(conn);
+        let dir = std::env::temp_dir().join(format!("reference-registry-{}", std::process::id()));
+        let environment = Environment {
+            mailer: Mailer::new(
+                &EmailDelivery::Files { dir: dir.clone() },
+                "Shop <shop@example.com>",
+            )
+            .unwrap(),
+            // Nothing listens on port 9 (discard): the call is refused.
+            crm: CrmClient::new("http://127.0.0.1:9/", Duration::from_secs(1)).unwrap(),
+            main: main.pool().clone(),
+            // No retries: the CRM's ConnectionError fails its job at once.
+            retry: RetrySettings {
+                max_retries: 0,
+                ..RetrySettings::default()
+            },
+        };
+        let event = DomainEvent::UserRegistered {
+            user_id: 7,
+            email: "ada@example.com".into(),
+            name: "Ada".into(),
+        };
+        let welcome = SendWelcomeEmail {
+            event_key: event.key(),
+            user_id: 7,
+            email: "ada@example.com".into(),
+            name: "Ada".into(),
+        };
+        let crm = NotifyCrm {
+            event_key: event.key(),
+            event,
+        };
+        let email_job = dawdle::defer_task(jobs.pool(), &welcome).await.unwrap();
+        let crm_job = dawdle::defer_task(jobs.pool(), &crm).await.unwrap();
+        assert_deferred(
+            jobs.pool(),
+            "email.send_welcome",
+            serde_json::json!({"user_id": 7}),
+        )
+        .await;
+
+        let outcomes = drain(jobs.pool(), install(environment)).await;
+        let files = std::fs::read_dir(&dir).map_or(0, |entries| entries.count());
+        let _ = std::fs::remove_dir_all(&dir);
+        assert_eq!(outcomes.len(), 2, "{outcomes:?}");
+        let of = |id: i64| {
+            outcomes
+                .iter()
+                .find(|event| event.job_id == id)
+                .map(|event| event.outcome.clone())
+        };
+        assert_eq!(of(email_job), Some(JobOutcome::Succeeded));
+        match of(crm_job) {
+            Some(JobOutcome::Failed { kind, .. }) => {
+                assert_eq!(kind.as_str(), CONNECTION_ERROR)
+            }
+            other => panic!("the CRM job ended {other:?}"),
+        }
+        assert_eq!(files, 1, "one .eml file written");
+    }
+}
