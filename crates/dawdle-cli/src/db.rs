@@ -28,9 +28,9 @@ pub(crate) async fn run(command: DbCommand) -> Result<ExitCode, Failure> {
         DbCommand::Start | DbCommand::Url => {
             let database = JobsDatabase::embedded(home).await?;
             if matches!(command, DbCommand::Start) {
-                println!("embedded PostgreSQL is running; jobs database URL:");
+                outln!("embedded PostgreSQL is running; jobs database URL:");
             }
-            println!("{}", database.url());
+            outln!("{}", database.url());
         }
         DbCommand::Stop => {
             let cluster = LocalCluster::new(LocalClusterConfig::persistent(home))?;
@@ -43,12 +43,12 @@ pub(crate) async fn run(command: DbCommand) -> Result<ExitCode, Failure> {
             .await
             .expect("stopping the local PostgreSQL panicked")?;
             if was_running {
-                println!(
+                outln!(
                     "stopped the embedded PostgreSQL in {}",
                     cluster.base_dir().display()
                 );
             } else {
-                println!(
+                outln!(
                     "the embedded PostgreSQL in {} was not running",
                     cluster.base_dir().display()
                 );
@@ -61,13 +61,13 @@ pub(crate) async fn run(command: DbCommand) -> Result<ExitCode, Failure> {
                 .await
                 .expect("checking the local PostgreSQL panicked")?;
             if running {
-                println!(
+                outln!(
                     "running: {} (jobs database URL: {})",
                     cluster.base_dir().display(),
                     cluster.url(dawdle::database::EMBEDDED_JOBS_DATABASE)
                 );
             } else {
-                println!("not running: {}", cluster.base_dir().display());
+                outln!("not running: {}", cluster.base_dir().display());
                 return Ok(ExitCode::from(3));
             }
         }

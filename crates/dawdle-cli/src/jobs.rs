@@ -104,7 +104,7 @@ pub(crate) async fn defer(
         let job = admin::get_job(&pool, id).await?;
         output::print_json(&job);
     } else {
-        println!("{id}");
+        outln!("{id}");
     }
     Ok(ExitCode::SUCCESS)
 }

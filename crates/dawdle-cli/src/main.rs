@@ -15,13 +15,14 @@
 //! code) or, for a malformed command line, clap's usage error with the
 //! command line's text cut short.
 
+#[macro_use]
+mod output;
 mod bench;
 mod database;
 mod db;
 mod failure;
 mod jobs;
 mod ops;
-mod output;
 mod schema;
 mod shell;
 mod worker;

@@ -2,6 +2,32 @@
 //! through serde_json.
 
 use chrono::{DateTime, SecondsFormat, Utc};
+
+/// `println!` for command output. When the reader has gone away
+/// (`dawdle jobs | head`), the command ends quietly with status 0 instead
+/// of panicking: whatever it changed is committed before it prints.
+macro_rules! outln {
+    () => {
+        $crate::output::write_line(format_args!(""))
+    };
+    ($($arg:tt)*) => {
+        $crate::output::write_line(format_args!($($arg)*))
+    };
+}
+
+/// Writes one line to standard output; see [`outln!`].
+pub fn write_line(line: std::fmt::Arguments<'_>) {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    if let Err(error) = writeln!(out, "{line}") {
+        if error.kind() == std::io::ErrorKind::BrokenPipe {
+            std::process::exit(0);
+        }
+        eprintln!("dawdle: cannot write to standard output: {error}");
+        std::process::exit(74);
+    }
+}
+
 use dawdle::text::{printable, truncate};
 
 /// Most characters a table cell shows; `dawdle job ID` and `--json` show
@@ -28,7 +54,7 @@ pub fn print_table(header: &[&str], rows: &[Vec<String>]) {
             .zip(&widths)
             .map(|(cell, width)| format!("{cell:<width$}"))
             .collect();
-        println!("{}", padded.join("  ").trim_end());
+        outln!("{}", padded.join("  ").trim_end());
     };
     line(&mut header.iter().copied());
     for row in &rows {
@@ -59,7 +85,7 @@ pub fn timestamp(at: Option<DateTime<Utc>>) -> String {
 }
 
 pub fn print_json<T: serde::Serialize>(value: &T) {
-    println!(
+    outln!(
         "{}",
         serde_json::to_string_pretty(value).expect("values we print always serialise")
     );

@@ -31,15 +31,15 @@ pub(crate) async fn run(
         SchemaCommand::Apply => {
             let report = dawdle::schema::apply(&mut conn).await?;
             if report.applied.is_empty() {
-                println!(
+                outln!(
                     "schema is current (version {}); nothing to apply",
                     report.version
                 );
             } else {
                 for (version, name) in &report.applied {
-                    println!("applied migration {version:04}_{name}");
+                    outln!("applied migration {version:04}_{name}");
                 }
-                println!("schema is current (version {})", report.version);
+                outln!("schema is current (version {})", report.version);
             }
             Ok(ExitCode::SUCCESS)
         }
@@ -53,16 +53,17 @@ pub(crate) async fn run(
                     "problems": report.problems,
                 }));
             } else if report.is_current() {
-                println!("schema is current (version {})", report.version);
+                outln!("schema is current (version {})", report.version);
             } else {
-                println!(
+                outln!(
                     "schema is NOT current (database at version {}, this build expects {}):",
-                    report.version, report.expected_version
+                    report.version,
+                    report.expected_version
                 );
                 for problem in &report.problems {
-                    println!("  - {problem}");
+                    outln!("  - {problem}");
                 }
-                println!("fix: run ./scripts/jobs/apply-schema.sh (or `dawdle schema apply`)");
+                outln!("fix: run ./scripts/jobs/apply-schema.sh (or `dawdle schema apply`)");
             }
             Ok(if report.is_current() {
                 ExitCode::SUCCESS

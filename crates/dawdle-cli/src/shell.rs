@@ -104,7 +104,7 @@ async fn interactive(pool: &PgPool) -> Result<ExitCode, Failure> {
     if let Some(path) = &history {
         let _ = editor.load_history(path);
     }
-    println!("dawdle shell: type `help` for the commands, Tab completes, Ctrl-D leaves.");
+    outln!("dawdle shell: type `help` for the commands, Tab completes, Ctrl-D leaves.");
     loop {
         let line = tokio::task::block_in_place(|| editor.readline("dawdle> "));
         let line = match line {
@@ -234,7 +234,7 @@ async fn execute(pool: &PgPool, line: &str) -> Result<Flow, Failure> {
                         job.queueing_lock.as_deref().unwrap_or("-"),
                     ));
                 }
-                println!("{}", shell_line(&line));
+                outln!("{}", shell_line(&line));
             }
         }
         "list_queues" | "list_tasks" | "list_locks" => {
@@ -244,7 +244,7 @@ async fn execute(pool: &PgPool, line: &str) -> Result<Flow, Failure> {
                 _ => Grouping::Lock,
             };
             for group in admin::group_counts(pool, grouping, &arguments.filter).await? {
-                println!(
+                outln!(
                     "{}: {} jobs (todo: {}, doing: {}, succeeded: {}, failed: {}, cancelled: {}, aborted: {})",
                     shell_line(&group.name), group.jobs, group.todo, group.doing, group.succeeded, group.failed,
                     group.cancelled, group.aborted
@@ -290,13 +290,13 @@ async fn execute(pool: &PgPool, line: &str) -> Result<Flow, Failure> {
                     job.error.as_deref().unwrap_or("-"),
                     job.error_message.as_deref().unwrap_or("-")
                 );
-                println!("{}", shell_line(&line));
+                outln!("{}", shell_line(&line));
             }
         }
         "check" => match arguments.positional.first() {
             None => {
                 for check in admin::CHECKS {
-                    println!("{}: {}", check.name, check.description);
+                    outln!("{}: {}", check.name, check.description);
                 }
             }
             Some(name) => {
@@ -314,20 +314,20 @@ async fn execute(pool: &PgPool, line: &str) -> Result<Flow, Failure> {
                             )
                         })
                         .collect();
-                    println!("{}", shell_line(&cells.join(" ")));
+                    outln!("{}", shell_line(&cells.join(" ")));
                 }
             }
         },
         "help" | "?" => match arguments.positional.first() {
             Some(name) => match COMMANDS.iter().find(|(n, _, _)| n == name) {
-                Some((name, args, what)) => println!("{name} {args}\n    {what}"),
+                Some((name, args, what)) => outln!("{name} {args}\n    {what}"),
                 None => return Err(usage("help", &format!("no command {}", quote(name)))),
             },
             None => {
                 for (name, args, what) in COMMANDS {
-                    println!("{name:<14} {what}");
+                    outln!("{name:<14} {what}");
                     if !args.is_empty() {
-                        println!("{:<14}   {name} {args}", "");
+                        outln!("{:<14}   {name} {args}", "");
                     }
                 }
             }
@@ -354,7 +354,7 @@ async fn print_one(pool: &PgPool, id: i64) -> Result<(), Failure> {
             "#{} {} on {} - [{}]",
             job.id, job.task_name, job.queue_name, job.status
         );
-        println!("{}", shell_line(&line));
+        outln!("{}", shell_line(&line));
     }
     Ok(())
 }

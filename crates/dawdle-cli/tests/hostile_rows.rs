@@ -168,3 +168,43 @@ async fn read_commands_render_every_hostile_row() {
         assert_rendered(&args, &output, 0);
     }
 }
+
+#[tokio::test]
+async fn a_reader_that_goes_away_ends_a_listing_quietly() {
+    let db = TestDatabase::with_schema().await;
+    // Far more output than a pipe buffers, so the write fails whatever the
+    // timing: 2,000 jobs with 200-character arguments.
+    sqlx::query(
+        "INSERT INTO procrastinate_jobs (queue_name, task_name, args)
+         SELECT 'default', 'dawdle.noop', jsonb_build_object('pad', repeat('p', 200))
+         FROM generate_series(1, 2000)",
+    )
+    .execute(db.pool())
+    .await
+    .unwrap();
+    let url = db.url();
+    for args in [
+        &["jobs", "--limit", "2000"][..],
+        &["jobs", "--limit", "2000", "--json"],
+    ] {
+        let url = url.clone();
+        let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+        let output = tokio::task::spawn_blocking(move || {
+            let mut child = Command::new(env!("CARGO_BIN_EXE_dawdle"))
+                .args(&args)
+                .env("JOB_QUEUE_DATABASE_URL", url)
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .expect("run dawdle");
+            // The reader closes before reading anything (`| head -c 0`).
+            drop(child.stdout.take());
+            child.wait_with_output().expect("wait for dawdle")
+        })
+        .await
+        .unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(output.status.success(), "{:?}: {stderr}", output.status);
+        assert!(!stderr.contains("panicked"), "{stderr}");
+    }
+}

@@ -417,9 +417,9 @@ async fn verify_histories(
 }
 
 fn print_for_people(report: &Report) {
-    println!("dawdle bench drain: defer_batch in, one `dawdle worker --one-shot` process out");
-    println!("  server:  {}", report.postgres_version);
-    println!(
+    outln!("dawdle bench drain: defer_batch in, one `dawdle worker --one-shot` process out");
+    outln!("  server:  {}", report.postgres_version);
+    outln!(
         "  work:    {} {} jobs per round, enqueued {} per statement; drained by a worker \
          process at each concurrency, --prefetch {}",
         report.jobs,
@@ -427,16 +427,16 @@ fn print_for_people(report: &Report) {
         report.enqueue_batch,
         report.prefetch
     );
-    println!(
+    outln!(
         "  rounds:  {}, alternating the order of the concurrencies; medians of the rounds, \
          peak RSS is the largest",
         report.rounds
     );
-    println!(
+    outln!(
         "  drain:   DB = first claim to last completion (jobs' timestamps); WALL = worker \
          spawn to exit"
     );
-    println!();
+    outln!();
     let rss = |mib: Option<f64>| mib.map_or("unknown".to_string(), |mib| format!("{mib:.1}"));
     let rows: Vec<Vec<String>> = report
         .results
@@ -461,9 +461,9 @@ fn print_for_people(report: &Report) {
         ],
         &rows,
     );
-    println!();
+    outln!();
     let targets = &report.targets;
-    println!(
+    outln!(
         "targets: enqueue >= {:.0} jobs/s, drain >= {:.0} jobs/s, peak RSS < {:.0} MiB",
         targets.enqueue_jobs_per_second_at_least,
         targets.drain_jobs_per_second_at_least,

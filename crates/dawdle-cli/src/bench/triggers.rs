@@ -336,18 +336,19 @@ async fn timed_round(scratch: &mut Scratch, args: &TriggerBenchArgs) -> Result<f
 }
 
 fn print_for_people(report: &Report) {
-    println!("dawdle bench triggers: statement-level vs per-row history triggers");
-    println!("  server:  {}", report.postgres_version);
-    println!(
+    outln!("dawdle bench triggers: statement-level vs per-row history triggers");
+    outln!("  server:  {}", report.postgres_version);
+    outln!(
         "  work:    {} jobs per round, claimed and finished {} per statement \
          (one claim and one finish statement per batch, each autocommitted)",
-        report.jobs, report.batch
+        report.jobs,
+        report.batch
     );
-    println!(
+    outln!(
         "  rounds:  {} per variant, alternating which variant runs first",
         report.rounds
     );
-    println!();
+    outln!();
     let rows: Vec<Vec<String>> = report
         .variants
         .iter()
@@ -367,14 +368,15 @@ fn print_for_people(report: &Report) {
         })
         .collect();
     output::print_table(&["VARIANT", "MEDIAN JOBS/S", "MIN", "MAX", "ROUNDS"], &rows);
-    println!();
+    outln!();
     let verdict = if report.ratio_statement_over_row >= report.target_ratio {
         "meets"
     } else {
         "is below"
     };
-    println!(
+    outln!(
         "statement/row (medians): {:.2}x, which {verdict} the {:.1}x target",
-        report.ratio_statement_over_row, report.target_ratio
+        report.ratio_statement_over_row,
+        report.target_ratio
     );
 }

@@ -28,7 +28,7 @@ pub(crate) async fn retry(url: Option<&str>, args: RetryArgs) -> Result<ExitCode
     if args.json {
         print_json(&serde_json::json!({"retried": 1, "ids": [args.id]}));
     } else {
-        println!("retried 1 job ({}): it is waiting to run again", args.id);
+        outln!("retried 1 job ({}): it is waiting to run again", args.id);
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -69,9 +69,9 @@ pub(crate) async fn retry_failed(
             &serde_json::json!({"retried": if args.dry_run { 0 } else { count }, "matching": count, "dry_run": args.dry_run}),
         );
     } else if args.dry_run {
-        println!("would retry {count} failed job(s){scope} (dry run: nothing changed)");
+        outln!("would retry {count} failed job(s){scope} (dry run: nothing changed)");
     } else {
-        println!("retried {count} failed job(s){scope}");
+        outln!("retried {count} failed job(s){scope}");
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -137,12 +137,12 @@ pub(crate) async fn purge(url: Option<&str>, args: PurgeArgs) -> Result<ExitCode
             &serde_json::json!({"deleted": if args.dry_run { 0 } else { deleted }, "matching": deleted, "dry_run": args.dry_run}),
         );
     } else if args.dry_run {
-        println!(
+        outln!(
             "would delete {deleted} {what} job(s) finished more than {} ago (dry run: nothing deleted)",
             duration::format(older_than)
         );
     } else {
-        println!(
+        outln!(
             "deleted {deleted} {what} job(s) finished more than {} ago, with their history ({:.1} s)",
             duration::format(older_than),
             started.elapsed().as_secs_f64()
@@ -180,7 +180,7 @@ pub(crate) async fn reset_stalled(
         print_json(&serde_json::json!({"reset": ids.len(), "ids": ids}));
     } else {
         let list: Vec<String> = ids.iter().map(i64::to_string).collect();
-        println!(
+        outln!(
             "reset {} stalled job(s) to todo{}",
             ids.len(),
             if ids.is_empty() {
@@ -208,8 +208,8 @@ pub(crate) async fn cancel(url: Option<&str>, args: CancelArgs) -> Result<ExitCo
         print_json(&serde_json::json!({"id": args.id, "outcome": outcome, "changed": 1}));
     } else {
         match outcome {
-            admin::CancelOutcome::Cancelled => println!("cancelled 1 job ({})", args.id),
-            admin::CancelOutcome::AbortRequested => println!(
+            admin::CancelOutcome::Cancelled => outln!("cancelled 1 job ({})", args.id),
+            admin::CancelOutcome::AbortRequested => outln!(
                 "job {} is running: abort requested (1 job); its worker stops it",
                 args.id
             ),
@@ -249,7 +249,7 @@ pub(crate) async fn clear_pending(
     if args.json {
         print_json(&serde_json::json!({"deleted": deleted}));
     } else {
-        println!(
+        outln!(
             "deleted {deleted} waiting job(s){}",
             args.queue
                 .map_or(String::new(), |q| format!(" from queue {q}"))

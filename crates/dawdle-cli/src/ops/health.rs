@@ -48,14 +48,14 @@ pub(crate) async fn healthcheck(
             "problems": report.problems,
         }));
     } else if report.is_healthy() {
-        println!(
+        outln!(
             "healthy: database reachable, schema current, {} live worker(s)",
             report.live_workers
         );
     } else {
-        println!("UNHEALTHY:");
+        outln!("UNHEALTHY:");
         for problem in &report.problems {
-            println!("  - {problem}");
+            outln!("  - {problem}");
         }
     }
     Ok(if report.is_healthy() {
@@ -105,7 +105,7 @@ pub(crate) async fn check(url: Option<&str>, args: CheckArgs) -> Result<ExitCode
         print_json(&result);
         return Ok(ExitCode::SUCCESS);
     }
-    println!("{}", result.description);
+    outln!("{}", result.description);
     let header: Vec<&str> = result.columns.iter().map(String::as_str).collect();
     let rows: Vec<Vec<String>> = result
         .rows

@@ -153,10 +153,10 @@ pub(crate) async fn show_job(pool: &PgPool, id: i64, json: bool) -> Result<ExitC
     ];
     for (name, value) in fields {
         let value = field_text(&value, MAX_FIELD_CHARS);
-        println!("{:<16} {value}", format!("{name}:"));
+        outln!("{:<16} {value}", format!("{name}:"));
     }
-    println!();
-    println!("history:");
+    outln!();
+    outln!("history:");
     let rows: Vec<Vec<String>> = detail
         .events
         .iter()
@@ -177,8 +177,8 @@ pub(crate) async fn show_job(pool: &PgPool, id: i64, json: bool) -> Result<ExitC
         .filter(|e| e.error_traceback.is_some())
         .collect();
     for (number, event) in errors.iter().enumerate() {
-        println!();
-        println!(
+        outln!();
+        outln!(
             "error {} of {} at {}:",
             number + 1,
             errors.len(),
@@ -187,7 +187,7 @@ pub(crate) async fn show_job(pool: &PgPool, id: i64, json: bool) -> Result<ExitC
         let traceback = event.error_traceback.as_deref().unwrap_or_default();
         let traceback = truncate(traceback, dawdle::task_error::MAX_TRACEBACK_BYTES);
         for line in traceback.lines() {
-            println!("    {}", field_text(line, MAX_FIELD_CHARS));
+            outln!("    {}", field_text(line, MAX_FIELD_CHARS));
         }
     }
     Ok(ExitCode::SUCCESS)

@@ -74,22 +74,23 @@ pub(crate) fn print_stats(stats: &admin::QueueStats) {
         ],
         &rows,
     );
-    println!();
-    println!(
+    outln!();
+    outln!(
         "oldest runnable job waiting: {}",
         stats
             .oldest_runnable_age_seconds
             .map_or("none waiting".to_string(), admin::human_duration)
     );
-    println!("stuck in doing:              {}", stats.stuck_doing);
-    println!(
+    outln!("stuck in doing:              {}", stats.stuck_doing);
+    outln!(
         "failed:                      {} in the last hour, {} in the hour before",
-        stats.failed_last_hour, stats.failed_previous_hour
+        stats.failed_last_hour,
+        stats.failed_previous_hour
     );
-    println!("succeeded in the last hour:  {}", stats.succeeded_last_hour);
-    println!("live workers:                {}", stats.live_workers);
+    outln!("succeeded in the last hour:  {}", stats.succeeded_last_hour);
+    outln!("live workers:                {}", stats.live_workers);
     if !stats.durations.is_empty() {
-        println!();
+        outln!();
         let rows: Vec<Vec<String>> = stats
             .durations
             .iter()
@@ -106,14 +107,14 @@ pub(crate) fn print_stats(stats: &admin::QueueStats) {
             &rows,
         );
     }
-    println!();
+    outln!();
     let verdict = match stats.verdict {
         Verdict::Healthy => "HEALTHY",
         Verdict::Warning => "WARNING",
         Verdict::Unhealthy => "UNHEALTHY",
     };
-    println!("verdict: {verdict}");
+    outln!("verdict: {verdict}");
     for reason in &stats.reasons {
-        println!("  - {reason}");
+        outln!("  - {reason}");
     }
 }
