@@ -480,21 +480,10 @@ mod tests {
     #[tokio::test]
     async fn an_email_delivered_once_is_not_sent_again() {
         let main = dawdle::testing::TestDatabase::empty().await;
-        let mut conn = main.pool().acquire().await.unwrap();
-        crate::databases::apply_migrations(&mut conn).await.unwrap();
-        drop(conn);
         let dir = std::env::temp_dir().join(format!("reference-dedup-{}", std::process::id()));
-        let environment = Environment {
-            mailer: Mailer::new(
-                &EmailDelivery::Files { dir: dir.clone() },
-                "Shop <shop@example.com>",
-            )
-            .unwrap(),
-            crm: super::super::CrmClient::new("http://127.0.0.1:9/", Duration::from_secs(1))
-                .unwrap(),
-            main: main.pool().clone(),
-            retry: crate::config::RetrySettings::default(),
-        };
+        let environment =
+            super::super::tests::environment(&main, &dir, crate::config::RetrySettings::default())
+                .await;
         // A duplicate job (a redelivered outbox event) runs the same email:
         // the task run twice through the kit, as two jobs.
         let task = SendWelcomeEmail {

@@ -88,7 +88,7 @@ fn database_error(error: sqlx::Error) -> TaskError {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     //! The service's registry as a worker runs it, through dawdle's test kit.
 
     use std::time::Duration;
@@ -100,29 +100,41 @@ mod tests {
     use crate::config::EmailDelivery;
     use crate::domain::DomainEvent;
 
+    /// What tasks need, for tests: `main` migrated as the main database,
+    /// emails written as files into `dir`, and a CRM that refuses every
+    /// call (nothing listens on port 9).
+    pub(super) async fn environment(
+        main: &TestDatabase,
+        dir: &std::path::Path,
+        retry: RetrySettings,
+    ) -> Environment {
+        let mut conn = main.pool().acquire().await.unwrap();
+        crate::databases::apply_migrations(&mut conn).await.unwrap();
+        Environment {
+            mailer: Mailer::new(
+                &EmailDelivery::Files {
+                    dir: dir.to_path_buf(),
+                },
+                "Shop <shop@example.com>",
+            )
+            .unwrap(),
+            crm: CrmClient::new("http://127.0.0.1:9/", Duration::from_secs(1)).unwrap(),
+            main: main.pool().clone(),
+            retry,
+        }
+    }
+
     #[tokio::test]
     async fn the_installed_registry_sends_emails_and_gives_up_on_a_dead_crm_per_its_settings() {
         let jobs = TestDatabase::with_schema().await;
         let main = TestDatabase::empty().await;
-        let mut conn = main.pool().acquire().await.unwrap();
-        crate::databases::apply_migrations(&mut conn).await.unwrap();
-        drop(conn);
         let dir = std::env::temp_dir().join(format!("reference-registry-{}", std::process::id()));
-        let environment = Environment {
-            mailer: Mailer::new(
-                &EmailDelivery::Files { dir: dir.clone() },
-                "Shop <shop@example.com>",
-            )
-            .unwrap(),
-            // Nothing listens on port 9 (discard): the call is refused.
-            crm: CrmClient::new("http://127.0.0.1:9/", Duration::from_secs(1)).unwrap(),
-            main: main.pool().clone(),
-            // No retries: the CRM's ConnectionError fails its job at once.
-            retry: RetrySettings {
-                max_retries: 0,
-                ..RetrySettings::default()
-            },
+        // No retries: the CRM's ConnectionError fails its job at once.
+        let retry = RetrySettings {
+            max_retries: 0,
+            ..RetrySettings::default()
         };
+        let environment = environment(&main, &dir, retry).await;
         let event = DomainEvent::UserRegistered {
             user_id: 7,
             email: "ada@example.com".into(),
