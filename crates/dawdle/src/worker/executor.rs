@@ -17,6 +17,7 @@ use super::handle::{Control, Stop};
 use super::middleware::{Attempt, AttemptEnd, BoxAttempt};
 use super::producer::Loop;
 use super::registry::{RegisteredTask, Registry};
+use super::store::Store;
 use crate::context::JobContext;
 use crate::job::Job;
 use crate::state::{Outcome, Verdict};
@@ -37,7 +38,7 @@ pub(super) struct Running {
     follow_ups: Arc<std::sync::Mutex<Vec<crate::job::NewJob>>>,
 }
 
-impl Loop<'_> {
+impl<S: Store> Loop<'_, S> {
     /// Starts a claimed job that waited `waited` for its slot.
     pub(super) fn start(&mut self, job: Job, waited: Duration) {
         let worker_id = job

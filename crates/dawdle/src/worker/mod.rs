@@ -43,6 +43,7 @@ mod notifier;
 mod pace;
 mod producer;
 mod registry;
+mod store;
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -266,6 +267,7 @@ impl Worker {
 
         let mut state = Loop {
             worker: &self,
+            store: self.pool.clone(),
             worker_id: worker_id.clone(),
             completer: completer.clone(),
             running: JoinSet::new(),

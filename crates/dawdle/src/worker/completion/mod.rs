@@ -7,35 +7,19 @@
 //! the next one. A flush that fails is retried with backoff until it
 //! succeeds; outcomes are never dropped while the worker runs.
 
-use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
-
-use sqlx::PgPool;
 
 use tokio::sync::{broadcast, mpsc, oneshot, Notify};
 use tracing::warn;
 
+use super::store::Recorder;
 use crate::state::{Outcome, Verdict};
 use crate::worker::backoff::Backoff;
 use crate::worker::handle::{JobEvent, JobOutcome};
 
 /// Most outcomes written by one statement.
 const MAX_FLUSH: usize = 2000;
-
-/// Where the completer writes outcomes: the jobs database through
-/// [`crate::state::record`], or an in-memory fake in the unit tests that
-/// check the completer's batching, retrying and shutdown timing.
-pub(crate) trait Recorder: Send + Sync + 'static {
-    /// Writes `batch` whole, or fails leaving it unwritten.
-    fn record(&self, batch: &[Outcome]) -> impl Future<Output = Result<(), sqlx::Error>> + Send;
-}
-
-impl Recorder for PgPool {
-    async fn record(&self, batch: &[Outcome]) -> Result<(), sqlx::Error> {
-        crate::state::record(self, batch).await
-    }
-}
 
 #[derive(Debug)]
 enum Message {

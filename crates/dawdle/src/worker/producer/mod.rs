@@ -10,7 +10,6 @@ use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use sqlx::PgPool;
 use tokio::sync::{mpsc, Notify};
 use tokio::task::JoinSet;
 use tracing::{error, info, warn};
@@ -20,17 +19,19 @@ use super::completion::Completer;
 use super::config::{WorkerError, WorkerReport};
 use super::executor::Running;
 use super::held::{claim_size, Held, HeldJobs};
-use super::maintenance::register_once;
 use super::pace::Pace;
+use super::store::Store;
 use super::Worker;
 use crate::job::Job;
-use crate::state::{self, PutBack, Selection, Verdict};
+use crate::state::{PutBack, Selection, Verdict};
 use crate::task_error::TaskError;
 use crate::text::printable;
 
 /// The claiming loop's state.
-pub(super) struct Loop<'w> {
+pub(super) struct Loop<'w, S> {
     pub(super) worker: &'w Worker,
+    /// The jobs database: the worker's pool, or a fake in unit tests.
+    pub(super) store: S,
     pub(super) worker_id: Arc<AtomicI64>,
     pub(super) completer: Completer,
     pub(super) running: JoinSet<Result<(), TaskError>>,
@@ -58,15 +59,15 @@ struct Claimed {
 type ClaimFuture = std::pin::Pin<Box<dyn Future<Output = Claimed> + Send>>;
 
 /// Claims up to `limit` jobs for `worker_id` with one statement.
-fn claim_jobs(
-    pool: PgPool,
+fn claim_jobs<S: Store>(
+    store: S,
     queues: Arc<Option<Vec<String>>>,
     worker_id: i64,
     limit: usize,
 ) -> ClaimFuture {
     Box::pin(async move {
         let sent = Instant::now();
-        let jobs = state::claim(&pool, queues.as_deref(), worker_id, limit).await;
+        let jobs = store.claim(queues.as_deref(), worker_id, limit).await;
         Claimed {
             jobs,
             limit,
@@ -76,18 +77,23 @@ fn claim_jobs(
     })
 }
 
-impl Loop<'_> {
-    pub(super) async fn main_loop<S: Future<Output = ()>>(
+impl<S: Store> Loop<'_, S> {
+    pub(super) async fn main_loop<F: Future<Output = ()>>(
         &mut self,
-        shutdown: &mut std::pin::Pin<&mut S>,
+        shutdown: &mut std::pin::Pin<&mut F>,
         wake: &Notify,
         retries_written: &Notify,
         abort_requests: &mut mpsc::UnboundedReceiver<i64>,
     ) -> Result<(), WorkerError> {
         let config = &self.worker.config;
         // Since when claims have failed without a success in between.
-        let mut failing_since: Option<Instant> = None;
-        let mut poll = tokio::time::interval(config.poll_interval);
+        let mut failing_since: Option<tokio::time::Instant> = None;
+        // The loop claims at once on its own; the first poll is one
+        // interval later.
+        let mut poll = tokio::time::interval_at(
+            tokio::time::Instant::now() + config.poll_interval,
+            config.poll_interval,
+        );
         poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut claim_due = true;
         let mut in_flight: Option<ClaimFuture> = None;
@@ -120,11 +126,15 @@ impl Loop<'_> {
                     };
                     if let Err(why) = checked {
                         warn!(error = %why, "failed to check for jobs claimed while the connection was lost; retrying");
-                        failing_since.get_or_insert_with(Instant::now);
+                        failing_since.get_or_insert_with(tokio::time::Instant::now);
                         retry_at = Some(tokio::time::Instant::now() + backoff.next_wait());
                         continue;
                     }
                     in_flight = Some(self.claim(limit));
+                    // What asks for a claim from now on (a notification, the
+                    // poll) asks for one after this: the claim in flight may
+                    // have read the table before what it announces committed.
+                    claim_due = false;
                 }
             }
             let hold_expires = self
@@ -152,7 +162,8 @@ impl Loop<'_> {
                         Ok((count, limit)) => {
                             backoff.reset();
                             failing_since = None;
-                            claim_due = count == limit;
+                            // A full claim suggests there is more.
+                            claim_due |= count == limit;
                             if count == 0 && config.one_shot && self.idle() {
                                 // Outcomes not yet written may be retries
                                 // runnable now: write them, then look once more.
@@ -160,9 +171,9 @@ impl Loop<'_> {
                                 let again = self.claim(config.concurrency).await;
                                 match self.claimed(again).await {
                                     Ok((0, _)) => return Ok(()),
-                                    Ok((count, limit)) => claim_due = count == limit,
+                                    Ok((count, limit)) => claim_due |= count == limit,
                                     Err(_) => {
-                                        failing_since.get_or_insert_with(Instant::now);
+                                        failing_since.get_or_insert_with(tokio::time::Instant::now);
                                         retry_at = Some(tokio::time::Instant::now() + backoff.next_wait());
                                     }
                                 }
@@ -171,7 +182,7 @@ impl Loop<'_> {
                             }
                         }
                         Err(_) => {
-                            failing_since.get_or_insert_with(Instant::now);
+                            failing_since.get_or_insert_with(tokio::time::Instant::now);
                             retry_at = Some(tokio::time::Instant::now() + backoff.next_wait());
                         }
                     }
@@ -230,18 +241,11 @@ impl Loop<'_> {
     /// When the earliest job of our queues scheduled for later becomes
     /// runnable (`None` if there is none, or on error: the poll covers it).
     async fn next_scheduled(&self) -> Option<tokio::time::Instant> {
-        let seconds: Option<f64> = sqlx::query_scalar(
-            "SELECT EXTRACT(EPOCH FROM min(scheduled_at) - now())::float8
-             FROM procrastinate_jobs
-             WHERE status = 'todo' AND scheduled_at IS NOT NULL AND scheduled_at > now()
-               AND ($1::varchar[] IS NULL OR queue_name = ANY ($1))",
-        )
-        .bind(&self.worker.config.queues)
-        .fetch_one(&self.worker.pool)
-        .await
-        .ok()
-        .flatten();
-        let wait = Duration::try_from_secs_f64(seconds?.max(0.0)).ok()?;
+        let wait = self
+            .store
+            .next_scheduled(self.worker.config.queues.as_deref())
+            .await
+            .ok()??;
         Some(tokio::time::Instant::now() + wait)
     }
 
@@ -269,7 +273,7 @@ impl Loop<'_> {
                             worker_id,
                             "the worker was pruned as stalled; registering again"
                         );
-                        if let Ok(id) = register_once(&self.worker.pool).await {
+                        if let Ok(id) = self.store.register().await {
                             self.worker_id.store(id, Ordering::Relaxed);
                         }
                     }
@@ -293,7 +297,7 @@ impl Loop<'_> {
     /// Claims up to `limit` jobs for this worker.
     fn claim(&self, limit: usize) -> ClaimFuture {
         claim_jobs(
-            self.worker.pool.clone(),
+            self.store.clone(),
             self.queues.clone(),
             self.worker_id.load(Ordering::Relaxed),
             limit,
@@ -374,7 +378,7 @@ impl Loop<'_> {
             count_attempt: false,
             note: None,
         };
-        let result = state::put_back(&self.worker.pool, &orphans).await;
+        let result = self.store.put_back(&orphans).await;
         match result {
             Ok(done) => {
                 self.reconcile = false;
@@ -414,3 +418,6 @@ async fn sleep_until_some(deadline: Option<tokio::time::Instant>) {
         None => std::future::pending().await,
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,402 @@
+//! The claiming loop over an in-memory fake of the state module, on a
+//! paused clock: when it claims, how much, and how it backs off.
+
+use std::collections::VecDeque;
+use std::sync::Mutex;
+
+use tokio::sync::{broadcast, watch};
+use tokio::time::Instant as TokioInstant;
+
+use super::*;
+use crate::context::JobContext;
+use crate::job::JobStatus;
+use crate::state::Outcome;
+use crate::task::Task;
+use crate::worker::config::WorkerConfig;
+use crate::worker::handle::Stop;
+use crate::worker::registry::Registry;
+use crate::worker::store::Recorder;
+
+/// A task that ends at once.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct Quick {}
+
+impl Task for Quick {
+    const NAME: &'static str = "quick";
+
+    async fn run(self, _ctx: JobContext) -> Result<(), TaskError> {
+        Ok(())
+    }
+}
+
+/// The state module in memory: jobs waiting to be claimed, every claim
+/// with when it came and what it asked for, claims made to fail.
+#[derive(Clone)]
+struct FakeState(Arc<Mutex<Inner>>);
+
+struct Inner {
+    since: TokioInstant,
+    waiting: VecDeque<Job>,
+    /// When each claim came (since the start) and its limit.
+    claims: Vec<(Duration, usize)>,
+    failing_claims: usize,
+    /// How long each claim takes to answer.
+    claim_takes: Duration,
+    /// When the earliest job scheduled for later is due.
+    scheduled_at: Option<TokioInstant>,
+    recorded: Vec<i64>,
+    put_backs: usize,
+    registrations: usize,
+}
+
+impl FakeState {
+    fn new() -> Self {
+        Self(Arc::new(Mutex::new(Inner {
+            since: TokioInstant::now(),
+            waiting: VecDeque::new(),
+            claims: Vec::new(),
+            failing_claims: 0,
+            claim_takes: Duration::ZERO,
+            scheduled_at: None,
+            recorded: Vec::new(),
+            put_backs: 0,
+            registrations: 0,
+        })))
+    }
+
+    fn with(self, change: impl FnOnce(&mut Inner)) -> Self {
+        change(&mut self.0.lock().unwrap());
+        self
+    }
+
+    fn add_jobs(&self, ids: impl IntoIterator<Item = i64>) {
+        let mut inner = self.0.lock().unwrap();
+        inner.waiting.extend(ids.into_iter().map(job));
+    }
+
+    /// When each claim came, in milliseconds since the start.
+    fn claim_times_ms(&self) -> Vec<u128> {
+        let inner = self.0.lock().unwrap();
+        inner.claims.iter().map(|(at, _)| at.as_millis()).collect()
+    }
+
+    fn inner<T>(&self, read: impl FnOnce(&Inner) -> T) -> T {
+        read(&self.0.lock().unwrap())
+    }
+}
+
+impl Recorder for FakeState {
+    async fn record(&self, batch: &[Outcome]) -> Result<(), sqlx::Error> {
+        let mut inner = self.0.lock().unwrap();
+        inner
+            .recorded
+            .extend(batch.iter().map(|outcome| outcome.job_id));
+        Ok(())
+    }
+}
+
+impl Store for FakeState {
+    async fn claim(
+        &self,
+        _queues: Option<&[String]>,
+        _worker_id: i64,
+        limit: usize,
+    ) -> Result<Vec<Job>, sqlx::Error> {
+        let takes = {
+            let mut inner = self.0.lock().unwrap();
+            let at = inner.since.elapsed();
+            inner.claims.push((at, limit));
+            inner.claim_takes
+        };
+        tokio::time::sleep(takes).await;
+        let mut inner = self.0.lock().unwrap();
+        if inner.failing_claims > 0 {
+            inner.failing_claims -= 1;
+            // No database error: a lost connection.
+            return Err(sqlx::Error::PoolTimedOut);
+        }
+        let count = limit.min(inner.waiting.len());
+        Ok(inner.waiting.drain(..count).collect())
+    }
+
+    async fn put_back(&self, _put_back: &PutBack<'_>) -> Result<Vec<(i64, String)>, sqlx::Error> {
+        self.0.lock().unwrap().put_backs += 1;
+        Ok(Vec::new())
+    }
+
+    async fn next_scheduled(
+        &self,
+        _queues: Option<&[String]>,
+    ) -> Result<Option<Duration>, sqlx::Error> {
+        let now = TokioInstant::now();
+        let due = self.0.lock().unwrap().scheduled_at;
+        Ok(due.filter(|due| *due > now).map(|due| due - now))
+    }
+
+    async fn register(&self) -> Result<i64, sqlx::Error> {
+        self.0.lock().unwrap().registrations += 1;
+        Ok(2)
+    }
+}
+
+fn job(id: i64) -> Job {
+    let now = chrono::Utc::now();
+    Job {
+        id,
+        queue_name: "default".into(),
+        task_name: Quick::NAME.into(),
+        priority: 0,
+        lock: None,
+        queueing_lock: None,
+        args: serde_json::json!({}),
+        args_error: None,
+        status: JobStatus::Doing,
+        scheduled_at: None,
+        attempts: 0,
+        abort_requested: false,
+        worker_id: Some(1),
+        created_at: now,
+        started_at: Some(now),
+        finished_at: None,
+    }
+}
+
+/// A worker whose pool never connects: everything goes to the fake.
+fn worker(config: WorkerConfig) -> Worker {
+    let pool = sqlx::postgres::PgPoolOptions::new()
+        .connect_lazy("postgres://nobody@unreachable.invalid/none")
+        .expect("a lazy pool");
+    let mut registry = Registry::new();
+    registry.register::<Quick>();
+    Worker::new(pool, registry, config)
+}
+
+/// What a loop run gave.
+struct Ran {
+    ended: Result<(), WorkerError>,
+    report: WorkerReport,
+}
+
+/// Runs the claiming loop over `state` until `run_for` has passed on the
+/// paused clock (or the loop ends by itself), with `during` running beside
+/// it (to send wake-ups), then waits for outcomes to be recorded.
+async fn run_loop<D>(
+    state: &FakeState,
+    config: WorkerConfig,
+    run_for: Duration,
+    during: impl FnOnce(Arc<Notify>, Arc<Notify>) -> D,
+) -> Ran
+where
+    D: Future<Output = ()> + Send + 'static,
+{
+    let worker = worker(config);
+    let wake = Arc::new(Notify::new());
+    let retries_written = Arc::new(Notify::new());
+    let (events, _) = broadcast::channel(16);
+    let (completer, completer_task) = Completer::spawn(
+        state.clone(),
+        Duration::from_secs(5),
+        retries_written.clone(),
+        events,
+    );
+    let (_abort_sender, mut abort_requests) = mpsc::unbounded_channel();
+    let beside = tokio::spawn(during(wake.clone(), retries_written.clone()));
+    let mut state_loop = Loop {
+        worker: &worker,
+        store: state.clone(),
+        worker_id: Arc::new(AtomicI64::new(1)),
+        completer: completer.clone(),
+        running: JoinSet::new(),
+        by_task: HashMap::new(),
+        queues: Arc::new(None),
+        held: HeldJobs::default(),
+        pace: Pace::new(worker.config.prefetch, Instant::now()),
+        report: WorkerReport::default(),
+        reconcile: false,
+    };
+    let shutdown = tokio::time::sleep(run_for);
+    tokio::pin!(shutdown);
+    let ended = state_loop
+        .main_loop(&mut shutdown, &wake, &retries_written, &mut abort_requests)
+        .await;
+    let (_stop, stop) = watch::channel(Stop::Running);
+    state_loop.drain(Duration::from_secs(1), stop).await;
+    let report = std::mem::take(&mut state_loop.report);
+    drop(state_loop);
+    drop(completer);
+    completer_task.await.unwrap();
+    beside.abort();
+    Ran { ended, report }
+}
+
+async fn nothing(_wake: Arc<Notify>, _retries: Arc<Notify>) {}
+
+fn config() -> WorkerConfig {
+    WorkerConfig::default()
+        .concurrency(10)
+        .prefetch(0)
+        .poll_interval(Duration::from_secs(2))
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_idle_worker_claims_once_per_poll_interval() {
+    let state = FakeState::new();
+    let ran = run_loop(&state, config(), Duration::from_millis(9_500), nothing).await;
+    ran.ended.unwrap();
+    assert_eq!(state.claim_times_ms(), [0, 2_000, 4_000, 6_000, 8_000]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_notification_claims_at_once() {
+    let state = FakeState::new();
+    let ran = run_loop(
+        &state,
+        config().poll_interval(Duration::from_secs(60)),
+        Duration::from_secs(10),
+        |wake, _| async move {
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            wake.notify_one();
+            tokio::time::sleep(Duration::from_millis(700)).await;
+            wake.notify_one();
+        },
+    )
+    .await;
+    ran.ended.unwrap();
+    assert_eq!(state.claim_times_ms(), [0, 500, 1_200]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_notification_during_a_claim_is_not_lost_when_the_claim_comes_back() {
+    // The claim in flight may have read the database before what the
+    // notification announces was committed: it must be claimed again.
+    let state = FakeState::new().with(|inner| inner.claim_takes = Duration::from_millis(100));
+    let ran = run_loop(
+        &state,
+        config().poll_interval(Duration::from_secs(60)),
+        Duration::from_secs(10),
+        |wake, _| async move {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            wake.notify_one();
+        },
+    )
+    .await;
+    ran.ended.unwrap();
+    assert_eq!(state.claim_times_ms(), [0, 100]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_full_claim_is_followed_by_another_without_waiting_for_the_poll() {
+    let state = FakeState::new();
+    state.add_jobs(1..=25);
+    let ran = run_loop(&state, config(), Duration::from_millis(1_000), nothing).await;
+    ran.ended.unwrap();
+    // 10, 10, 5 (not full: the loop then waits for the poll).
+    let claims = state.inner(|inner| inner.claims.clone());
+    assert!(claims.len() >= 3, "{claims:?}");
+    assert!(claims[..3].iter().all(|(at, _)| at.is_zero()), "{claims:?}");
+    assert_eq!(ran.report.succeeded, 25);
+    let mut recorded = state.inner(|inner| inner.recorded.clone());
+    recorded.sort_unstable();
+    assert_eq!(recorded, (1..=25).collect::<Vec<_>>());
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_job_scheduled_for_later_is_claimed_when_due_not_at_the_next_poll() {
+    let state = FakeState::new().with(|inner| {
+        inner.scheduled_at = Some(inner.since + Duration::from_millis(3_500));
+    });
+    let ran = run_loop(
+        &state,
+        config().poll_interval(Duration::from_secs(60)),
+        Duration::from_secs(10),
+        nothing,
+    )
+    .await;
+    ran.ended.unwrap();
+    assert_eq!(state.claim_times_ms(), [0, 3_500]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_written_retry_sets_the_timer_for_when_it_is_due() {
+    let state = FakeState::new();
+    let ran = run_loop(
+        &state,
+        config().poll_interval(Duration::from_secs(60)),
+        Duration::from_secs(10),
+        {
+            let state = state.clone();
+            |_, retries| async move {
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                let mut inner = state.0.lock().unwrap();
+                inner.scheduled_at = Some(inner.since + Duration::from_secs(3));
+                drop(inner);
+                retries.notify_one();
+            }
+        },
+    )
+    .await;
+    ran.ended.unwrap();
+    assert_eq!(state.claim_times_ms(), [0, 3_000]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn failed_claims_back_off_and_check_for_lost_claims_before_the_next() {
+    let state = FakeState::new().with(|inner| inner.failing_claims = 4);
+    let ran = run_loop(&state, config(), Duration::from_millis(1_900), nothing).await;
+    ran.ended.unwrap();
+    let times = state.claim_times_ms();
+    assert!(times.len() >= 5, "{times:?}");
+    // Waits of 100, 200, 400 and 800 ms, each within ±20 %.
+    let gaps: Vec<u128> = times.windows(2).map(|pair| pair[1] - pair[0]).collect();
+    for (gap, base) in gaps.iter().zip([100, 200, 400, 800]) {
+        assert!(
+            *gap >= base * 8 / 10 && *gap <= base * 12 / 10,
+            "gaps {gaps:?}"
+        );
+    }
+    // Each failed claim may have committed unseen: the loop looks for such
+    // jobs (put back) before it claims again.
+    assert_eq!(state.inner(|inner| inner.put_backs), 4);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_one_shot_worker_ends_when_a_claim_finds_nothing_left() {
+    let state = FakeState::new();
+    state.add_jobs(1..=3);
+    let ran = run_loop(
+        &state,
+        config().one_shot(true),
+        Duration::from_secs(3600),
+        nothing,
+    )
+    .await;
+    ran.ended.unwrap();
+    assert_eq!(ran.report.succeeded, 3);
+    // It ended at once, not at the hour's end nor at a poll.
+    assert!(state.claim_times_ms().iter().all(|at| *at == 0));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_one_shot_worker_gives_up_once_claims_fail_for_the_stall_time() {
+    let state = FakeState::new().with(|inner| inner.failing_claims = usize::MAX);
+    let since = TokioInstant::now();
+    let ran = run_loop(
+        &state,
+        config()
+            .one_shot(true)
+            .stalled_after(Duration::from_secs(10)),
+        Duration::from_secs(3600),
+        nothing,
+    )
+    .await;
+    assert!(
+        matches!(ran.ended, Err(WorkerError::Unreachable { .. })),
+        "{:?}",
+        ran.ended.err()
+    );
+    let waited = since.elapsed();
+    assert!(
+        waited >= Duration::from_secs(10) && waited < Duration::from_secs(60),
+        "{waited:?}"
+    );
+}
