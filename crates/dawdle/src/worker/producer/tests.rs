@@ -29,6 +29,31 @@ impl Task for Quick {
     }
 }
 
+/// A task that would run an hour, ignoring abort requests, stopped by its
+/// 5 s timeout.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct Slow {}
+
+impl Task for Slow {
+    const NAME: &'static str = "slow";
+
+    fn timeout() -> Option<Duration> {
+        Some(Duration::from_secs(5))
+    }
+
+    async fn run(self, _ctx: JobContext) -> Result<(), TaskError> {
+        tokio::time::sleep(Duration::from_secs(3600)).await;
+        Ok(())
+    }
+}
+
+/// What a test can do beside the running loop.
+struct Beside {
+    wake: Arc<Notify>,
+    retries_written: Arc<Notify>,
+    abort_requests: mpsc::UnboundedSender<i64>,
+}
+
 /// The state module in memory: jobs waiting to be claimed, every claim
 /// with when it came and what it asked for, claims made to fail.
 #[derive(Clone)]
@@ -44,7 +69,9 @@ struct Inner {
     claim_takes: Duration,
     /// When the earliest job scheduled for later is due.
     scheduled_at: Option<TokioInstant>,
-    recorded: Vec<i64>,
+    /// Each outcome written: job id, when (since the start), verdict and
+    /// error kind.
+    recorded: Vec<(i64, Duration, String)>,
     put_backs: usize,
     registrations: usize,
 }
@@ -71,7 +98,13 @@ impl FakeState {
 
     fn add_jobs(&self, ids: impl IntoIterator<Item = i64>) {
         let mut inner = self.0.lock().unwrap();
-        inner.waiting.extend(ids.into_iter().map(job));
+        inner
+            .waiting
+            .extend(ids.into_iter().map(|id| job(id, Quick::NAME)));
+    }
+
+    fn recorded_ids(&self) -> Vec<i64> {
+        self.inner(|inner| inner.recorded.iter().map(|(id, _, _)| *id).collect())
     }
 
     /// When each claim came, in milliseconds since the start.
@@ -88,9 +121,14 @@ impl FakeState {
 impl Recorder for FakeState {
     async fn record(&self, batch: &[Outcome]) -> Result<(), sqlx::Error> {
         let mut inner = self.0.lock().unwrap();
-        inner
-            .recorded
-            .extend(batch.iter().map(|outcome| outcome.job_id));
+        let at = inner.since.elapsed();
+        inner.recorded.extend(batch.iter().map(|outcome| {
+            let kind = outcome
+                .error
+                .as_ref()
+                .map_or(String::new(), |error| error.kind().to_string());
+            (outcome.job_id, at, format!("{:?} {kind}", outcome.verdict))
+        }));
         Ok(())
     }
 }
@@ -139,12 +177,12 @@ impl Store for FakeState {
     }
 }
 
-fn job(id: i64) -> Job {
+fn job(id: i64, task: &str) -> Job {
     let now = chrono::Utc::now();
     Job {
         id,
         queue_name: "default".into(),
-        task_name: Quick::NAME.into(),
+        task_name: task.into(),
         priority: 0,
         lock: None,
         queueing_lock: None,
@@ -167,7 +205,7 @@ fn worker(config: WorkerConfig) -> Worker {
         .connect_lazy("postgres://nobody@unreachable.invalid/none")
         .expect("a lazy pool");
     let mut registry = Registry::new();
-    registry.register::<Quick>();
+    registry.register::<Quick>().register::<Slow>();
     Worker::new(pool, registry, config)
 }
 
@@ -184,7 +222,7 @@ async fn run_loop<D>(
     state: &FakeState,
     config: WorkerConfig,
     run_for: Duration,
-    during: impl FnOnce(Arc<Notify>, Arc<Notify>) -> D,
+    during: impl FnOnce(Beside) -> D,
 ) -> Ran
 where
     D: Future<Output = ()> + Send + 'static,
@@ -199,8 +237,12 @@ where
         retries_written.clone(),
         events,
     );
-    let (_abort_sender, mut abort_requests) = mpsc::unbounded_channel();
-    let beside = tokio::spawn(during(wake.clone(), retries_written.clone()));
+    let (abort_sender, mut abort_requests) = mpsc::unbounded_channel();
+    let beside = tokio::spawn(during(Beside {
+        wake: wake.clone(),
+        retries_written: retries_written.clone(),
+        abort_requests: abort_sender,
+    }));
     let mut state_loop = Loop {
         worker: &worker,
         store: state.clone(),
@@ -229,7 +271,7 @@ where
     Ran { ended, report }
 }
 
-async fn nothing(_wake: Arc<Notify>, _retries: Arc<Notify>) {}
+async fn nothing(_beside: Beside) {}
 
 fn config() -> WorkerConfig {
     WorkerConfig::default()
@@ -253,11 +295,11 @@ async fn a_notification_claims_at_once() {
         &state,
         config().poll_interval(Duration::from_secs(60)),
         Duration::from_secs(10),
-        |wake, _| async move {
+        |beside| async move {
             tokio::time::sleep(Duration::from_millis(500)).await;
-            wake.notify_one();
+            beside.wake.notify_one();
             tokio::time::sleep(Duration::from_millis(700)).await;
-            wake.notify_one();
+            beside.wake.notify_one();
         },
     )
     .await;
@@ -274,9 +316,9 @@ async fn a_notification_during_a_claim_is_not_lost_when_the_claim_comes_back() {
         &state,
         config().poll_interval(Duration::from_secs(60)),
         Duration::from_secs(10),
-        |wake, _| async move {
+        |beside| async move {
             tokio::time::sleep(Duration::from_millis(50)).await;
-            wake.notify_one();
+            beside.wake.notify_one();
         },
     )
     .await;
@@ -295,7 +337,7 @@ async fn a_full_claim_is_followed_by_another_without_waiting_for_the_poll() {
     assert!(claims.len() >= 3, "{claims:?}");
     assert!(claims[..3].iter().all(|(at, _)| at.is_zero()), "{claims:?}");
     assert_eq!(ran.report.succeeded, 25);
-    let mut recorded = state.inner(|inner| inner.recorded.clone());
+    let mut recorded = state.recorded_ids();
     recorded.sort_unstable();
     assert_eq!(recorded, (1..=25).collect::<Vec<_>>());
 }
@@ -325,12 +367,12 @@ async fn a_written_retry_sets_the_timer_for_when_it_is_due() {
         Duration::from_secs(10),
         {
             let state = state.clone();
-            |_, retries| async move {
+            |beside| async move {
                 tokio::time::sleep(Duration::from_secs(1)).await;
                 let mut inner = state.0.lock().unwrap();
                 inner.scheduled_at = Some(inner.since + Duration::from_secs(3));
                 drop(inner);
-                retries.notify_one();
+                beside.retries_written.notify_one();
             }
         },
     )
@@ -399,4 +441,57 @@ async fn a_one_shot_worker_gives_up_once_claims_fail_for_the_stall_time() {
         waited >= Duration::from_secs(10) && waited < Duration::from_secs(60),
         "{waited:?}"
     );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_job_past_its_timeout_is_stopped_at_the_timeout() {
+    let state = FakeState::new();
+    state
+        .0
+        .lock()
+        .unwrap()
+        .waiting
+        .push_back(job(1, Slow::NAME));
+    let ran = run_loop(&state, config(), Duration::from_secs(60), nothing).await;
+    ran.ended.unwrap();
+    let recorded = state.inner(|inner| inner.recorded.clone());
+    assert_eq!(recorded.len(), 1, "{recorded:?}");
+    let (id, at, what) = &recorded[0];
+    assert_eq!(*id, 1);
+    assert_eq!(*at, Duration::from_secs(5), "stopped at its timeout");
+    assert_eq!(what, "Failed TimeoutError");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_job_that_ignores_its_abort_request_is_cancelled_after_the_grace() {
+    let state = FakeState::new();
+    state
+        .0
+        .lock()
+        .unwrap()
+        .waiting
+        .push_back(job(7, Slow::NAME));
+    let ran = run_loop(
+        &state,
+        config()
+            .abort_grace(Duration::from_secs(2))
+            .poll_interval(Duration::from_secs(60)),
+        Duration::from_secs(60),
+        |beside| async move {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            beside.abort_requests.send(7).unwrap();
+        },
+    )
+    .await;
+    ran.ended.unwrap();
+    let recorded = state.inner(|inner| inner.recorded.clone());
+    assert_eq!(recorded.len(), 1, "{recorded:?}");
+    let (id, at, what) = &recorded[0];
+    assert_eq!(*id, 7);
+    assert_eq!(
+        *at,
+        Duration::from_secs(3),
+        "requested at 1 s, 2 s of grace"
+    );
+    assert_eq!(what, "Aborted Aborted");
 }
