@@ -3,11 +3,11 @@
 //!
 //! Jobs live in their own PostgreSQL database. A job is a row of
 //! `procrastinate_jobs` naming a task and its JSON arguments; its history is
-//! in `procrastinate_events`. Rust code defers jobs with [`defer`] (inside its
+//! in `procrastinate_events`. Rust code defers jobs with [`defer()`] (inside its
 //! own transaction if it likes), and Python code using Procrastinate can
 //! defer into, work from and inspect the same database.
 //!
-//! Start with [`Task`] and [`NewJob`], [`defer`] and [`defer_batch`];
+//! Start with [`Task`] and [`NewJob`], [`defer()`] and [`defer_batch`];
 //! [`schema::apply`] creates the schema, and [`JobsDatabase`] finds the
 //! database (`JOB_QUEUE_DATABASE_URL`, or an embedded local PostgreSQL).
 

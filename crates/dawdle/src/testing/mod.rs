@@ -6,11 +6,11 @@
 //! temporary directory named after this checkout. It is started on first use
 //! by whichever test process gets there first; the others wait on its lock
 //! file. Databases are created with unique names and dropped when the
-//! [`TestDatabase`] is dropped.
+//! [`TestDatabase`](crate::testing::TestDatabase) is dropped.
 //!
 //! Applications can use this for their own tests too, with the `testing`
 //! feature (`dawdle = { version = "…", features = ["testing"] }` under
-//! `[dev-dependencies]`): see [`kit`] for running tasks, checking what was
+//! `[dev-dependencies]`): see [`kit`](crate::testing::kit) for running tasks, checking what was
 //! deferred and draining the queue.
 
 pub mod kit;
