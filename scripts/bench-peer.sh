@@ -33,7 +33,9 @@ fi
 
 printf '==> %s\n' "building dawdle (release)" >&2
 cargo build --release --quiet -p dawdle-cli
-dawdle=target/release/dawdle
+target_dir="$(cargo metadata --format-version 1 --no-deps |
+    sed -n 's/.*"target_directory":"\([^"]*\)".*/\1/p')"
+dawdle="$target_dir/release/dawdle"
 url=${JOB_QUEUE_DATABASE_URL:-}
 if [ -z "$url" ]; then
     url=$("$dawdle" db url)

@@ -5,7 +5,7 @@
 # The jobs database is JOB_QUEUE_DATABASE_URL and the main database
 # DATABASE_URL; when unset, an embedded PostgreSQL is created and started
 # under .dawdle/ with the databases `jobs` and `app` (it keeps running after
-# the service stops; `target/release/dawdle db stop` stops it). Emails go to
+# the service stops; `dawdle db stop`, with the binary cargo built, stops it). Emails go to
 # .dawdle/mail as .eml files unless SMTP_URL is set. JOB_QUEUE_ENABLED=false
 # starts the API without the worker. Stop with Ctrl-C (graceful).
 #
@@ -18,4 +18,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 cargo build --release --quiet -p dawdle-reference-service -p dawdle-cli
-exec target/release/reference-service serve "$@"
+# Where cargo put it: CARGO_TARGET_DIR or the build configuration may move
+# the target directory away from ./target.
+target_dir="$(cargo metadata --format-version 1 --no-deps |
+    sed -n 's/.*"target_directory":"\([^"]*\)".*/\1/p')"
+exec "$target_dir/release/reference-service" serve "$@"
