@@ -60,6 +60,10 @@ pub(crate) struct WorkerArgs {
     /// At exit, print what the worker did (and its peak memory) as JSON on stdout.
     #[arg(long)]
     json: bool,
+    /// Serve the worker's metrics in Prometheus' text format at
+    /// http://ADDR/metrics (e.g. 127.0.0.1:9187). Off when not given.
+    #[arg(long, value_name = "ADDR")]
+    metrics_addr: Option<std::net::SocketAddr>,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -90,6 +94,9 @@ pub(crate) fn init_logging(format: LogFormat) {
 
 pub(crate) async fn run(explicit_url: Option<&str>, args: WorkerArgs) -> Result<ExitCode, Failure> {
     init_logging(args.log_format);
+    if let Some(address) = args.metrics_addr {
+        serve_metrics(address)?;
+    }
     let time_zone: chrono_tz::Tz = args.time_zone.parse().map_err(|_| {
         Failure::new(format!(
             "failed to start the worker: unknown time zone {}; use a name such as UTC or \
@@ -175,6 +182,31 @@ pub(crate) async fn run(explicit_url: Option<&str>, args: WorkerArgs) -> Result<
     } else {
         ExitCode::SUCCESS
     })
+}
+
+/// Installs the Prometheus recorder and its HTTP listener on `address`.
+fn serve_metrics(address: std::net::SocketAddr) -> Result<(), Failure> {
+    use dawdle::worker::metrics::{describe, DURATION_BUCKETS, SIZE_BUCKETS};
+    use metrics_exporter_prometheus::{Matcher, PrometheusBuilder};
+    // Bound here, so that a taken address is a clear error at start.
+    let listener = std::net::TcpListener::bind(address).map_err(|error| {
+        Failure::new(format!(
+            "failed to serve metrics on {address}: {error}; choose a free address with \
+             --metrics-addr"
+        ))
+    })?;
+    drop(listener);
+    PrometheusBuilder::new()
+        .with_http_listener(address)
+        .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), DURATION_BUCKETS)
+        .and_then(|builder| {
+            builder.set_buckets_for_metric(Matcher::Suffix("_jobs".into()), SIZE_BUCKETS)
+        })
+        .and_then(PrometheusBuilder::install)
+        .map_err(|error| Failure::new(format!("failed to serve metrics on {address}: {error}")))?;
+    describe();
+    tracing::info!(address = %address, "serving metrics at /metrics");
+    Ok(())
 }
 
 /// Completes on SIGINT or SIGTERM.

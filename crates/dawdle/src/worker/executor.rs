@@ -14,6 +14,7 @@ use tracing::{error, info};
 
 use super::config::Retention;
 use super::handle::{Control, Stop};
+use super::metrics::{self, JobLabels};
 use super::middleware::{Attempt, AttemptEnd, BoxAttempt};
 use super::producer::Loop;
 use super::registry::{RegisteredTask, Registry};
@@ -36,6 +37,7 @@ pub(super) struct Running {
     abort_handle: tokio::task::AbortHandle,
     abort_requested: bool,
     follow_ups: Arc<std::sync::Mutex<Vec<crate::job::NewJob>>>,
+    labels: JobLabels,
 }
 
 impl<S: Store> Loop<'_, S> {
@@ -59,6 +61,8 @@ impl<S: Store> Loop<'_, S> {
             follow_ups.clone(),
             self.worker.registry.state(),
         );
+        let labels = self.labels.job(&job.task_name, &job.queue_name);
+        labels.started(queue_wait(&job));
         let attempt_job = job.clone();
         let registry = self.worker.registry.clone();
         let middleware = self.worker.middleware.clone();
@@ -77,6 +81,7 @@ impl<S: Store> Loop<'_, S> {
                 abort_handle: handle,
                 abort_requested: false,
                 follow_ups,
+                labels,
             },
         );
     }
@@ -89,6 +94,9 @@ impl<S: Store> Loop<'_, S> {
                   attempt = held.job.attempts + 1, duration_ms = 0.0,
                   "job aborted before it started");
             self.report.aborted += 1;
+            self.labels
+                .job(&held.job.task_name, &held.job.queue_name)
+                .ended(metrics::outcome(&Verdict::Aborted));
             let delete = self.worker.config.retention == Retention::DeleteAll;
             self.completer
                 .send(held.never_ran(Verdict::Aborted, delete));
@@ -150,6 +158,7 @@ impl<S: Store> Loop<'_, S> {
             waited,
             abort_requested,
             follow_ups,
+            labels,
             ..
         } = running;
         let duration = started.elapsed();
@@ -170,6 +179,7 @@ impl<S: Store> Loop<'_, S> {
                 (verdict, Some(error))
             }
         };
+        labels.attempt_ended(metrics::outcome(&verdict), duration);
         let attempted = !matches!(verdict, Verdict::Snooze { .. });
         let delete = match (self.worker.config.retention, &verdict) {
             (Retention::KeepAll, _) | (_, Verdict::Retry { .. } | Verdict::Snooze { .. }) => false,
@@ -324,6 +334,15 @@ impl<S: Store> Loop<'_, S> {
         // Aborted tasks still report through the JoinSet; nothing to record.
         while self.running.join_next().await.is_some() {}
     }
+}
+
+/// From when `job` could first run (its schedule, or its creation when
+/// later) until now.
+fn queue_wait(job: &Job) -> Duration {
+    let runnable = job
+        .scheduled_at
+        .map_or(job.created_at, |at| at.max(job.created_at));
+    (Utc::now() - runnable).to_std().unwrap_or(Duration::ZERO)
 }
 
 /// The task's own code for one attempt, bounded by its timeout; what a

@@ -35,6 +35,7 @@ pub(crate) async fn run(
         ticks.tick().await;
         heartbeat(&pool, &worker_id).await;
         if let Err(error) = rescue_stalled(&pool, stalled_after).await {
+            super::metrics::database_error("upkeep");
             warn!(error = %error, "failed to check for stalled workers and jobs");
         }
         match aborts_requested(&pool, worker_id.load(Ordering::Relaxed)).await {
@@ -108,6 +109,7 @@ async fn rescue_stalled(pool: &PgPool, stalled_after: Duration) -> Result<(), sq
         },
     )
     .await?;
+    super::metrics::rescued(rescued.len());
     for (job_id, task) in &rescued {
         warn!(job_id, task = %printable(task), "put back a job whose worker stopped; it runs again");
     }

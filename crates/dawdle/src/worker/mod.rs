@@ -38,6 +38,7 @@ mod executor;
 mod handle;
 mod held;
 mod maintenance;
+pub mod metrics;
 mod middleware;
 mod notifier;
 mod pace;
@@ -276,6 +277,7 @@ impl Worker {
             held: HeldJobs::default(),
             pace: Pace::new(self.config.prefetch, Instant::now()),
             report: WorkerReport::default(),
+            labels: metrics::Labeller::new(self.registry.clone(), self.config.queues.as_deref()),
             reconcile: false,
         };
         // The loop runs code that is not the worker's (the shutdown future,

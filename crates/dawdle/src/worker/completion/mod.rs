@@ -13,6 +13,7 @@ use std::time::Duration;
 use tokio::sync::{broadcast, mpsc, oneshot, Notify};
 use tracing::warn;
 
+use super::metrics;
 use super::store::Recorder;
 use crate::state::{Outcome, Verdict};
 use crate::worker::backoff::Backoff;
@@ -105,8 +106,10 @@ async fn run(
             }
             continue;
         }
+        let sent = tokio::time::Instant::now();
         match recorder.record(&batch).await {
             Ok(()) => {
+                metrics::recorded(batch.len(), sent.elapsed());
                 backoff.reset();
                 if batch
                     .iter()
@@ -129,6 +132,7 @@ async fn run(
                 }
             }
             Err(error) => {
+                metrics::database_error("record");
                 let wait = backoff.next_wait();
                 warn!(
                     jobs = batch.len(),

@@ -19,6 +19,7 @@ use super::completion::Completer;
 use super::config::{WorkerError, WorkerReport};
 use super::executor::Running;
 use super::held::{claim_size, Held, HeldJobs};
+use super::metrics::{self, Labeller};
 use super::pace::Pace;
 use super::store::Store;
 use super::Worker;
@@ -42,6 +43,8 @@ pub(super) struct Loop<'w, S> {
     pub(super) held: HeldJobs,
     pub(super) pace: Pace,
     pub(super) report: WorkerReport,
+    /// Bounded label values for the job metrics.
+    pub(super) labels: Labeller,
     /// Set when a claim failed for lack of a connection: the claim may have
     /// committed without us seeing its rows, leaving jobs in `doing` that
     /// nobody runs. The next claim first puts those back.
@@ -104,6 +107,7 @@ impl<S: Store> Loop<'_, S> {
         let mut backoff = Backoff::new();
         loop {
             self.start_held();
+            metrics::occupancy(self.held.len(), self.running.len());
             if config.one_shot {
                 if let Some(since) = failing_since {
                     if since.elapsed() >= config.stalled_after {
@@ -263,6 +267,7 @@ impl<S: Store> Loop<'_, S> {
             Ok(jobs) => jobs,
             Err(error) => {
                 use sqlx::error::ErrorKind;
+                metrics::database_error("claim");
                 match error.as_database_error().map(|e| e.kind()) {
                     // Another claimer took the last job of a lock between our
                     // snapshot and our update: nothing is wrong, claim again.
@@ -287,6 +292,7 @@ impl<S: Store> Loop<'_, S> {
             }
         };
         self.pace.claim_answered(round_trip, Instant::now());
+        metrics::claimed(jobs.len(), round_trip);
         jobs.sort_by(|a, b| b.priority.cmp(&a.priority).then(a.id.cmp(&b.id)));
         let count = jobs.len();
         self.hold(jobs);
@@ -348,6 +354,9 @@ impl<S: Store> Loop<'_, S> {
               attempt = job.attempts + 1,
               held_ms = held.claimed.elapsed().as_secs_f64() * 1000.0,
               "job put back unstarted");
+        self.labels
+            .job(&job.task_name, &job.queue_name)
+            .ended(metrics::outcome(&Verdict::Release));
         self.completer.send(held.never_ran(Verdict::Release, false));
     }
 

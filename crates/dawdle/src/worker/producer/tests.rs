@@ -254,6 +254,7 @@ where
         held: HeldJobs::default(),
         pace: Pace::new(worker.config.prefetch, Instant::now()),
         report: WorkerReport::default(),
+        labels: Labeller::new(worker.registry.clone(), None),
         reconcile: false,
     };
     let shutdown = tokio::time::sleep(run_for);

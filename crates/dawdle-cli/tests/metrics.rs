@@ -1,0 +1,193 @@
+//! `dawdle worker --metrics-addr`: a worker draining jobs serves counts that
+//! match the jobs table, with label values bounded whatever the rows hold.
+
+use std::io::{Read, Write};
+use std::process::{Child, Command};
+use std::time::Duration;
+
+use dawdle::testing::{eventually, TestDatabase};
+
+/// A free local port (bound, then released for the worker to take).
+fn free_address() -> String {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.local_addr().unwrap().to_string()
+}
+
+/// `GET /metrics` over plain HTTP/1.0; `None` while nothing answers.
+fn scrape(address: &str) -> Option<String> {
+    let mut stream = std::net::TcpStream::connect(address).ok()?;
+    stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    stream
+        .write_all(b"GET /metrics HTTP/1.0\r\nHost: localhost\r\n\r\n")
+        .ok()?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response).ok()?;
+    let (head, body) = response.split_once("\r\n\r\n")?;
+    head.starts_with("HTTP/1.").then(|| body.to_string())
+}
+
+/// The value of the sample `name{labels}` in `exposition`, if present.
+fn sample(exposition: &str, series: &str) -> Option<f64> {
+    exposition.lines().find_map(|line| {
+        let (name, value) = line.rsplit_once(' ')?;
+        (name == series).then(|| value.parse().ok())?
+    })
+}
+
+struct Worker(Child);
+
+impl Drop for Worker {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[tokio::test]
+async fn a_draining_worker_serves_counts_that_match_the_jobs_table() {
+    let db = TestDatabase::with_schema().await;
+    sqlx::query(
+        "INSERT INTO procrastinate_jobs (queue_name, task_name, args)
+         SELECT 'default', 'dawdle.noop', '{}'::jsonb FROM generate_series(1, 40)
+         UNION ALL
+         SELECT 'mail', 'dawdle.fail', '{\"message\": \"no\"}' FROM generate_series(1, 3)
+         UNION ALL
+         -- Names nobody registered, in queues nobody configured: bounded labels.
+         SELECT 'q-' || n, 'evil.' || n, '{}' FROM generate_series(1, 100) AS n",
+    )
+    .execute(db.pool())
+    .await
+    .unwrap();
+    let address = free_address();
+    let _worker = Worker(
+        Command::new(env!("CARGO_BIN_EXE_dawdle"))
+            .args([
+                "worker",
+                "--metrics-addr",
+                &address,
+                "--poll-interval",
+                "0.2",
+            ])
+            .env("JOB_QUEUE_DATABASE_URL", db.url())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let succeeded =
+        r#"dawdle_job_outcomes_total{task="dawdle.noop",queue="default",outcome="succeeded"}"#;
+    let mut exposition = String::new();
+    eventually(
+        Duration::from_secs(30),
+        "the worker's metrics to count every job",
+        async || {
+            let address = address.clone();
+            exposition = tokio::task::spawn_blocking(move || scrape(&address))
+                .await
+                .unwrap()
+                .unwrap_or_default();
+            let finished: f64 = exposition
+                .lines()
+                .filter(|line| line.starts_with("dawdle_job_outcomes_total{"))
+                .filter_map(|line| line.rsplit_once(' ')?.1.parse::<f64>().ok())
+                .sum();
+            finished >= 143.0
+        },
+    )
+    .await;
+
+    // The same counts as the table.
+    let table: Vec<(String, String, i64)> = sqlx::query_as(
+        "SELECT task_name, status::text, count(*) FROM procrastinate_jobs
+         GROUP BY 1, 2 ORDER BY 1, 2",
+    )
+    .fetch_all(db.pool())
+    .await
+    .unwrap();
+    let count = |task: &str, status: &str| {
+        table
+            .iter()
+            .filter(|(t, s, _)| t.starts_with(task) && s == status)
+            .map(|(_, _, n)| *n as f64)
+            .sum::<f64>()
+    };
+    assert_eq!(
+        sample(&exposition, succeeded),
+        Some(count("dawdle.noop", "succeeded"))
+    );
+    assert_eq!(count("dawdle.noop", "succeeded"), 40.0);
+    assert_eq!(
+        sample(
+            &exposition,
+            r#"dawdle_job_outcomes_total{task="dawdle.fail",queue="mail",outcome="failed"}"#
+        ),
+        Some(count("dawdle.fail", "failed"))
+    );
+    assert_eq!(
+        sample(
+            &exposition,
+            r#"dawdle_jobs_started_total{task="dawdle.noop",queue="default"}"#
+        ),
+        Some(40.0)
+    );
+    // A hundred unknown tasks in a hundred queues: one task label value,
+    // and queue label values capped (64 distinct names, then "other").
+    let unknown: Vec<&str> = exposition
+        .lines()
+        .filter(|line| line.starts_with(r#"dawdle_job_outcomes_total{task="unknown","#))
+        .collect();
+    assert!(!unknown.is_empty() && unknown.len() <= 65, "{unknown:?}");
+    assert!(
+        !exposition.contains("evil."),
+        "task names of rows are not labels"
+    );
+    let unknown_total: f64 = unknown
+        .iter()
+        .filter_map(|line| line.rsplit_once(' ')?.1.parse::<f64>().ok())
+        .sum();
+    assert_eq!(unknown_total, count("evil.", "failed"));
+    assert_eq!(unknown_total, 100.0);
+    // Histograms in Prometheus' bucket form, with their help text.
+    for line in [
+        "# TYPE dawdle_attempt_duration_seconds histogram",
+        "# TYPE dawdle_queue_wait_seconds histogram",
+        "# TYPE dawdle_claim_jobs histogram",
+        "# HELP dawdle_job_outcomes_total",
+    ] {
+        assert!(
+            exposition.contains(line),
+            "{line} missing from:\n{exposition}"
+        );
+    }
+    assert!(
+        exposition.contains(
+            r#"dawdle_attempt_duration_seconds_bucket{task="dawdle.noop",queue="default",le="+Inf"} 40"#
+        ),
+        "{exposition}"
+    );
+}
+
+#[tokio::test]
+async fn a_taken_metrics_address_is_a_clear_error_at_start() {
+    let db = TestDatabase::with_schema().await;
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let address = taken.local_addr().unwrap().to_string();
+    let url = db.url();
+    let output = tokio::task::spawn_blocking(move || {
+        Command::new(env!("CARGO_BIN_EXE_dawdle"))
+            .args(["worker", "--one-shot", "--metrics-addr", &address])
+            .env("JOB_QUEUE_DATABASE_URL", url)
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("failed to serve metrics on 127.0.0.1:"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("--metrics-addr"), "{stderr}");
+    drop(taken);
+}

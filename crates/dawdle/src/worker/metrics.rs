@@ -1,0 +1,288 @@
+//! The worker's metrics, recorded through the `metrics` facade: free when
+//! no recorder is installed, exported in Prometheus' text format by
+//! whatever recorder the application installs (`dawdle worker
+//! --metrics-addr` installs one).
+//!
+//! Label values are bounded whatever the rows hold: a task name is one the
+//! registry knows, else `unknown`; a queue name is one the worker was
+//! configured with, else one of the first [`MAX_QUEUE_LABELS`] seen, else
+//! `other`. A hostile row cannot explode the number of series.
+
+use std::collections::HashSet;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use metrics::{
+    counter, describe_counter, describe_gauge, describe_histogram, gauge, histogram, Label,
+    SharedString, Unit,
+};
+
+use super::registry::Registry;
+use crate::state::Verdict;
+
+/// Most distinct queue names used as label values by one worker that
+/// claims from every queue.
+pub const MAX_QUEUE_LABELS: usize = 64;
+
+/// Names of the metrics, for dashboards, alert rules and tests.
+pub mod names {
+    /// Counter: attempts started.
+    pub const JOBS_STARTED: &str = "dawdle_jobs_started_total";
+    /// Counter: how attempts (and held jobs that never ran) ended, by
+    /// `outcome`: `succeeded`, `failed`, `retried`, `snoozed`, `cancelled`,
+    /// `aborted`, `put_back`.
+    pub const JOB_OUTCOMES: &str = "dawdle_job_outcomes_total";
+    /// Histogram: how long attempts ran, in seconds.
+    pub const ATTEMPT_DURATION: &str = "dawdle_attempt_duration_seconds";
+    /// Histogram: from when a job could run (its schedule, or its creation)
+    /// to the start of its attempt, in seconds.
+    pub const QUEUE_WAIT: &str = "dawdle_queue_wait_seconds";
+    /// Histogram: jobs per claim statement.
+    pub const CLAIM_SIZE: &str = "dawdle_claim_jobs";
+    /// Histogram: round trip of a claim statement, in seconds.
+    pub const CLAIM_DURATION: &str = "dawdle_claim_duration_seconds";
+    /// Histogram: outcomes per completion statement.
+    pub const COMPLETION_SIZE: &str = "dawdle_completion_jobs";
+    /// Histogram: round trip of a completion statement, in seconds.
+    pub const COMPLETION_DURATION: &str = "dawdle_completion_duration_seconds";
+    /// Gauge: jobs claimed ahead and waiting for a free slot.
+    pub const JOBS_HELD: &str = "dawdle_jobs_held";
+    /// Gauge: attempts running.
+    pub const JOBS_RUNNING: &str = "dawdle_jobs_running";
+    /// Counter: jobs of stopped workers put back by this worker's upkeep.
+    pub const JOBS_RESCUED: &str = "dawdle_jobs_rescued_total";
+    /// Counter: failed statements, by `operation`: `claim`, `record`,
+    /// `upkeep`.
+    pub const DATABASE_ERRORS: &str = "dawdle_worker_database_errors_total";
+}
+
+/// Registers the help text and unit of every worker metric with the
+/// installed recorder (Prometheus shows them as `# HELP`). Call it once,
+/// after installing the recorder.
+pub fn describe() {
+    describe_counter!(names::JOBS_STARTED, "Attempts started, by task and queue");
+    describe_counter!(
+        names::JOB_OUTCOMES,
+        "How attempts and held jobs ended, by task, queue and outcome"
+    );
+    describe_histogram!(
+        names::ATTEMPT_DURATION,
+        Unit::Seconds,
+        "How long attempts ran"
+    );
+    describe_histogram!(
+        names::QUEUE_WAIT,
+        Unit::Seconds,
+        "From when a job could run to the start of its attempt"
+    );
+    describe_histogram!(names::CLAIM_SIZE, Unit::Count, "Jobs per claim statement");
+    describe_histogram!(
+        names::CLAIM_DURATION,
+        Unit::Seconds,
+        "Round trip of a claim statement"
+    );
+    describe_histogram!(
+        names::COMPLETION_SIZE,
+        Unit::Count,
+        "Outcomes per completion statement"
+    );
+    describe_histogram!(
+        names::COMPLETION_DURATION,
+        Unit::Seconds,
+        "Round trip of a completion statement"
+    );
+    describe_gauge!(
+        names::JOBS_HELD,
+        "Jobs claimed ahead, waiting for a free slot"
+    );
+    describe_gauge!(names::JOBS_RUNNING, "Attempts running");
+    describe_counter!(
+        names::JOBS_RESCUED,
+        "Jobs of stopped workers put back by this worker"
+    );
+    describe_counter!(
+        names::DATABASE_ERRORS,
+        "Failed worker statements, by operation (claim, record, upkeep)"
+    );
+}
+
+/// Histogram buckets: seconds for durations, counts for batch sizes.
+pub const DURATION_BUCKETS: &[f64] = &[
+    0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 10.0, 30.0, 60.0, 300.0, 1800.0, 3600.0,
+];
+/// See [`DURATION_BUCKETS`].
+pub const SIZE_BUCKETS: &[f64] = &[
+    1.0, 2.0, 5.0, 10.0, 20.0, 50.0, 100.0, 200.0, 500.0, 1000.0, 2000.0,
+];
+
+/// The `task` and `queue` labels of one job, bounded.
+#[derive(Debug, Clone)]
+pub(crate) struct JobLabels {
+    task: SharedString,
+    queue: SharedString,
+}
+
+impl JobLabels {
+    fn labels(&self) -> [Label; 2] {
+        [
+            Label::new("task", self.task.clone()),
+            Label::new("queue", self.queue.clone()),
+        ]
+    }
+
+    pub(crate) fn started(&self, queue_wait: Duration) {
+        counter!(names::JOBS_STARTED, self.labels().to_vec()).increment(1);
+        histogram!(names::QUEUE_WAIT, self.labels().to_vec()).record(queue_wait.as_secs_f64());
+    }
+
+    /// An attempt that ran `ran` ended with `outcome`.
+    pub(crate) fn attempt_ended(&self, outcome: &'static str, ran: Duration) {
+        histogram!(names::ATTEMPT_DURATION, self.labels().to_vec()).record(ran.as_secs_f64());
+        self.ended(outcome);
+    }
+
+    /// The job ended with `outcome` (for held jobs, without running).
+    pub(crate) fn ended(&self, outcome: &'static str) {
+        let mut labels = self.labels().to_vec();
+        labels.push(Label::new("outcome", outcome));
+        counter!(names::JOB_OUTCOMES, labels).increment(1);
+    }
+}
+
+/// Turns row values into bounded label values for one worker.
+#[derive(Debug, Clone)]
+pub(crate) struct Labeller {
+    registry: Arc<Registry>,
+    /// The worker's queues, when it was given some: the only ones it sees.
+    configured: Option<Arc<HashSet<String>>>,
+    /// Queue names seen so far by a worker of every queue.
+    seen: Arc<RwLock<HashSet<SharedString>>>,
+}
+
+impl Labeller {
+    pub(crate) fn new(registry: Arc<Registry>, queues: Option<&[String]>) -> Self {
+        Self {
+            registry,
+            configured: queues.map(|queues| Arc::new(queues.iter().cloned().collect())),
+            seen: Arc::default(),
+        }
+    }
+
+    pub(crate) fn job(&self, task: &str, queue: &str) -> JobLabels {
+        JobLabels {
+            task: self.task(task),
+            queue: self.queue(queue),
+        }
+    }
+
+    fn task(&self, task: &str) -> SharedString {
+        match self.registry.get(task) {
+            Some(_) => SharedString::from(task.to_string()),
+            None => SharedString::const_str("unknown"),
+        }
+    }
+
+    fn queue(&self, queue: &str) -> SharedString {
+        if let Some(configured) = &self.configured {
+            return if configured.contains(queue) {
+                SharedString::from(queue.to_string())
+            } else {
+                SharedString::const_str("other")
+            };
+        }
+        let name = SharedString::from(queue.to_string());
+        if self.seen.read().is_ok_and(|seen| seen.contains(&name)) {
+            return name;
+        }
+        let Ok(mut seen) = self.seen.write() else {
+            return SharedString::const_str("other");
+        };
+        if seen.contains(&name) || seen.len() < MAX_QUEUE_LABELS {
+            seen.insert(name.clone());
+            name
+        } else {
+            SharedString::const_str("other")
+        }
+    }
+}
+
+/// The `outcome` label of a verdict.
+pub(crate) fn outcome(verdict: &Verdict) -> &'static str {
+    match verdict {
+        Verdict::Succeeded => "succeeded",
+        Verdict::Retry { .. } => "retried",
+        Verdict::Failed => "failed",
+        Verdict::Snooze { .. } => "snoozed",
+        Verdict::Cancelled => "cancelled",
+        Verdict::Aborted => "aborted",
+        Verdict::Release => "put_back",
+    }
+}
+
+/// A claim statement answered `jobs` jobs after `took`.
+pub(crate) fn claimed(jobs: usize, took: Duration) {
+    histogram!(names::CLAIM_SIZE).record(jobs as f64);
+    histogram!(names::CLAIM_DURATION).record(took.as_secs_f64());
+}
+
+/// A completion statement wrote `jobs` outcomes in `took`.
+pub(crate) fn recorded(jobs: usize, took: Duration) {
+    histogram!(names::COMPLETION_SIZE).record(jobs as f64);
+    histogram!(names::COMPLETION_DURATION).record(took.as_secs_f64());
+}
+
+/// The jobs held ahead and running now.
+pub(crate) fn occupancy(held: usize, running: usize) {
+    gauge!(names::JOBS_HELD).set(held as f64);
+    gauge!(names::JOBS_RUNNING).set(running as f64);
+}
+
+pub(crate) fn rescued(jobs: usize) {
+    counter!(names::JOBS_RESCUED).increment(jobs as u64);
+}
+
+/// A statement of `operation` failed.
+pub(crate) fn database_error(operation: &'static str) {
+    counter!(names::DATABASE_ERRORS, "operation" => operation).increment(1);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unknown_tasks_and_queues_past_the_bound_share_one_label() {
+        let mut registry = Registry::new();
+        registry.register::<crate::diagnostics::Noop>();
+        let labeller = Labeller::new(Arc::new(registry), None);
+        let known = labeller.job("dawdle.noop", "default");
+        assert_eq!(&*known.task, "dawdle.noop");
+        assert_eq!(&*known.queue, "default");
+        assert_eq!(&*labeller.job("evil.\u{1b}[2J", "q").task, "unknown");
+        for n in 0..1000 {
+            labeller.job("dawdle.noop", &format!("queue-{n}"));
+        }
+        let distinct: HashSet<String> = (0..1000)
+            .map(|n| {
+                labeller
+                    .job("dawdle.noop", &format!("queue-{n}"))
+                    .queue
+                    .to_string()
+            })
+            .collect();
+        // `default` and `q` took two of the places; the rest share `other`.
+        assert_eq!(distinct.len(), MAX_QUEUE_LABELS - 2 + 1);
+        assert!(distinct.contains("other"));
+        assert_eq!(&*labeller.job("x", "default").queue, "default");
+    }
+
+    #[test]
+    fn a_worker_of_given_queues_labels_only_those() {
+        let labeller = Labeller::new(
+            Arc::new(Registry::new()),
+            Some(&["email".to_string(), "crm".to_string()]),
+        );
+        assert_eq!(&*labeller.job("t", "email").queue, "email");
+        assert_eq!(&*labeller.job("t", "elsewhere").queue, "other");
+    }
+}
