@@ -68,6 +68,10 @@ pub(crate) struct DrainBenchArgs {
     #[arg(long, default_value_t = dawdle::worker::DEFAULT_PREFETCH as u32, value_name = "JOBS",
           value_parser = clap::value_parser!(u32).range(0..=100_000))]
     prefetch: u32,
+    /// The worker serves its Prometheus metrics while it drains
+    /// (`--metrics-addr 127.0.0.1:0`): measures what recording them costs.
+    #[arg(long)]
+    metrics: bool,
     /// Timed rounds; each round measures every concurrency once.
     #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(i32).range(1..))]
     rounds: i32,
@@ -131,6 +135,7 @@ struct Report {
     enqueue_batch: i32,
     rounds: i32,
     prefetch: u32,
+    metrics: bool,
     targets: Targets,
     results: Vec<ConcurrencyResult>,
 }
@@ -246,6 +251,7 @@ async fn measure(
         enqueue_batch: batch.len() as i32,
         rounds: args.rounds,
         prefetch: args.prefetch,
+        metrics: args.metrics,
         targets: Targets {
             drain_jobs_per_second_at_least: TARGET_DRAIN_JOBS_PER_SECOND,
             enqueue_jobs_per_second_at_least: TARGET_ENQUEUE_JOBS_PER_SECOND,
@@ -322,7 +328,14 @@ async fn timed_round(
         .await
         .or_failed_to(|| format!("vacuum {DATABASE} before draining, {}", during()))?;
 
-    let (summary, wall) = run_worker(worker_url, concurrency, args.prefetch, args.jobs).await?;
+    let (summary, wall) = run_worker(
+        worker_url,
+        concurrency,
+        args.prefetch,
+        args.metrics,
+        args.jobs,
+    )
+    .await?;
     if summary.succeeded != jobs as u64
         || summary.retried + summary.failed + summary.interrupted != 0
     {
@@ -421,11 +434,12 @@ fn print_for_people(report: &Report) {
     outln!("  server:  {}", report.postgres_version);
     outln!(
         "  work:    {} {} jobs per round, enqueued {} per statement; drained by a worker \
-         process at each concurrency, --prefetch {}",
+         process at each concurrency, --prefetch {}, metrics {}",
         report.jobs,
         Noop::NAME,
         report.enqueue_batch,
-        report.prefetch
+        report.prefetch,
+        if report.metrics { "served" } else { "off" }
     );
     outln!(
         "  rounds:  {}, alternating the order of the concurrencies; medians of the rounds, \

@@ -71,6 +71,7 @@ pub(super) async fn run_worker(
     worker_url: &str,
     concurrency: u32,
     prefetch: u32,
+    metrics: bool,
     jobs: i32,
 ) -> Result<(WorkerSummary, Duration), BenchError> {
     let executable = std::env::current_exe().map_err(|source| BenchError::Io {
@@ -84,6 +85,12 @@ pub(super) async fn run_worker(
         .args(["worker", "--one-shot", "--queues", QUEUE, "--json"])
         .args(["--concurrency", &concurrency_arg])
         .args(["--prefetch", &prefetch_arg])
+        .args(
+            metrics
+                .then_some(["--metrics-addr", "127.0.0.1:0"])
+                .into_iter()
+                .flatten(),
+        )
         .env(DATABASE_URL_ENV, worker_url)
         // One info line per job start and finish would make the benchmark
         // measure the terminal; warnings still come through on stderr.
