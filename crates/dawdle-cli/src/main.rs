@@ -22,6 +22,7 @@ mod database;
 mod db;
 mod failure;
 mod jobs;
+mod metrics;
 mod ops;
 mod schema;
 mod shell;
@@ -85,6 +86,9 @@ enum Command {
     Healthcheck(ops::HealthcheckArgs),
     /// Run one of the runbook's monitoring queries (list them without a name).
     Check(ops::CheckArgs),
+    /// Prometheus metrics of the queue, read from the jobs database.
+    #[command(subcommand)]
+    Metrics(metrics::MetricsCommand),
     /// Interactive shell (Procrastinate's commands and ours); or run one command: `dawdle shell list_jobs status=failed`.
     Shell(shell::ShellArgs),
     /// Manage the embedded local PostgreSQL (used when no database URL is set).
@@ -170,6 +174,7 @@ async fn run(cli: Cli) -> Result<ExitCode, Failure> {
         Command::ClearPending(args) => ops::clear_pending(cli.database_url.as_deref(), args).await,
         Command::Healthcheck(args) => ops::healthcheck(cli.database_url.as_deref(), args).await,
         Command::Check(args) => ops::check(cli.database_url.as_deref(), args).await,
+        Command::Metrics(command) => metrics::run(cli.database_url.as_deref(), command).await,
         Command::Shell(args) => shell::run(cli.database_url.as_deref(), args).await,
         Command::Db(command) => db::run(command).await,
         Command::Bench(command) => bench::run(cli.database_url.as_deref(), command).await,

@@ -95,7 +95,8 @@ pub(crate) fn init_logging(format: LogFormat) {
 pub(crate) async fn run(explicit_url: Option<&str>, args: WorkerArgs) -> Result<ExitCode, Failure> {
     init_logging(args.log_format);
     if let Some(address) = args.metrics_addr {
-        serve_metrics(address)?;
+        crate::metrics::install_exporter(address, "--metrics-addr")?;
+        dawdle::worker::metrics::describe();
     }
     let time_zone: chrono_tz::Tz = args.time_zone.parse().map_err(|_| {
         Failure::new(format!(
@@ -184,33 +185,8 @@ pub(crate) async fn run(explicit_url: Option<&str>, args: WorkerArgs) -> Result<
     })
 }
 
-/// Installs the Prometheus recorder and its HTTP listener on `address`.
-fn serve_metrics(address: std::net::SocketAddr) -> Result<(), Failure> {
-    use dawdle::worker::metrics::{describe, DURATION_BUCKETS, SIZE_BUCKETS};
-    use metrics_exporter_prometheus::{Matcher, PrometheusBuilder};
-    // Bound here, so that a taken address is a clear error at start.
-    let listener = std::net::TcpListener::bind(address).map_err(|error| {
-        Failure::new(format!(
-            "failed to serve metrics on {address}: {error}; choose a free address with \
-             --metrics-addr"
-        ))
-    })?;
-    drop(listener);
-    PrometheusBuilder::new()
-        .with_http_listener(address)
-        .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), DURATION_BUCKETS)
-        .and_then(|builder| {
-            builder.set_buckets_for_metric(Matcher::Suffix("_jobs".into()), SIZE_BUCKETS)
-        })
-        .and_then(PrometheusBuilder::install)
-        .map_err(|error| Failure::new(format!("failed to serve metrics on {address}: {error}")))?;
-    describe();
-    tracing::info!(address = %address, "serving metrics at /metrics");
-    Ok(())
-}
-
 /// Completes on SIGINT or SIGTERM.
-async fn shutdown_signal() {
+pub(crate) async fn shutdown_signal() {
     use tokio::signal::unix::{signal, SignalKind};
     let mut terminate = match signal(SignalKind::terminate()) {
         Ok(stream) => stream,

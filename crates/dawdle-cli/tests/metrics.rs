@@ -191,3 +191,98 @@ async fn a_taken_metrics_address_is_a_clear_error_at_start() {
     assert!(stderr.contains("--metrics-addr"), "{stderr}");
     drop(taken);
 }
+
+#[tokio::test]
+async fn metrics_serve_shows_the_queues_as_the_runbook_queries_count_them() {
+    let db = TestDatabase::with_schema().await;
+    sqlx::query(
+        "INSERT INTO procrastinate_jobs (queue_name, task_name, args, status, scheduled_at)
+         SELECT 'email', 't', '{}'::jsonb, 'todo'::procrastinate_job_status, NULL
+         FROM generate_series(1, 7)
+         UNION ALL
+         SELECT 'email', 't', '{}'::jsonb, 'todo', now() + interval '1 hour'
+         UNION ALL
+         SELECT 'crm', 't', '{}'::jsonb, 'todo', NULL FROM generate_series(1, 2)",
+    )
+    .execute(db.pool())
+    .await
+    .unwrap();
+    // Three waiting jobs made old, two failed jobs, one stuck in doing.
+    sqlx::query(
+        "UPDATE procrastinate_jobs SET created_at = now() - interval '10 minutes'
+         WHERE queue_name = 'crm'",
+    )
+    .execute(db.pool())
+    .await
+    .unwrap();
+    sqlx::query(
+        "INSERT INTO procrastinate_jobs (queue_name, task_name, args, status)
+         SELECT 'email', 't', '{}'::jsonb, 'failed' FROM generate_series(1, 2)",
+    )
+    .execute(db.pool())
+    .await
+    .unwrap();
+    let address = free_address();
+    let _sidecar = Worker(
+        Command::new(env!("CARGO_BIN_EXE_dawdle"))
+            .args(["metrics", "serve", "--bind", &address, "--refresh", "0.2"])
+            .env("JOB_QUEUE_DATABASE_URL", db.url())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let mut exposition = String::new();
+    eventually(Duration::from_secs(30), "the queue gauges", async || {
+        let address = address.clone();
+        exposition = tokio::task::spawn_blocking(move || scrape(&address))
+            .await
+            .unwrap()
+            .unwrap_or_default();
+        sample(&exposition, "dawdle_queue_gauges_up") == Some(1.0)
+    })
+    .await;
+    let gauge = |series: &str| sample(&exposition, series);
+    assert_eq!(
+        gauge(r#"dawdle_queue_jobs{queue="email",status="todo"}"#),
+        Some(8.0)
+    );
+    assert_eq!(
+        gauge(r#"dawdle_queue_jobs{queue="crm",status="todo"}"#),
+        Some(2.0)
+    );
+    assert_eq!(gauge("dawdle_jobs_failed_last_hour"), Some(2.0));
+    assert_eq!(gauge("dawdle_jobs_stuck_doing"), Some(0.0));
+    assert_eq!(gauge("dawdle_workers_live"), Some(0.0));
+    let crm_lag = gauge(r#"dawdle_queue_oldest_waiting_seconds{queue="crm"}"#).unwrap();
+    assert!((600.0..700.0).contains(&crm_lag), "{crm_lag}");
+
+    // A job put in doing with an old start is stuck; the reading follows.
+    sqlx::query(
+        "UPDATE procrastinate_jobs SET status = 'doing', started_at = now() - interval '6 minutes'
+         WHERE id = (SELECT min(id) FROM procrastinate_jobs WHERE queue_name = 'crm')",
+    )
+    .execute(db.pool())
+    .await
+    .unwrap();
+    eventually(
+        Duration::from_secs(30),
+        "the stuck job to show",
+        async || {
+            let address = address.clone();
+            exposition = tokio::task::spawn_blocking(move || scrape(&address))
+                .await
+                .unwrap()
+                .unwrap_or_default();
+            sample(&exposition, "dawdle_jobs_stuck_doing") == Some(1.0)
+        },
+    )
+    .await;
+    assert_eq!(
+        sample(
+            &exposition,
+            r#"dawdle_queue_jobs{queue="crm",status="doing"}"#
+        ),
+        Some(1.0)
+    );
+}

@@ -74,6 +74,7 @@ pub async fn job_events<'e, E: PgExecutor<'e>>(
 
 mod changes;
 mod checks;
+pub mod gauges;
 mod health;
 mod stats;
 
@@ -82,6 +83,7 @@ pub use changes::{
     PurgeOptions, PurgeProgress, ResetTarget, RetryFilter,
 };
 pub use checks::{run_check, Check, CheckResult, CHECKS};
+pub use gauges::{queue_gauges, GaugeRecorder, QueueGauge, QueueGauges};
 pub use health::{healthcheck, HealthReport};
 pub use stats::{
     human_duration, stats, QueueCounts, QueueStats, StatsConfig, TaskDuration, Verdict,

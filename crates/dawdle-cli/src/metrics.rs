@@ -1,0 +1,104 @@
+//! Prometheus metrics: the exporter the worker serves its own metrics with
+//! (`worker --metrics-addr`), and `dawdle metrics serve`, a sidecar serving
+//! the queue gauges read from the jobs database.
+
+use std::net::SocketAddr;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Args, Subcommand};
+use dawdle::admin::{queue_gauges, GaugeRecorder};
+
+use crate::database::jobs_pool_sized;
+use crate::failure::Failure;
+use crate::worker::{init_logging, shutdown_signal, LogFormat};
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum MetricsCommand {
+    /// Serve the queue gauges (jobs by queue and status, the oldest waiting
+    /// job's age, stuck jobs, failures, live workers) at http://BIND/metrics.
+    Serve(ServeArgs),
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct ServeArgs {
+    /// Address to serve /metrics on.
+    #[arg(long, default_value = "127.0.0.1:9189", value_name = "ADDR")]
+    bind: SocketAddr,
+    /// How often the gauges are read from the database (one statement).
+    #[arg(long, default_value = "15s", value_name = "DURATION", value_parser = dawdle::duration::parse)]
+    refresh: Duration,
+    /// A worker silent this long is not counted as live.
+    #[arg(long, default_value = "30s", value_name = "DURATION", value_parser = dawdle::duration::parse)]
+    stalled_after: Duration,
+    /// Log format on stderr.
+    #[arg(long, value_enum, default_value_t = LogFormat::Text, env = "DAWDLE_LOG_FORMAT")]
+    log_format: LogFormat,
+}
+
+pub(crate) async fn run(
+    explicit_url: Option<&str>,
+    command: MetricsCommand,
+) -> Result<ExitCode, Failure> {
+    let MetricsCommand::Serve(args) = command;
+    init_logging(args.log_format);
+    install_exporter(args.bind, "--bind")?;
+    GaugeRecorder::describe();
+    let refresh = args.refresh.max(Duration::from_millis(100));
+    let mut recorder = GaugeRecorder::default();
+    let shutdown = shutdown_signal();
+    tokio::pin!(shutdown);
+    let mut pool = None;
+    loop {
+        if pool.is_none() {
+            match jobs_pool_sized(explicit_url, 1).await {
+                Ok(connected) => pool = Some(connected),
+                Err(failure) => {
+                    tracing::warn!(error = %failure.message(), retry_in_s = refresh.as_secs_f64(),
+                                   "cannot read the queue gauges: the jobs database is unavailable; retrying");
+                    recorder.record(None);
+                }
+            }
+        }
+        if let Some(pool) = &pool {
+            match queue_gauges(pool, args.stalled_after).await {
+                Ok(gauges) => recorder.record(Some(&gauges)),
+                Err(error) => {
+                    tracing::warn!(error = %error, retry_in_s = refresh.as_secs_f64(),
+                                   "failed to read the queue gauges; retrying");
+                    recorder.record(None);
+                }
+            }
+        }
+        tokio::select! {
+            _ = &mut shutdown => return Ok(ExitCode::SUCCESS),
+            _ = tokio::time::sleep(refresh) => {}
+        }
+    }
+}
+
+/// Installs the Prometheus recorder and its HTTP listener on `address`
+/// (given with `flag`):
+/// histograms as buckets, and a taken address a clear error at start.
+pub(crate) fn install_exporter(address: SocketAddr, flag: &str) -> Result<(), Failure> {
+    use dawdle::worker::metrics::{DURATION_BUCKETS, SIZE_BUCKETS};
+    use metrics_exporter_prometheus::{Matcher, PrometheusBuilder};
+    let failed = |error: &dyn std::fmt::Display| {
+        Failure::new(format!(
+            "failed to serve metrics on {address}: {error}; choose a free address with {flag}"
+        ))
+    };
+    // Bound here first: the exporter would only report a taken address in
+    // its own log, after the command had started.
+    std::net::TcpListener::bind(address).map_err(|error| failed(&error))?;
+    PrometheusBuilder::new()
+        .with_http_listener(address)
+        .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), DURATION_BUCKETS)
+        .and_then(|builder| {
+            builder.set_buckets_for_metric(Matcher::Suffix("_jobs".into()), SIZE_BUCKETS)
+        })
+        .and_then(PrometheusBuilder::install)
+        .map_err(|error| failed(&error))?;
+    tracing::info!(address = %address, "serving metrics at /metrics");
+    Ok(())
+}

@@ -1,0 +1,256 @@
+//! Queue gauges for metrics, read from the database in one statement: the
+//! runbook's monitoring queries (the same SQL text as `dawdle check`), plus
+//! jobs by queue and status, the age of each queue's oldest runnable job
+//! and the live workers. `dawdle metrics serve` records them through the
+//! `metrics` facade every few seconds; an application can do the same with
+//! [`queue_gauges`] and [`record_queue_gauges`].
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use metrics::{describe_gauge, gauge, Unit};
+use serde::Deserialize;
+use sqlx::PgPool;
+
+use super::checks::CHECKS;
+
+/// Most queues given their own label values; the rest are summed as `other`.
+pub const MAX_QUEUES: usize = 64;
+
+/// Longest a gauge query may run before it is cancelled.
+const STATEMENT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Names of the gauges.
+pub mod names {
+    /// Jobs by `queue` and `status` (`todo`, `doing`).
+    pub const QUEUE_JOBS: &str = "dawdle_queue_jobs";
+    /// Age of the oldest runnable `todo` job of each `queue` (0 when none).
+    pub const OLDEST_WAITING: &str = "dawdle_queue_oldest_waiting_seconds";
+    /// The runbook's "stuck in doing for more than 5 minutes".
+    pub const STUCK_DOING: &str = "dawdle_jobs_stuck_doing";
+    /// The runbook's "failed jobs in the last hour".
+    pub const FAILED_LAST_HOUR: &str = "dawdle_jobs_failed_last_hour";
+    /// The runbook's "processing rate (jobs/hour)".
+    pub const PROCESSED_LAST_HOUR: &str = "dawdle_jobs_processed_last_hour";
+    /// Workers whose last heartbeat is recent.
+    pub const LIVE_WORKERS: &str = "dawdle_workers_live";
+    /// 1 when the last reading of these gauges succeeded, else 0.
+    pub const GAUGES_UP: &str = "dawdle_queue_gauges_up";
+}
+
+/// One queue's jobs.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub struct QueueGauge {
+    pub queue: String,
+    pub todo: i64,
+    pub doing: i64,
+    /// Seconds since the oldest runnable `todo` job could run; 0 when none.
+    pub oldest_waiting_seconds: f64,
+}
+
+/// What the gauges show.
+#[derive(Debug, Clone, PartialEq)]
+pub struct QueueGauges {
+    /// The busiest [`MAX_QUEUES`] queues, then `other` for the rest.
+    pub queues: Vec<QueueGauge>,
+    pub stuck_doing: i64,
+    pub failed_last_hour: i64,
+    pub processed_last_hour: i64,
+    pub live_workers: i64,
+}
+
+/// The SQL of the runbook's check `name`, as a subquery.
+fn check_sql(name: &str) -> &'static str {
+    CHECKS
+        .iter()
+        .find(|check| check.name == name)
+        .map(|check| check.sql.trim().trim_end_matches(';'))
+        .expect("the runbook's checks are constants")
+}
+
+/// Reads the gauges: one statement, at most 5 s. A worker is live when
+/// its heartbeat is younger than `stalled_after`.
+pub async fn queue_gauges(
+    pool: &PgPool,
+    stalled_after: Duration,
+) -> Result<QueueGauges, sqlx::Error> {
+    let sql = format!(
+        "SELECT
+             (SELECT count(*) FROM ({stuck}) AS stuck),
+             ({failed}),
+             ({processed}),
+             (SELECT count(*) FROM procrastinate_workers
+              WHERE last_heartbeat > now() - make_interval(secs => $1)),
+             (SELECT coalesce(json_agg(q ORDER BY q.queue), '[]'::json) FROM (
+                  SELECT queue_name AS queue,
+                         count(*) FILTER (WHERE status = 'todo') AS todo,
+                         count(*) FILTER (WHERE status = 'doing') AS doing,
+                         coalesce(EXTRACT(EPOCH FROM now() - min(greatest(scheduled_at, created_at))
+                             FILTER (WHERE status = 'todo'
+                                     AND (scheduled_at IS NULL OR scheduled_at <= now()))),
+                             0)::float8 AS oldest_waiting_seconds
+                  FROM procrastinate_jobs
+                  WHERE status IN ('todo', 'doing')
+                  GROUP BY queue_name) AS q)",
+        stuck = check_sql("stuck-doing"),
+        failed = check_sql("failed-last-hour"),
+        processed = check_sql("processing-rate"),
+    );
+    let mut tx = pool.begin().await?;
+    sqlx::query(&format!(
+        "SET LOCAL statement_timeout = {}",
+        STATEMENT_TIMEOUT.as_millis()
+    ))
+    .execute(&mut *tx)
+    .await?;
+    let (stuck_doing, failed_last_hour, processed_last_hour, live_workers, queues): (
+        i64,
+        i64,
+        i64,
+        i64,
+        sqlx::types::Json<Vec<QueueGauge>>,
+    ) = sqlx::query_as(&sql)
+        .bind(stalled_after.as_secs_f64())
+        .fetch_one(&mut *tx)
+        .await?;
+    tx.commit().await?;
+    Ok(QueueGauges {
+        queues: busiest(queues.0),
+        stuck_doing,
+        failed_last_hour,
+        processed_last_hour,
+        live_workers,
+    })
+}
+
+/// The [`MAX_QUEUES`] queues with the most jobs, and `other` summing the
+/// rest (its oldest wait the oldest of theirs).
+fn busiest(mut queues: Vec<QueueGauge>) -> Vec<QueueGauge> {
+    if queues.len() <= MAX_QUEUES {
+        return queues;
+    }
+    queues.sort_by(|a, b| {
+        (b.todo + b.doing)
+            .cmp(&(a.todo + a.doing))
+            .then_with(|| a.queue.cmp(&b.queue))
+    });
+    let rest = queues.split_off(MAX_QUEUES);
+    queues.push(rest.into_iter().fold(
+        QueueGauge {
+            queue: "other".to_string(),
+            todo: 0,
+            doing: 0,
+            oldest_waiting_seconds: 0.0,
+        },
+        |mut other, queue| {
+            other.todo += queue.todo;
+            other.doing += queue.doing;
+            other.oldest_waiting_seconds = other
+                .oldest_waiting_seconds
+                .max(queue.oldest_waiting_seconds);
+            other
+        },
+    ));
+    queues
+}
+
+/// Records gauges through the `metrics` facade, keeping series stable: a
+/// queue seen before and empty now reads 0 rather than vanishing.
+#[derive(Debug, Default)]
+pub struct GaugeRecorder {
+    seen: HashSet<String>,
+}
+
+impl GaugeRecorder {
+    /// Registers the gauges' help texts with the installed recorder.
+    pub fn describe() {
+        describe_gauge!(names::QUEUE_JOBS, "Jobs by queue and status (todo, doing)");
+        describe_gauge!(
+            names::OLDEST_WAITING,
+            Unit::Seconds,
+            "Age of the oldest runnable waiting job, by queue"
+        );
+        describe_gauge!(names::STUCK_DOING, "Jobs in doing for more than 5 minutes");
+        describe_gauge!(
+            names::FAILED_LAST_HOUR,
+            "Failed jobs created in the last hour"
+        );
+        describe_gauge!(
+            names::PROCESSED_LAST_HOUR,
+            "Succeeded jobs created in the last hour"
+        );
+        describe_gauge!(names::LIVE_WORKERS, "Workers with a recent heartbeat");
+        describe_gauge!(
+            names::GAUGES_UP,
+            "1 when the last reading of the queue gauges succeeded"
+        );
+    }
+
+    /// Records a reading; `None` records that it failed.
+    pub fn record(&mut self, reading: Option<&QueueGauges>) {
+        let Some(gauges) = reading else {
+            gauge!(names::GAUGES_UP).set(0.0);
+            return;
+        };
+        gauge!(names::GAUGES_UP).set(1.0);
+        gauge!(names::STUCK_DOING).set(gauges.stuck_doing as f64);
+        gauge!(names::FAILED_LAST_HOUR).set(gauges.failed_last_hour as f64);
+        gauge!(names::PROCESSED_LAST_HOUR).set(gauges.processed_last_hour as f64);
+        gauge!(names::LIVE_WORKERS).set(gauges.live_workers as f64);
+        let mut now: HashSet<String> = HashSet::new();
+        for queue in &gauges.queues {
+            set_queue(
+                &queue.queue,
+                queue.todo,
+                queue.doing,
+                queue.oldest_waiting_seconds,
+            );
+            now.insert(queue.queue.clone());
+        }
+        for gone in self.seen.difference(&now) {
+            set_queue(gone, 0, 0, 0.0);
+        }
+        // Remember at most what can be labelled, plus `other`.
+        self.seen.extend(now);
+        if self.seen.len() > 4 * MAX_QUEUES {
+            self.seen = gauges.queues.iter().map(|q| q.queue.clone()).collect();
+        }
+    }
+}
+
+fn set_queue(queue: &str, todo: i64, doing: i64, oldest_waiting_seconds: f64) {
+    let queue = queue.to_string();
+    gauge!(names::QUEUE_JOBS, "queue" => queue.clone(), "status" => "todo").set(todo as f64);
+    gauge!(names::QUEUE_JOBS, "queue" => queue.clone(), "status" => "doing").set(doing as f64);
+    gauge!(names::OLDEST_WAITING, "queue" => queue).set(oldest_waiting_seconds);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn queue(name: &str, todo: i64) -> QueueGauge {
+        QueueGauge {
+            queue: name.to_string(),
+            todo,
+            doing: 1,
+            oldest_waiting_seconds: todo as f64,
+        }
+    }
+
+    #[test]
+    fn the_busiest_queues_keep_their_names_and_the_rest_are_other() {
+        let few = vec![queue("a", 1), queue("b", 2)];
+        assert_eq!(busiest(few.clone()), few);
+        let many: Vec<QueueGauge> = (0..100).map(|n| queue(&format!("q{n}"), n)).collect();
+        let kept = busiest(many);
+        assert_eq!(kept.len(), MAX_QUEUES + 1);
+        assert_eq!(kept[0].queue, "q99");
+        let other = kept.last().unwrap();
+        assert_eq!(other.queue, "other");
+        // q0..q35 folded: todo 0+1+…+35, one doing each, oldest 35 s.
+        assert_eq!(other.todo, (0..36).sum::<i64>());
+        assert_eq!(other.doing, 36);
+        assert_eq!(other.oldest_waiting_seconds, 35.0);
+    }
+}
