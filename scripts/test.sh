@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Runs the whole test suite from a fresh clone: installs what it needs (the
-# PostgreSQL server binaries when missing and we are root, a Python virtual
+# PostgreSQL server binaries and promtool when missing and we are root, a Python virtual
 # environment with the Procrastinate library the compatibility tests use),
 # starts nothing by hand (the tests start one throwaway PostgreSQL cluster for
 # the run), and removes that cluster afterwards.
@@ -38,6 +38,18 @@ if ! pg_bin=$(find_pg_bin); then
     fi
 fi
 log "PostgreSQL binaries: $pg_bin"
+
+# The alert-rule tests run promtool (Debian's prometheus package).
+if ! command -v promtool >/dev/null 2>&1; then
+    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+        log "installing promtool (apt-get install prometheus)"
+        { apt-get update -qq &&
+            DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus >/dev/null; } ||
+            log "could not install prometheus: the alert-rule tests will SKIP"
+    else
+        log "promtool is not installed and we are not root: the alert-rule tests will SKIP (install it with: sudo apt-get install prometheus)"
+    fi
+fi
 
 # The compatibility tests drive the real Python library.
 . scripts/_venv.sh
