@@ -1,4 +1,5 @@
-//! The HTTP API: register users, place orders, read them back, and /health.
+//! The HTTP API: register users, place orders, read them back, /health and
+//! /metrics.
 //!
 //! Each writing request is one unit of work: its writes commit together and
 //! its domain events are published only then (see `unit_of_work`). A request
@@ -39,6 +40,8 @@ pub(crate) struct AppState {
     pub(crate) publisher: Publisher,
     pub(crate) worker: Arc<WorkerStatus>,
     pub(crate) outbox_enabled: bool,
+    /// Renders `GET /metrics`; `None` when metrics are off.
+    pub(crate) metrics: Option<metrics_exporter_prometheus::PrometheusHandle>,
 }
 
 pub(crate) fn router(state: AppState) -> Router {
@@ -48,6 +51,7 @@ pub(crate) fn router(state: AppState) -> Router {
         .route("/orders", post(place_order))
         .route("/orders/{id}", get(get_order))
         .route("/health", get(health))
+        .route("/metrics", get(crate::metrics::serve))
         .layer(middleware::from_fn(access_log))
         .with_state(state)
 }

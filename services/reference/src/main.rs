@@ -11,6 +11,7 @@ mod config;
 mod databases;
 mod domain;
 mod events;
+mod metrics;
 mod outbox;
 mod service;
 mod shutdown;

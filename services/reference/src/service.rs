@@ -64,6 +64,15 @@ pub(crate) async fn serve(settings: Settings) -> Result<(), ServiceError> {
         return Ok(());
     };
     databases.migrate().await?;
+    // Before the worker starts, so that it records into it.
+    let metrics = crate::metrics::install();
+    if metrics.is_some() {
+        tokio::spawn(crate::metrics::refresh_gauges(
+            databases.jobs.clone(),
+            settings.worker_config()?.stalled_after,
+            stop.clone(),
+        ));
+    }
     let registry = install_tasks(&settings, &databases)?;
     let bus = EventBus::new(databases.jobs.clone());
     let publisher = if settings.outbox_enabled {
@@ -122,6 +131,7 @@ pub(crate) async fn serve(settings: Settings) -> Result<(), ServiceError> {
         publisher,
         worker: worker_status,
         outbox_enabled: settings.outbox_enabled,
+        metrics,
     };
     info!(
         address = %address,
@@ -164,6 +174,15 @@ pub(crate) async fn work(settings: Settings) -> Result<(), ServiceError> {
         return Ok(());
     };
     databases.migrate().await?;
+    // Before the worker starts, so that it records into it.
+    let metrics = crate::metrics::install();
+    if metrics.is_some() {
+        tokio::spawn(crate::metrics::refresh_gauges(
+            databases.jobs.clone(),
+            settings.worker_config()?.stalled_after,
+            stop.clone(),
+        ));
+    }
     let registry = install_tasks(&settings, &databases)?;
     let status = Arc::new(WorkerStatus {
         enabled: true,

@@ -160,6 +160,30 @@ async fn registering_and_ordering_send_emails_and_notify_the_crm() {
     assert_eq!(get_json(&format!("{base}/users/999")).await.0, 404);
     assert_eq!(jobs(jobs_db.pool()).await.len(), 4);
 
+    // /metrics: what the in-process worker did, and the queue as the
+    // jobs database shows it.
+    let response = common::http()
+        .get(format!("{base}/metrics"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let exposition = response.text().await.unwrap();
+    for line in [
+        r#"dawdle_job_outcomes_total{task="email.send_welcome",queue="email",outcome="succeeded"} 1"#,
+        r#"dawdle_job_outcomes_total{task="email.send_order_confirmation",queue="email",outcome="succeeded"} 1"#,
+        r#"dawdle_job_outcomes_total{task="crm.notify_event",queue="crm",outcome="succeeded"} 2"#,
+        "dawdle_queue_gauges_up 1",
+        "# TYPE dawdle_attempt_duration_seconds histogram",
+    ] {
+        assert!(
+            exposition
+                .lines()
+                .any(|l| l == line || (line.starts_with('#') && l.starts_with(line))),
+            "{line} missing from:\n{exposition}"
+        );
+    }
+
     // Every line on stdout is a JSON object: the logs are structured.
     assert!(service.json_logs().len() > 5);
     assert!(service
