@@ -3,7 +3,7 @@
 //! jobs by queue and status, the age of each queue's oldest runnable job
 //! and the live workers. `dawdle metrics serve` records them through the
 //! `metrics` facade every few seconds; an application can do the same with
-//! [`queue_gauges`] and [`record_queue_gauges`].
+//! [`queue_gauges`] and [`GaugeRecorder`].
 
 use std::collections::HashSet;
 use std::time::Duration;
