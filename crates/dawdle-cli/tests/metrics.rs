@@ -15,10 +15,15 @@ fn free_address() -> String {
 
 /// `GET /metrics` over plain HTTP/1.0; `None` while nothing answers.
 fn scrape(address: &str) -> Option<String> {
+    http_get(address, "/metrics")
+}
+
+/// The body of `GET path` over plain HTTP/1.0; `None` while nothing answers.
+fn http_get(address: &str, path: &str) -> Option<String> {
     let mut stream = std::net::TcpStream::connect(address).ok()?;
     stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
     stream
-        .write_all(b"GET /metrics HTTP/1.0\r\nHost: localhost\r\n\r\n")
+        .write_all(format!("GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n").as_bytes())
         .ok()?;
     let mut response = String::new();
     stream.read_to_string(&mut response).ok()?;
@@ -285,4 +290,145 @@ async fn metrics_serve_shows_the_queues_as_the_runbook_queries_count_them() {
         ),
         Some(1.0)
     );
+}
+
+/// Debian's `prometheus` server, or `None` with a loud message.
+fn prometheus_server() -> Option<std::path::PathBuf> {
+    let found = std::env::var_os("PATH").and_then(|paths| {
+        std::env::split_paths(&paths)
+            .map(|dir| dir.join("prometheus"))
+            .find(|path| path.is_file())
+    });
+    if found.is_none() {
+        eprintln!(
+            "\n!!! SKIPPED: the prometheus server is not installed (apt-get install \
+             prometheus); no real scrape was tested !!!\n"
+        );
+    }
+    found
+}
+
+/// A PromQL query's single value, asked of Prometheus' HTTP API.
+fn query(prometheus: &str, promql: &str) -> Option<f64> {
+    let encoded: String = promql
+        .bytes()
+        .map(|byte| {
+            if byte.is_ascii_alphanumeric() {
+                (byte as char).to_string()
+            } else {
+                format!("%{byte:02X}")
+            }
+        })
+        .collect();
+    let body = http_get(prometheus, &format!("/api/v1/query?query={encoded}"))?;
+    let answer: serde_json::Value = serde_json::from_str(&body).ok()?;
+    let result = answer["data"]["result"].as_array()?;
+    result.first()?["value"][1].as_str()?.parse().ok()
+}
+
+#[tokio::test]
+async fn a_real_prometheus_scrapes_the_counts_the_jobs_table_shows() {
+    let Some(prometheus) = prometheus_server() else {
+        return;
+    };
+    let db = TestDatabase::with_schema().await;
+    sqlx::query(
+        "INSERT INTO procrastinate_jobs (queue_name, task_name, args)
+         SELECT 'default', 'dawdle.noop', '{}'::jsonb FROM generate_series(1, 30)
+         UNION ALL
+         SELECT 'mail', 'dawdle.fail', '{}'::jsonb FROM generate_series(1, 5)",
+    )
+    .execute(db.pool())
+    .await
+    .unwrap();
+    let (worker_address, gauges_address, prometheus_address) =
+        (free_address(), free_address(), free_address());
+    let spawn = |args: &[&str]| {
+        Worker(
+            Command::new(env!("CARGO_BIN_EXE_dawdle"))
+                .args(args)
+                .env("JOB_QUEUE_DATABASE_URL", db.url())
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .spawn()
+                .unwrap(),
+        )
+    };
+    let _worker = spawn(&["worker", "--metrics-addr", &worker_address]);
+    let _gauges = spawn(&[
+        "metrics",
+        "serve",
+        "--bind",
+        &gauges_address,
+        "--refresh",
+        "0.5",
+    ]);
+
+    let dir = std::env::temp_dir().join(format!("dawdle-prometheus-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(
+        dir.join("prometheus.yml"),
+        format!(
+            "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\n\
+             scrape_configs:\n\
+             \x20 - job_name: dawdle-worker\n    static_configs: [{{targets: ['{worker_address}']}}]\n\
+             \x20 - job_name: dawdle-gauges\n    static_configs: [{{targets: ['{gauges_address}']}}]\n"
+        ),
+    )
+    .unwrap();
+    let _prometheus = Worker(
+        Command::new(&prometheus)
+            .arg(format!(
+                "--config.file={}",
+                dir.join("prometheus.yml").display()
+            ))
+            .arg(format!(
+                "--storage.tsdb.path={}",
+                dir.join("data").display()
+            ))
+            .arg(format!("--web.listen-address={prometheus_address}"))
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+
+    let table = |status: &'static str| {
+        let pool = db.pool().clone();
+        async move {
+            sqlx::query_scalar::<_, i64>(
+                "SELECT count(*) FROM procrastinate_jobs WHERE status::text = $1",
+            )
+            .bind(status)
+            .fetch_one(&pool)
+            .await
+            .unwrap() as f64
+        }
+    };
+    let ask = |promql: &'static str| {
+        let prometheus_address = prometheus_address.clone();
+        async move {
+            tokio::task::spawn_blocking(move || query(&prometheus_address, promql))
+                .await
+                .unwrap()
+        }
+    };
+    eventually(
+        Duration::from_secs(90),
+        "Prometheus to hold the counts of the jobs table",
+        async || {
+            ask(r#"sum(dawdle_job_outcomes_total{outcome="succeeded"})"#).await
+                == Some(table("succeeded").await)
+                && ask(r#"sum(dawdle_job_outcomes_total{outcome="failed"})"#).await
+                    == Some(table("failed").await)
+                && ask(r#"sum(dawdle_queue_jobs{status="todo"})"#).await == Some(0.0)
+                && ask("max(dawdle_workers_live)").await == Some(1.0)
+        },
+    )
+    .await;
+    assert_eq!(table("succeeded").await, 30.0);
+    assert_eq!(table("failed").await, 5.0);
+    assert_eq!(ask(r#"sum(up{job=~"dawdle-.*"})"#).await, Some(2.0));
+    drop(_prometheus);
+    let _ = std::fs::remove_dir_all(&dir);
 }
