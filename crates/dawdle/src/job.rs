@@ -161,6 +161,32 @@ pub(crate) const JOB_COLUMNS: &str = "id, queue_name, task_name, priority, lock,
     args::text AS args, status, scheduled_at, attempts, abort_requested, worker_id, created_at, \
     started_at, finished_at";
 
+#[cfg(test)]
+impl Job {
+    /// A job of task `task` in `doing` under worker 1, for unit tests.
+    pub(crate) fn doing_for_tests(id: i64, task: &str) -> Self {
+        let now = Utc::now();
+        Self {
+            id,
+            queue_name: "default".into(),
+            task_name: task.into(),
+            priority: 0,
+            lock: None,
+            queueing_lock: None,
+            args: serde_json::json!({}),
+            args_error: None,
+            status: JobStatus::Doing,
+            scheduled_at: None,
+            attempts: 0,
+            abort_requested: false,
+            worker_id: Some(1),
+            created_at: now,
+            started_at: Some(now),
+            finished_at: None,
+        }
+    }
+}
+
 impl<'r> sqlx::FromRow<'r, sqlx::postgres::PgRow> for Job {
     fn from_row(row: &'r sqlx::postgres::PgRow) -> Result<Self, sqlx::Error> {
         use sqlx::Row;

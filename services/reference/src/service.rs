@@ -174,15 +174,6 @@ pub(crate) async fn work(settings: Settings) -> Result<(), ServiceError> {
         return Ok(());
     };
     databases.migrate().await?;
-    // Before the worker starts, so that it records into it.
-    let metrics = crate::metrics::install();
-    if metrics.is_some() {
-        tokio::spawn(crate::metrics::refresh_gauges(
-            databases.jobs.clone(),
-            settings.worker_config()?.stalled_after,
-            stop.clone(),
-        ));
-    }
     let registry = install_tasks(&settings, &databases)?;
     let status = Arc::new(WorkerStatus {
         enabled: true,

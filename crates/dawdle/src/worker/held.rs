@@ -106,25 +106,7 @@ mod tests {
     use super::*;
 
     fn job(id: i64) -> Job {
-        let now = chrono::Utc::now();
-        Job {
-            id,
-            queue_name: "default".into(),
-            task_name: "t".into(),
-            priority: 0,
-            lock: None,
-            queueing_lock: None,
-            args: serde_json::json!({}),
-            args_error: None,
-            status: crate::job::JobStatus::Doing,
-            scheduled_at: None,
-            attempts: 0,
-            abort_requested: false,
-            worker_id: Some(1),
-            created_at: now,
-            started_at: Some(now),
-            finished_at: None,
-        }
+        Job::doing_for_tests(id, "t")
     }
 
     fn ids(held: &HeldJobs) -> Vec<i64> {

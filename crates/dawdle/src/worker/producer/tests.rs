@@ -9,7 +9,6 @@ use tokio::time::Instant as TokioInstant;
 
 use super::*;
 use crate::context::JobContext;
-use crate::job::JobStatus;
 use crate::state::Outcome;
 use crate::task::Task;
 use crate::worker::config::WorkerConfig;
@@ -178,25 +177,7 @@ impl Store for FakeState {
 }
 
 fn job(id: i64, task: &str) -> Job {
-    let now = chrono::Utc::now();
-    Job {
-        id,
-        queue_name: "default".into(),
-        task_name: task.into(),
-        priority: 0,
-        lock: None,
-        queueing_lock: None,
-        args: serde_json::json!({}),
-        args_error: None,
-        status: JobStatus::Doing,
-        scheduled_at: None,
-        attempts: 0,
-        abort_requested: false,
-        worker_id: Some(1),
-        created_at: now,
-        started_at: Some(now),
-        finished_at: None,
-    }
+    Job::doing_for_tests(id, task)
 }
 
 /// A worker whose pool never connects: everything goes to the fake.
