@@ -8,13 +8,13 @@
 //! configured with, else one of the first [`MAX_QUEUE_LABELS`] seen, else
 //! `other`. A hostile row cannot explode the number of series.
 
-use std::collections::HashSet;
-use std::sync::{Arc, RwLock};
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, OnceLock, PoisonError, RwLock};
 use std::time::Duration;
 
 use metrics::{
-    counter, describe_counter, describe_gauge, describe_histogram, gauge, histogram, Label,
-    SharedString, Unit,
+    counter, describe_counter, describe_gauge, describe_histogram, gauge, histogram, Counter,
+    Histogram, Label, SharedString, Unit,
 };
 
 use super::registry::Registry;
@@ -115,48 +115,98 @@ pub const SIZE_BUCKETS: &[f64] = &[
     1.0, 2.0, 5.0, 10.0, 20.0, 50.0, 100.0, 200.0, 500.0, 1000.0, 2000.0,
 ];
 
-/// The `task` and `queue` labels of one job, bounded.
-#[derive(Debug, Clone)]
-pub(crate) struct JobLabels {
+/// The `outcome` label values, in the order of [`JobMetrics`]' counters.
+const OUTCOMES: [&str; 7] = [
+    "succeeded",
+    "failed",
+    "retried",
+    "snoozed",
+    "cancelled",
+    "aborted",
+    "put_back",
+];
+
+/// The metric handles of one bounded (`task`, `queue`) pair, registered
+/// with the recorder once: a job then only touches atomics. (Install the
+/// recorder before starting the worker: handles registered earlier stay
+/// no-ops.)
+#[derive(Debug)]
+pub(crate) struct JobMetrics {
+    /// The label values, for the tests.
+    #[cfg(test)]
     task: SharedString,
+    #[cfg(test)]
     queue: SharedString,
+    started: Counter,
+    queue_wait: Histogram,
+    duration: Histogram,
+    /// Registered on first use: an outcome a pair never had is no series.
+    outcomes: [OnceLock<Counter>; OUTCOMES.len()],
+    labels: [Label; 2],
 }
 
-impl JobLabels {
-    fn labels(&self) -> [Label; 2] {
-        [
-            Label::new("task", self.task.clone()),
-            Label::new("queue", self.queue.clone()),
-        ]
+/// What a job's metrics are recorded through.
+pub(crate) type JobLabels = Arc<JobMetrics>;
+
+impl JobMetrics {
+    fn new(task: &str, queue: &str) -> Self {
+        let task = SharedString::from(task.to_string());
+        let queue = SharedString::from(queue.to_string());
+        let labels = [
+            Label::new("task", task.clone()),
+            Label::new("queue", queue.clone()),
+        ];
+        Self {
+            started: counter!(names::JOBS_STARTED, labels.to_vec()),
+            queue_wait: histogram!(names::QUEUE_WAIT, labels.to_vec()),
+            duration: histogram!(names::ATTEMPT_DURATION, labels.to_vec()),
+            outcomes: Default::default(),
+            labels,
+            #[cfg(test)]
+            task,
+            #[cfg(test)]
+            queue,
+        }
     }
 
     pub(crate) fn started(&self, queue_wait: Duration) {
-        counter!(names::JOBS_STARTED, self.labels().to_vec()).increment(1);
-        histogram!(names::QUEUE_WAIT, self.labels().to_vec()).record(queue_wait.as_secs_f64());
+        self.started.increment(1);
+        self.queue_wait.record(queue_wait.as_secs_f64());
     }
 
     /// An attempt that ran `ran` ended with `outcome`.
     pub(crate) fn attempt_ended(&self, outcome: &'static str, ran: Duration) {
-        histogram!(names::ATTEMPT_DURATION, self.labels().to_vec()).record(ran.as_secs_f64());
+        self.duration.record(ran.as_secs_f64());
         self.ended(outcome);
     }
 
     /// The job ended with `outcome` (for held jobs, without running).
     pub(crate) fn ended(&self, outcome: &'static str) {
-        let mut labels = self.labels().to_vec();
-        labels.push(Label::new("outcome", outcome));
-        counter!(names::JOB_OUTCOMES, labels).increment(1);
+        if let Some(index) = OUTCOMES.iter().position(|known| *known == outcome) {
+            self.outcomes[index]
+                .get_or_init(|| {
+                    let mut labels = self.labels.to_vec();
+                    labels.push(Label::new("outcome", OUTCOMES[index]));
+                    counter!(names::JOB_OUTCOMES, labels)
+                })
+                .increment(1);
+        }
     }
 }
 
-/// Turns row values into bounded label values for one worker.
+type Cache = HashMap<String, HashMap<String, JobLabels>>;
+
+/// Turns row values into bounded label values for one worker, and keeps
+/// the metric handles of each pair.
 #[derive(Debug, Clone)]
 pub(crate) struct Labeller {
     registry: Arc<Registry>,
     /// The worker's queues, when it was given some: the only ones it sees.
     configured: Option<Arc<HashSet<String>>>,
     /// Queue names seen so far by a worker of every queue.
-    seen: Arc<RwLock<HashSet<SharedString>>>,
+    seen: Arc<RwLock<HashSet<String>>>,
+    /// Handles by task label, then queue label: bounded as the labels are.
+    cache: Arc<RwLock<Cache>>,
 }
 
 impl Labeller {
@@ -165,43 +215,60 @@ impl Labeller {
             registry,
             configured: queues.map(|queues| Arc::new(queues.iter().cloned().collect())),
             seen: Arc::default(),
+            cache: Arc::default(),
         }
     }
 
+    /// The metrics of a job of `task` in `queue`.
     pub(crate) fn job(&self, task: &str, queue: &str) -> JobLabels {
-        JobLabels {
-            task: self.task(task),
-            queue: self.queue(queue),
+        let task = if self.registry.get(task).is_some() {
+            task
+        } else {
+            "unknown"
+        };
+        let queue = self.queue(queue);
+        let cached = self
+            .cache
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(task)
+            .and_then(|queues| queues.get(queue))
+            .cloned();
+        if let Some(metrics) = cached {
+            return metrics;
         }
+        let mut cache = self.cache.write().unwrap_or_else(PoisonError::into_inner);
+        cache
+            .entry(task.to_string())
+            .or_default()
+            .entry(queue.to_string())
+            .or_insert_with(|| Arc::new(JobMetrics::new(task, queue)))
+            .clone()
     }
 
-    fn task(&self, task: &str) -> SharedString {
-        match self.registry.get(task) {
-            Some(_) => SharedString::from(task.to_string()),
-            None => SharedString::const_str("unknown"),
-        }
-    }
-
-    fn queue(&self, queue: &str) -> SharedString {
+    /// `queue` when it may be a label value, else `other`.
+    fn queue<'q>(&self, queue: &'q str) -> &'q str {
         if let Some(configured) = &self.configured {
             return if configured.contains(queue) {
-                SharedString::from(queue.to_string())
+                queue
             } else {
-                SharedString::const_str("other")
+                "other"
             };
         }
-        let name = SharedString::from(queue.to_string());
-        if self.seen.read().is_ok_and(|seen| seen.contains(&name)) {
-            return name;
+        if self
+            .seen
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .contains(queue)
+        {
+            return queue;
         }
-        let Ok(mut seen) = self.seen.write() else {
-            return SharedString::const_str("other");
-        };
-        if seen.contains(&name) || seen.len() < MAX_QUEUE_LABELS {
-            seen.insert(name.clone());
-            name
+        let mut seen = self.seen.write().unwrap_or_else(PoisonError::into_inner);
+        if seen.contains(queue) || seen.len() < MAX_QUEUE_LABELS {
+            seen.insert(queue.to_string());
+            queue
         } else {
-            SharedString::const_str("other")
+            "other"
         }
     }
 }
