@@ -51,6 +51,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "wake_the_next_job_of_a_freed_lock",
         sql: include_str!("../migrations/0005_wake_the_next_job_of_a_freed_lock.sql"),
     },
+    Migration {
+        version: 6,
+        name: "procrastinate_error_messages",
+        sql: include_str!("../migrations/0006_procrastinate_error_messages.sql"),
+    },
 ];
 
 /// The version a fully migrated database is at.

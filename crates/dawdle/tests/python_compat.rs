@@ -509,3 +509,80 @@ async fn python_and_rust_workers_defer_each_periodic_tick_once_between_them() {
             .unwrap();
     assert_eq!(keys, [("compat.tick".to_string(), String::new())]);
 }
+
+/// Where the Python library keeps its own schema (`procrastinate schema
+/// --apply` runs this file).
+fn python_schema_sql() -> String {
+    let output = std::process::Command::new(common::python())
+        .args([
+            "-c",
+            "import os, procrastinate; \
+             print(os.path.join(os.path.dirname(procrastinate.__file__), 'sql', 'schema.sql'))",
+        ])
+        .output()
+        .expect("run python");
+    assert!(output.status.success(), "{output:?}");
+    let path = String::from_utf8(output.stdout).unwrap();
+    std::fs::read_to_string(path.trim()).expect("read the library's schema.sql")
+}
+
+/// The SQLSTATE and message of what `sql` raised, or `None` if it did not.
+async fn raised(pool: &PgPool, sql: &str) -> Option<(String, String)> {
+    let error = sqlx::raw_sql(sql).execute(pool).await.err()?;
+    let database = error.as_database_error().expect("a database error");
+    Some((
+        database
+            .code()
+            .map(|code| code.into_owned())
+            .unwrap_or_default(),
+        database.message().to_string(),
+    ))
+}
+
+#[tokio::test]
+async fn the_functions_raise_what_the_python_librarys_schema_raises() {
+    let ours = TestDatabase::with_schema().await;
+    let theirs = TestDatabase::empty().await;
+    sqlx::raw_sql(&python_schema_sql())
+        .execute(theirs.pool())
+        .await
+        .expect("the library's schema applies");
+    // The same rows in both: 1 todo, 2 succeeded, 3 doing (no worker).
+    for db in [&ours, &theirs] {
+        sqlx::raw_sql(
+            "INSERT INTO procrastinate_jobs (id, queue_name, task_name, args, status)
+             VALUES (1, 'q', 't', '{}', 'todo'), (2, 'q', 't', '{}', 'succeeded'),
+                    (3, 'q', 't', '{}', 'doing')",
+        )
+        .execute(db.pool())
+        .await
+        .unwrap();
+    }
+    let misuse = [
+        "SELECT procrastinate_finish_job_v1(1, 'todo', false)",
+        "SELECT procrastinate_finish_job_v1(1, 'cancelled', true)",
+        "SELECT procrastinate_finish_job_v1(999999, 'succeeded', false)",
+        "SELECT procrastinate_finish_job_v1(2, 'failed', false)",
+        "SELECT procrastinate_finish_job_v1(2, 'succeeded', true)",
+        "SELECT procrastinate_retry_job_v1(1, now(), NULL, NULL, NULL)",
+        "SELECT procrastinate_retry_job_v1(999999, now(), NULL, NULL, NULL)",
+        "SELECT procrastinate_retry_job_v2(1, now(), NULL, NULL, NULL)",
+        "SELECT procrastinate_retry_job_v2(2, now(), NULL, NULL, NULL)",
+        "SELECT procrastinate_retry_job_v2(999999, now(), NULL, NULL, NULL)",
+        "SELECT procrastinate_cancel_job_v1(999999, true, false)",
+        "SELECT procrastinate_cancel_job_v1(2, true, true)",
+    ];
+    for sql in misuse {
+        let expected = raised(theirs.pool(), sql).await;
+        let got = raised(ours.pool(), sql).await;
+        assert_eq!(got, expected, "{sql}");
+    }
+    // And they do raise, so the comparison means something.
+    assert_eq!(
+        raised(ours.pool(), misuse[2]).await,
+        Some((
+            "P0001".to_string(),
+            r#"Job was not found or not in "doing" or "todo" status (job id: 999999)"#.to_string()
+        ))
+    );
+}
