@@ -152,6 +152,11 @@ impl JobsDatabase {
             .max_connections(max_connections)
             .min_connections(0)
             .acquire_timeout(Duration::from_secs(10))
+            // sqlx pings every connection it hands out by default: a round
+            // trip before each claim and each completion. A dead connection
+            // fails the statement instead, which callers retry (the worker
+            // with backoff) and sqlx then replaces.
+            .test_before_acquire(false)
             .connect_lazy_with(self.options.clone()))
     }
 }
