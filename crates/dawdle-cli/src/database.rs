@@ -28,7 +28,15 @@ pub(crate) async fn jobs_pool_sized(
     explicit_url: Option<&str>,
     max_connections: u32,
 ) -> Result<sqlx::PgPool, Failure> {
-    let database = jobs_database(explicit_url).await?;
+    jobs_pool_with(jobs_database(explicit_url).await?, max_connections).await
+}
+
+/// A pool of up to `max_connections` on `database`, after checking that
+/// the schema is there.
+pub(crate) async fn jobs_pool_with(
+    database: JobsDatabase,
+    max_connections: u32,
+) -> Result<sqlx::PgPool, Failure> {
     let pool = database.connect(max_connections).await?;
     let mut conn = pool.acquire().await?;
     dawdle::schema::ensure_present(&mut conn).await?;

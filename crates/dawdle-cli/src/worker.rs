@@ -7,9 +7,9 @@ use std::time::Duration;
 
 use clap::{Args, ValueEnum};
 use dawdle::duration;
-use dawdle::{Registry, Worker, WorkerConfig};
+use dawdle::{JobsDatabase, Registry, Worker, WorkerConfig};
 
-use crate::database::jobs_pool_sized;
+use crate::database::{jobs_database, jobs_pool_with};
 use crate::{output, Failure};
 
 #[derive(Debug, Args)]
@@ -60,6 +60,11 @@ pub(crate) struct WorkerArgs {
     /// At exit, print what the worker did (and its peak memory) as JSON on stdout.
     #[arg(long)]
     json: bool,
+    /// `off` commits the worker's claims and outcomes without waiting for
+    /// the WAL to reach disk; a PostgreSQL crash may then lose the last few
+    /// hundred milliseconds of them, and those jobs run again.
+    #[arg(long, value_enum, default_value_t = SynchronousCommit::On, value_name = "on|off")]
+    synchronous_commit: SynchronousCommit,
     /// Serve the worker's metrics in Prometheus' text format at
     /// http://ADDR/metrics (e.g. 127.0.0.1:9187). Off when not given.
     #[arg(long, value_name = "ADDR")]
@@ -71,6 +76,12 @@ pub(crate) enum RetentionArg {
     Never,
     Successful,
     Always,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub(crate) enum SynchronousCommit {
+    On,
+    Off,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -146,7 +157,16 @@ pub(crate) async fn run(explicit_url: Option<&str>, args: WorkerArgs) -> Result<
     // borrow a few more to defer follow-up jobs. A database that is not up
     // yet (services starting together) is waited for, not a reason to exit.
     let pool = loop {
-        match jobs_pool_sized(explicit_url, 8).await {
+        let database = jobs_database(explicit_url).await;
+        let database = match args.synchronous_commit {
+            SynchronousCommit::On => database,
+            SynchronousCommit::Off => database.map(JobsDatabase::with_synchronous_commit_off),
+        };
+        let pool = match database {
+            Ok(database) => jobs_pool_with(database, 8).await,
+            Err(failure) => Err(failure),
+        };
+        match pool {
             Ok(pool) => break pool,
             Err(failure) if failure.is_unreachable() => {
                 tracing::warn!(error = %failure.message(), "the jobs database is unreachable; retrying in 2 s");
