@@ -28,16 +28,25 @@ pub(crate) async fn jobs_pool_sized(
     explicit_url: Option<&str>,
     max_connections: u32,
 ) -> Result<sqlx::PgPool, Failure> {
-    jobs_pool_with(jobs_database(explicit_url).await?, max_connections).await
+    let pool = jobs_database(explicit_url)
+        .await?
+        .connect(max_connections)
+        .await?;
+    ensure_schema(pool).await
 }
 
-/// A pool of up to `max_connections` on `database`, after checking that
-/// the schema is there.
-pub(crate) async fn jobs_pool_with(
+/// A worker's pool of up to `max_connections` on `database` (see
+/// `JobsDatabase::connect_for_worker`), after checking that the schema is
+/// there.
+pub(crate) async fn worker_pool(
     database: JobsDatabase,
     max_connections: u32,
 ) -> Result<sqlx::PgPool, Failure> {
-    let pool = database.connect(max_connections).await?;
+    let pool = database.connect_for_worker(max_connections).await?;
+    ensure_schema(pool).await
+}
+
+async fn ensure_schema(pool: sqlx::PgPool) -> Result<sqlx::PgPool, Failure> {
     let mut conn = pool.acquire().await?;
     dawdle::schema::ensure_present(&mut conn).await?;
     drop(conn);

@@ -9,7 +9,7 @@ use clap::{Args, ValueEnum};
 use dawdle::duration;
 use dawdle::{JobsDatabase, Registry, Worker, WorkerConfig};
 
-use crate::database::{jobs_database, jobs_pool_with};
+use crate::database::{jobs_database, worker_pool};
 use crate::{output, Failure};
 
 #[derive(Debug, Args)]
@@ -163,7 +163,7 @@ pub(crate) async fn run(explicit_url: Option<&str>, args: WorkerArgs) -> Result<
             SynchronousCommit::Off => database.map(JobsDatabase::with_synchronous_commit_off),
         };
         let pool = match database {
-            Ok(database) => jobs_pool_with(database, 8).await,
+            Ok(database) => worker_pool(database, 8).await,
             Err(failure) => Err(failure),
         };
         match pool {

@@ -445,9 +445,10 @@ async fn bench_drain_measures_a_real_worker_that_claims_ahead_only_when_allowed(
         jobs_per_claim.push(round["mean_jobs_per_claim"].as_f64().unwrap());
     }
     // Two slots: without prefetch no claim takes more than two jobs; with
-    // it, no-op jobs teach the worker to claim well ahead.
+    // it, no-op jobs teach the worker to claim well ahead (how far follows
+    // the claim's round trip: about two round trips' worth of jobs).
     assert!(jobs_per_claim[0] <= 2.0, "{jobs_per_claim:?}");
-    assert!(jobs_per_claim[1] > 10.0, "{jobs_per_claim:?}");
+    assert!(jobs_per_claim[1] > 4.0, "{jobs_per_claim:?}");
 }
 
 #[tokio::test]

@@ -213,7 +213,18 @@ async fn health(State(state): State<AppState>) -> (StatusCode, Json<Value>) {
 /// Round-trip time of a trivial query, or why it failed.
 async fn ping(pool: &PgPool) -> Result<f64, String> {
     let started = Instant::now();
-    match tokio::time::timeout(HEALTH_CHECK_TIMEOUT, sqlx::query("SELECT 1").execute(pool)).await {
+    // A pooled connection the server has closed (a restart, a terminated
+    // backend) fails its first statement without saying anything about the
+    // database; the pool drops it, and one more try uses a fresh one.
+    let probe = async {
+        match sqlx::query("SELECT 1").execute(pool).await {
+            Err(error) if error.as_database_error().is_none() => {
+                sqlx::query("SELECT 1").execute(pool).await
+            }
+            answered => answered,
+        }
+    };
+    match tokio::time::timeout(HEALTH_CHECK_TIMEOUT, probe).await {
         Ok(Ok(_)) => Ok(started.elapsed().as_secs_f64() * 1000.0),
         Ok(Err(error)) => Err(error.to_string()),
         Err(_) => Err(format!(

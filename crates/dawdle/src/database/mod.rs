@@ -149,6 +149,24 @@ impl JobsDatabase {
     /// A pool of up to `max_connections`, with the first connection opened
     /// now so that a wrong URL fails here, with the URL in the message.
     pub async fn connect(&self, max_connections: u32) -> Result<PgPool, ConnectError> {
+        self.connect_pool(max_connections, true).await
+    }
+
+    /// [`connect`](Self::connect) for a pool only a worker uses: sqlx does
+    /// not ping each connection before handing it out (a round trip before
+    /// every claim and completion). A connection the server closed then
+    /// fails its next statement instead, which the worker retries with
+    /// backoff while sqlx replaces the connection. Code that cannot retry
+    /// (an API request deferring a job) wants [`connect`](Self::connect).
+    pub async fn connect_for_worker(&self, max_connections: u32) -> Result<PgPool, ConnectError> {
+        self.connect_pool(max_connections, false).await
+    }
+
+    async fn connect_pool(
+        &self,
+        max_connections: u32,
+        test_before_acquire: bool,
+    ) -> Result<PgPool, ConnectError> {
         // One direct connection first: a pool retries a refused connection
         // until its acquire timeout, and a typo in a URL should fail at once.
         let unreachable = |source| ConnectError::Unreachable {
@@ -163,11 +181,7 @@ impl JobsDatabase {
             .max_connections(max_connections)
             .min_connections(0)
             .acquire_timeout(Duration::from_secs(10))
-            // sqlx pings every connection it hands out by default: a round
-            // trip before each claim and each completion. A dead connection
-            // fails the statement instead, which callers retry (the worker
-            // with backoff) and sqlx then replaces.
-            .test_before_acquire(false)
+            .test_before_acquire(test_before_acquire)
             .connect_lazy_with(self.options.clone()))
     }
 }
