@@ -5,13 +5,34 @@
 
 mod common;
 
+use std::sync::Arc;
 use std::time::Duration;
 
-use dawdle::testing::{eventually, TestDatabase};
+use dawdle::testing::TestDatabase;
 use dawdle::{
-    defer_batch, ErrorKind, JobOutcome, NewJob, Registry, Worker, WorkerConfig, WorkerError,
+    defer_batch, defer_task, ErrorKind, JobContext, JobOutcome, NewJob, Registry, Task, TaskError,
+    Worker, WorkerConfig, WorkerError,
 };
+use serde::{Deserialize, Serialize};
 use serde_json::json;
+use tokio::sync::Notify;
+
+/// Says it started (through the registry's shared `Notify`), then runs a
+/// minute unless stopped.
+#[derive(Serialize, Deserialize)]
+struct Long {}
+
+impl Task for Long {
+    const NAME: &'static str = "test.long";
+
+    async fn run(self, ctx: JobContext) -> Result<(), TaskError> {
+        if let Some(started) = ctx.state::<Arc<Notify>>() {
+            started.notify_one();
+        }
+        tokio::time::sleep(Duration::from_secs(60)).await;
+        Ok(())
+    }
+}
 
 fn registry() -> Registry {
     let mut registry = Registry::new();
@@ -107,22 +128,21 @@ async fn a_started_worker_is_ready_reports_recorded_outcomes_and_stops() {
 async fn stop_now_interrupts_running_jobs_and_puts_them_back() {
     let db = TestDatabase::with_schema().await;
     let pool = db.pool();
-    let handle = Worker::builder(pool.clone(), registry())
+    let started = Arc::new(Notify::new());
+    let mut registry = registry();
+    registry.register::<Long>().with_state(started.clone());
+    let handle = Worker::builder(pool.clone(), registry)
         .configure(|config| config.shutdown_timeout(Duration::from_secs(60)))
         .build()
         .unwrap()
         .start();
     handle.ready().await.unwrap();
-    let ids = defer_batch(
-        pool,
-        &[NewJob::new("dawdle.sleep", json!({"seconds": 60})).unwrap()],
-    )
-    .await
-    .unwrap();
-    eventually(Duration::from_secs(10), "the job to run", async || {
-        common::status(pool, ids[0]).await == "doing"
-    })
-    .await;
+    let ids = [defer_task(pool, &Long {}).await.unwrap()];
+    // Running, not only claimed: a claimed job not started yet is put back
+    // without counting as interrupted.
+    tokio::time::timeout(Duration::from_secs(10), started.notified())
+        .await
+        .expect("the job to start");
     handle.stop();
     // Gently: it would wait up to a minute; now: it does not.
     handle.stop_now();
