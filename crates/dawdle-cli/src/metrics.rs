@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Args, Subcommand};
-use dawdle::admin::{queue_gauges, GaugeRecorder};
+use dawdle::admin::GaugeRecorder;
 
 use crate::database::jobs_pool_sized;
 use crate::failure::Failure;
@@ -61,14 +61,7 @@ pub(crate) async fn run(
             }
         }
         if let Some(pool) = &pool {
-            match queue_gauges(pool, args.stalled_after).await {
-                Ok(gauges) => recorder.record(Some(&gauges)),
-                Err(error) => {
-                    tracing::warn!(error = %error, retry_in_s = refresh.as_secs_f64(),
-                                   "failed to read the queue gauges; retrying");
-                    recorder.record(None);
-                }
-            }
+            recorder.refresh(pool, args.stalled_after).await;
         }
         tokio::select! {
             _ = &mut shutdown => return Ok(ExitCode::SUCCESS),
@@ -78,19 +71,11 @@ pub(crate) async fn run(
 }
 
 /// Installs the Prometheus recorder and its HTTP listener on `address`
-/// (given with `flag`):
-/// histograms as buckets, and a taken address a clear error at start.
+/// (given with `flag`): histograms as buckets; the exporter binds before it
+/// returns, so a taken address is a clear error at start.
 pub(crate) fn install_exporter(address: SocketAddr, flag: &str) -> Result<(), Failure> {
     use dawdle::worker::metrics::{DURATION_BUCKETS, SIZE_BUCKETS};
     use metrics_exporter_prometheus::{Matcher, PrometheusBuilder};
-    let failed = |error: &dyn std::fmt::Display| {
-        Failure::new(format!(
-            "failed to serve metrics on {address}: {error}; choose a free address with {flag}"
-        ))
-    };
-    // Bound here first: the exporter would only report a taken address in
-    // its own log, after the command had started.
-    std::net::TcpListener::bind(address).map_err(|error| failed(&error))?;
     PrometheusBuilder::new()
         .with_http_listener(address)
         .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), DURATION_BUCKETS)
@@ -98,7 +83,11 @@ pub(crate) fn install_exporter(address: SocketAddr, flag: &str) -> Result<(), Fa
             builder.set_buckets_for_metric(Matcher::Suffix("_jobs".into()), SIZE_BUCKETS)
         })
         .and_then(PrometheusBuilder::install)
-        .map_err(|error| failed(&error))?;
+        .map_err(|error| {
+            Failure::new(format!(
+                "failed to serve metrics on {address}: {error}; choose a free address with {flag}"
+            ))
+        })?;
     tracing::info!(address = %address, "serving metrics at /metrics");
     Ok(())
 }

@@ -7,7 +7,7 @@ use std::time::Duration;
 use axum::extract::State;
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
-use dawdle::admin::{queue_gauges, GaugeRecorder};
+use dawdle::admin::GaugeRecorder;
 use dawdle::worker::metrics::{describe, DURATION_BUCKETS, SIZE_BUCKETS};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use sqlx::PgPool;
@@ -16,7 +16,8 @@ use tracing::warn;
 use crate::api::AppState;
 use crate::shutdown::Signal;
 
-/// How often the queue gauges are read from the jobs database.
+/// How often the queue gauges are read from the jobs database (and the
+/// recorder's upkeep runs).
 const GAUGE_REFRESH: Duration = Duration::from_secs(15);
 
 /// Installs the process's metrics recorder; `None` (with a warning) when
@@ -41,20 +42,22 @@ pub(crate) fn install() -> Option<PrometheusHandle> {
     }
 }
 
-/// Reads the queue gauges every 15 s until `stop` fires; a failed reading
-/// is logged and shows as `dawdle_queue_gauges_up 0`.
-pub(crate) async fn refresh_gauges(jobs: PgPool, stalled_after: Duration, stop: Signal) {
+/// Every 15 s until `stop` fires: reads the queue gauges (a failed reading
+/// is logged and shows as `dawdle_queue_gauges_up 0`), and runs the
+/// recorder's upkeep, which drains histogram samples that would otherwise
+/// pile up between scrapes (`install_recorder` leaves that to its caller).
+pub(crate) async fn maintain(
+    handle: PrometheusHandle,
+    jobs: PgPool,
+    stalled_after: Duration,
+    stop: Signal,
+) {
     let mut recorder = GaugeRecorder::default();
     let stop = stop.fired();
     tokio::pin!(stop);
     loop {
-        match queue_gauges(&jobs, stalled_after).await {
-            Ok(gauges) => recorder.record(Some(&gauges)),
-            Err(error) => {
-                warn!(error = %error, "failed to read the queue gauges; retrying");
-                recorder.record(None);
-            }
-        }
+        recorder.refresh(&jobs, stalled_after).await;
+        handle.run_upkeep();
         tokio::select! {
             _ = &mut stop => return,
             _ = tokio::time::sleep(GAUGE_REFRESH) => {}

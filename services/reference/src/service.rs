@@ -66,8 +66,9 @@ pub(crate) async fn serve(settings: Settings) -> Result<(), ServiceError> {
     databases.migrate().await?;
     // Before the worker starts, so that it records into it.
     let metrics = crate::metrics::install();
-    if metrics.is_some() {
-        tokio::spawn(crate::metrics::refresh_gauges(
+    if let Some(handle) = &metrics {
+        tokio::spawn(crate::metrics::maintain(
+            handle.clone(),
             databases.jobs.clone(),
             settings.worker_config()?.stalled_after,
             stop.clone(),

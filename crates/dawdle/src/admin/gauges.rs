@@ -186,6 +186,18 @@ impl GaugeRecorder {
         );
     }
 
+    /// Reads the gauges from `pool` and records them; a failed reading is
+    /// logged and recorded as `dawdle_queue_gauges_up 0`.
+    pub async fn refresh(&mut self, pool: &PgPool, stalled_after: Duration) {
+        match queue_gauges(pool, stalled_after).await {
+            Ok(gauges) => self.record(Some(&gauges)),
+            Err(error) => {
+                tracing::warn!(error = %error, "failed to read the queue gauges; retrying");
+                self.record(None);
+            }
+        }
+    }
+
     /// Records a reading; `None` records that it failed.
     pub fn record(&mut self, reading: Option<&QueueGauges>) {
         let Some(gauges) = reading else {
