@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use clap::{Args, ValueEnum};
 use dawdle::duration;
-use dawdle::{JobsDatabase, Registry, Worker, WorkerConfig};
+use dawdle::{Registry, Worker, WorkerConfig};
 
 use crate::database::{jobs_database, worker_pool};
 use crate::{output, Failure};
@@ -157,16 +157,14 @@ pub(crate) async fn run(explicit_url: Option<&str>, args: WorkerArgs) -> Result<
     // borrow a few more to defer follow-up jobs. A database that is not up
     // yet (services starting together) is waited for, not a reason to exit.
     let pool = loop {
-        let database = jobs_database(explicit_url).await;
-        let database = match args.synchronous_commit {
-            SynchronousCommit::On => database,
-            SynchronousCommit::Off => database.map(JobsDatabase::with_synchronous_commit_off),
+        let pool = async {
+            let mut database = jobs_database(explicit_url).await?;
+            if let SynchronousCommit::Off = args.synchronous_commit {
+                database = database.with_synchronous_commit_off();
+            }
+            worker_pool(database, 8).await
         };
-        let pool = match database {
-            Ok(database) => worker_pool(database, 8).await,
-            Err(failure) => Err(failure),
-        };
-        match pool {
+        match pool.await {
             Ok(pool) => break pool,
             Err(failure) if failure.is_unreachable() => {
                 tracing::warn!(error = %failure.message(), "the jobs database is unreachable; retrying in 2 s");
