@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use metrics::{
     counter, describe_counter, describe_gauge, describe_histogram, gauge, histogram, Counter,
-    Histogram, Label, SharedString, Unit,
+    Gauge, Histogram, Label, SharedString, Unit,
 };
 
 use super::registry::Registry;
@@ -197,7 +197,7 @@ impl JobMetrics {
 type Cache = HashMap<String, HashMap<String, JobLabels>>;
 
 /// Turns row values into bounded label values for one worker, and keeps
-/// the metric handles of each pair.
+/// the metric handles of each pair and of the worker's own gauges.
 #[derive(Debug, Clone)]
 pub(crate) struct Labeller {
     registry: Arc<Registry>,
@@ -207,6 +207,10 @@ pub(crate) struct Labeller {
     seen: Arc<RwLock<HashSet<String>>>,
     /// Handles by task label, then queue label: bounded as the labels are.
     cache: Arc<RwLock<Cache>>,
+    /// [`names::JOBS_HELD`] and [`names::JOBS_RUNNING`], set on every turn
+    /// of the claiming loop: registered once.
+    held: Gauge,
+    running: Gauge,
 }
 
 impl Labeller {
@@ -216,7 +220,15 @@ impl Labeller {
             configured: queues.map(|queues| Arc::new(queues.iter().cloned().collect())),
             seen: Arc::default(),
             cache: Arc::default(),
+            held: gauge!(names::JOBS_HELD),
+            running: gauge!(names::JOBS_RUNNING),
         }
+    }
+
+    /// The jobs held ahead and running now.
+    pub(crate) fn occupancy(&self, held: usize, running: usize) {
+        self.held.set(held as f64);
+        self.running.set(running as f64);
     }
 
     /// The metrics of a job of `task` in `queue`.
@@ -296,12 +308,6 @@ pub(crate) fn claimed(jobs: usize, took: Duration) {
 pub(crate) fn recorded(jobs: usize, took: Duration) {
     histogram!(names::COMPLETION_SIZE).record(jobs as f64);
     histogram!(names::COMPLETION_DURATION).record(took.as_secs_f64());
-}
-
-/// The jobs held ahead and running now.
-pub(crate) fn occupancy(held: usize, running: usize) {
-    gauge!(names::JOBS_HELD).set(held as f64);
-    gauge!(names::JOBS_RUNNING).set(running as f64);
 }
 
 pub(crate) fn rescued(jobs: usize) {

@@ -107,7 +107,7 @@ impl<S: Store> Loop<'_, S> {
         let mut backoff = Backoff::new();
         loop {
             self.start_held();
-            metrics::occupancy(self.held.len(), self.running.len());
+            self.labels.occupancy(self.held.len(), self.running.len());
             if config.one_shot {
                 if let Some(since) = failing_since {
                     if since.elapsed() >= config.stalled_after {
