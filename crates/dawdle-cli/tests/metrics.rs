@@ -18,6 +18,15 @@ fn scrape(address: &str) -> Option<String> {
     http_get(address, "/metrics")
 }
 
+/// [`scrape`] off the async runtime; empty while nothing answers.
+async fn scrape_now(address: &str) -> String {
+    let address = address.to_string();
+    tokio::task::spawn_blocking(move || scrape(&address))
+        .await
+        .unwrap()
+        .unwrap_or_default()
+}
+
 /// The body of `GET path` over plain HTTP/1.0; `None` while nothing answers.
 fn http_get(address: &str, path: &str) -> Option<String> {
     let mut stream = std::net::TcpStream::connect(address).ok()?;
@@ -86,11 +95,7 @@ async fn a_draining_worker_serves_counts_that_match_the_jobs_table() {
         Duration::from_secs(30),
         "the worker's metrics to count every job",
         async || {
-            let address = address.clone();
-            exposition = tokio::task::spawn_blocking(move || scrape(&address))
-                .await
-                .unwrap()
-                .unwrap_or_default();
+            exposition = scrape_now(&address).await;
             let finished: f64 = exposition
                 .lines()
                 .filter(|line| line.starts_with("dawdle_job_outcomes_total{"))
@@ -239,11 +244,7 @@ async fn metrics_serve_shows_the_queues_as_the_runbook_queries_count_them() {
     );
     let mut exposition = String::new();
     eventually(Duration::from_secs(30), "the queue gauges", async || {
-        let address = address.clone();
-        exposition = tokio::task::spawn_blocking(move || scrape(&address))
-            .await
-            .unwrap()
-            .unwrap_or_default();
+        exposition = scrape_now(&address).await;
         sample(&exposition, "dawdle_queue_gauges_up") == Some(1.0)
     })
     .await;
@@ -274,11 +275,7 @@ async fn metrics_serve_shows_the_queues_as_the_runbook_queries_count_them() {
         Duration::from_secs(30),
         "the stuck job to show",
         async || {
-            let address = address.clone();
-            exposition = tokio::task::spawn_blocking(move || scrape(&address))
-                .await
-                .unwrap()
-                .unwrap_or_default();
+            exposition = scrape_now(&address).await;
             sample(&exposition, "dawdle_jobs_stuck_doing") == Some(1.0)
         },
     )
