@@ -212,7 +212,10 @@ async fn metrics_serve_shows_the_queues_as_the_runbook_queries_count_them() {
          UNION ALL
          SELECT 'email', 't', '{}'::jsonb, 'todo', now() + interval '1 hour'
          UNION ALL
-         SELECT 'crm', 't', '{}'::jsonb, 'todo', NULL FROM generate_series(1, 2)",
+         SELECT 'crm', 't', '{}'::jsonb, 'todo', NULL FROM generate_series(1, 2)
+         UNION ALL
+         -- A queue name with a quote, a newline and markup: one escaped series.
+         SELECT E'q\"x\\nnew{line} <script>', 't', '{}'::jsonb, 'todo', NULL",
     )
     .execute(db.pool())
     .await
@@ -256,6 +259,16 @@ async fn metrics_serve_shows_the_queues_as_the_runbook_queries_count_them() {
     assert_eq!(
         gauge(r#"dawdle_queue_jobs{queue="crm",status="todo"}"#),
         Some(2.0)
+    );
+    assert_eq!(
+        gauge(r#"dawdle_queue_jobs{queue="q\"x\nnew{line} <script>",status="todo"}"#),
+        Some(1.0)
+    );
+    assert!(
+        exposition
+            .lines()
+            .all(|line| !line.starts_with("new{line}")),
+        "a newline in a label value broke a line"
     );
     assert_eq!(gauge("dawdle_jobs_failed_last_hour"), Some(2.0));
     assert_eq!(gauge("dawdle_jobs_stuck_doing"), Some(0.0));
