@@ -35,6 +35,18 @@ pub(crate) struct DeferArgs {
     /// Run no earlier than this long from now (90s, 1h 30m; a number alone is seconds).
     #[arg(long = "in", value_name = "DURATION", value_parser = dawdle::duration::parse)]
     delay: Option<std::time::Duration>,
+    /// W3C trace context of the request deferring the job
+    /// (`00-{trace id}-{span id}-{flags}`, in hex): each attempt's span links to it.
+    #[arg(long, value_name = "TRACEPARENT", env = "TRACEPARENT")]
+    traceparent: Option<String>,
+    /// W3C tracestate to carry with --traceparent.
+    #[arg(
+        long,
+        value_name = "TRACESTATE",
+        requires = "traceparent",
+        env = "TRACESTATE"
+    )]
+    tracestate: Option<String>,
     /// Print the job as JSON instead of its id.
     #[arg(long)]
     json: bool,
@@ -94,6 +106,17 @@ pub(crate) async fn defer(
         job = job
             .scheduled_in(delay)
             .map_err(|error| Failure::from_error(&DeferError::from(error)))?;
+    }
+    if let Some(traceparent) = &args.traceparent {
+        let context = dawdle::TraceContext::new(traceparent, args.tracestate.as_deref()).map_err(
+            |error| {
+                Failure::new(format!(
+                    "failed to defer job: {error}; pass the traceparent header of the request \
+                     deferring it, or leave --traceparent out"
+                ))
+            },
+        )?;
+        job = job.trace_context(context);
     }
     // Reject bad input before touching (or starting) any database.
     job.validate()

@@ -41,7 +41,7 @@ pub(crate) async fn run(
     command: MetricsCommand,
 ) -> Result<ExitCode, Failure> {
     let MetricsCommand::Serve(args) = command;
-    init_logging(args.log_format);
+    let _otlp = init_logging(args.log_format)?;
     install_exporter(args.bind, "--bind")?;
     GaugeRecorder::describe();
     let refresh = args.refresh.max(Duration::from_millis(100));

@@ -2,6 +2,7 @@
 //! (`dawdle.noop`, `dawdle.sleep`, `dawdle.fail`), for smoke tests,
 //! benchmarks, alert drills, and running jobs outside an application.
 
+use std::io::IsTerminal;
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -90,21 +91,37 @@ pub(crate) enum LogFormat {
     Json,
 }
 
-/// Structured logs on stderr; `RUST_LOG` filters (default `info`).
-pub(crate) fn init_logging(format: LogFormat) {
+/// Structured logs on stderr; `RUST_LOG` filters (default `info`). With
+/// `OTEL_EXPORTER_OTLP_ENDPOINT` set, spans also go to that OpenTelemetry
+/// collector until the returned exporter is dropped.
+pub(crate) fn init_logging(
+    format: LogFormat,
+) -> Result<Option<dawdle::telemetry::otlp::Otlp>, Failure> {
+    use tracing_subscriber::prelude::*;
     use tracing_subscriber::EnvFilter;
+    let otlp = dawdle::telemetry::otlp::Otlp::from_env("dawdle-worker")
+        .map_err(|error| Failure::new(format!("failed to {error}")))?;
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    match format {
-        LogFormat::Text => builder.init(),
-        LogFormat::Json => builder.json().flatten_event(true).init(),
+    let fmt = tracing_subscriber::fmt::layer()
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal());
+    let fmt = match format {
+        LogFormat::Text => fmt.boxed(),
+        LogFormat::Json => fmt.json().flatten_event(true).boxed(),
+    };
+    tracing_subscriber::registry()
+        .with(filter)
+        .with(fmt)
+        .with(otlp.as_ref().map(|otlp| otlp.layer()))
+        .init();
+    if let Some(otlp) = &otlp {
+        tracing::info!(endpoint = %otlp.endpoint(), "sending spans over OTLP");
     }
+    Ok(otlp)
 }
 
 pub(crate) async fn run(explicit_url: Option<&str>, args: WorkerArgs) -> Result<ExitCode, Failure> {
-    init_logging(args.log_format);
+    let _otlp = init_logging(args.log_format)?;
     if let Some(address) = args.metrics_addr {
         crate::metrics::install_exporter(address, "--metrics-addr")?;
         dawdle::worker::metrics::describe();

@@ -11,6 +11,7 @@ use sqlx::PgExecutor;
 
 use crate::job::{InvalidJob, NewJob};
 use crate::task::Task;
+use crate::trace_context::TraceContext;
 
 /// Name of the unique index that allows one waiting job per queueing lock.
 pub const QUEUEING_LOCK_INDEX: &str = "procrastinate_jobs_queueing_lock_idx_v1";
@@ -30,6 +31,33 @@ pub enum DeferError {
     #[error("defer job: {0}")]
     Database(#[source] sqlx::Error),
 }
+
+/// Inserts jobs from one array per column.
+const DEFER: &str = "INSERT INTO procrastinate_jobs
+         (queue_name, task_name, priority, lock, queueing_lock, args, scheduled_at)
+     SELECT * FROM unnest($1::varchar[], $2::varchar[], $3::int4[], $4::text[],
+                          $5::text[], $6::jsonb[], $7::timestamptz[])
+     RETURNING id";
+
+/// [`DEFER`], and the jobs' trace contexts beside them, matched by
+/// position (ids come in insertion order).
+const DEFER_TRACED: &str = "WITH job AS (
+         INSERT INTO procrastinate_jobs
+             (queue_name, task_name, priority, lock, queueing_lock, args, scheduled_at)
+         SELECT * FROM unnest($1::varchar[], $2::varchar[], $3::int4[], $4::text[],
+                              $5::text[], $6::jsonb[], $7::timestamptz[])
+         RETURNING id
+     ), numbered AS (
+         SELECT id, row_number() OVER (ORDER BY id) AS position FROM job
+     ), context AS (
+         INSERT INTO dawdle_job_trace_contexts (job_id, traceparent, tracestate)
+         SELECT numbered.id, given.traceparent, given.tracestate
+         FROM numbered
+         JOIN unnest($8::text[], $9::text[]) WITH ORDINALITY
+              AS given (traceparent, tracestate, position) USING (position)
+         WHERE given.traceparent IS NOT NULL
+     )
+     SELECT id FROM job";
 
 /// Defers one job and returns its id.
 pub async fn defer<'e, E>(executor: E, job: &NewJob) -> Result<i64, DeferError>
@@ -97,27 +125,48 @@ where
         args.push(sqlx::types::Json(&job.args));
         schedules.push(job.scheduled_at);
     }
+    let current = current_trace_context();
+    let traced = current.is_some() || jobs.iter().any(|job| job.trace_context.is_some());
+    let (parents, states): (Vec<_>, Vec<_>) = jobs
+        .iter()
+        .filter(|_| traced)
+        .map(|job| {
+            let context = job.trace_context.as_ref().or(current.as_ref());
+            (
+                context.map(TraceContext::traceparent),
+                context.and_then(TraceContext::tracestate),
+            )
+        })
+        .unzip();
+    let mut query = sqlx::query_scalar(if traced { DEFER_TRACED } else { DEFER })
+        .bind(&queues)
+        .bind(&tasks)
+        .bind(&priorities)
+        .bind(&locks)
+        .bind(&queueing_locks)
+        .bind(&args)
+        .bind(&schedules);
+    if traced {
+        query = query.bind(&parents).bind(&states);
+    }
     // unnest keeps array order and the sequence hands out ids in insertion
     // order, so sorting the returned ids restores the callers' order.
-    let mut ids: Vec<i64> = sqlx::query_scalar(
-        "INSERT INTO procrastinate_jobs
-             (queue_name, task_name, priority, lock, queueing_lock, args, scheduled_at)
-         SELECT * FROM unnest($1::varchar[], $2::varchar[], $3::int4[], $4::text[],
-                              $5::text[], $6::jsonb[], $7::timestamptz[])
-         RETURNING id",
-    )
-    .bind(&queues)
-    .bind(&tasks)
-    .bind(&priorities)
-    .bind(&locks)
-    .bind(&queueing_locks)
-    .bind(&args)
-    .bind(&schedules)
-    .fetch_all(executor)
-    .await
-    .map_err(|error| classify(error, jobs))?;
+    let mut ids: Vec<i64> = query
+        .fetch_all(executor)
+        .await
+        .map_err(|error| classify(error, jobs))?;
     ids.sort_unstable();
     Ok(ids)
+}
+
+/// The trace context of the span current at defer, when OpenTelemetry is
+/// switched on ([`crate::telemetry::enable`]).
+fn current_trace_context() -> Option<TraceContext> {
+    #[cfg(feature = "opentelemetry")]
+    if crate::telemetry::is_enabled() {
+        return TraceContext::current();
+    }
+    None
 }
 
 /// Turns the queueing-lock unique violation into [`DeferError::AlreadyEnqueued`].

@@ -9,6 +9,7 @@ use serde::Serialize;
 use serde_json::{Map, Value};
 
 use crate::rows::DbTime;
+use crate::trace_context::TraceContext;
 
 /// Longest queue, task or periodic name the schema stores (`varchar(128)`).
 pub const MAX_NAME_LEN: usize = 128;
@@ -153,6 +154,10 @@ pub struct Job {
     pub created_at: DateTime<Utc>,
     pub started_at: Option<DateTime<Utc>>,
     pub finished_at: Option<DateTime<Utc>>,
+    /// The trace context the job was deferred with, read by the claim
+    /// (other reads leave it unset).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub trace_context: Option<TraceContext>,
 }
 
 /// The columns of [`Job`], for `SELECT`s that must not depend on `*`.
@@ -183,6 +188,7 @@ impl Job {
             created_at: now,
             started_at: Some(now),
             finished_at: None,
+            trace_context: None,
         }
     }
 }
@@ -211,8 +217,24 @@ impl<'r> sqlx::FromRow<'r, sqlx::postgres::PgRow> for Job {
             created_at: time("created_at")?.unwrap_or(DateTime::<Utc>::MIN_UTC),
             started_at: time("started_at")?,
             finished_at: time("finished_at")?,
+            trace_context: optional_trace_context(row)?,
         })
     }
+}
+
+/// The `traceparent` and `tracestate` columns, when the query has them.
+fn optional_trace_context(
+    row: &sqlx::postgres::PgRow,
+) -> Result<Option<TraceContext>, sqlx::Error> {
+    use sqlx::Row;
+    let column = |name: &str| match row.try_get::<Option<String>, _>(name) {
+        Err(sqlx::Error::ColumnNotFound(_)) => Ok(None),
+        other => other,
+    };
+    Ok(TraceContext::from_columns(
+        column("traceparent")?,
+        column("tracestate")?,
+    ))
 }
 
 /// Most characters of stored arguments quoted by [`Job::args_error`].
@@ -292,6 +314,9 @@ pub struct NewJob {
     pub lock: Option<String>,
     pub queueing_lock: Option<String>,
     pub scheduled_at: Option<DateTime<Utc>>,
+    /// The trace context of the code deferring the job; each attempt's span
+    /// links to it.
+    pub trace_context: Option<TraceContext>,
 }
 
 impl NewJob {
@@ -318,6 +343,7 @@ impl NewJob {
             lock: None,
             queueing_lock: None,
             scheduled_at: None,
+            trace_context: None,
         })
     }
 
@@ -348,6 +374,13 @@ impl NewJob {
     /// Not runnable before `at`.
     pub fn scheduled_at(mut self, at: DateTime<Utc>) -> Self {
         self.scheduled_at = Some(at);
+        self
+    }
+
+    /// Carries `context` (the deferring request's W3C trace context) with the
+    /// job: each attempt's span links to it.
+    pub fn trace_context(mut self, context: TraceContext) -> Self {
+        self.trace_context = Some(context);
         self
     }
 

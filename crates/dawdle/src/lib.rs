@@ -27,11 +27,14 @@ pub mod schema;
 mod state;
 pub mod task;
 pub mod task_error;
+#[cfg(feature = "opentelemetry")]
+pub mod telemetry;
 /// Test support (feature `testing`): throwaway databases and a kit for
 /// testing tasks. Not compiled into production builds.
 #[cfg(any(test, feature = "testing"))]
 pub mod testing;
 pub mod text;
+pub mod trace_context;
 pub mod worker;
 
 pub use context::JobContext;
@@ -41,6 +44,7 @@ pub use job::{Event, EventType, InvalidJob, Job, JobStatus, NewJob};
 pub use retry::RetryStrategy;
 pub use task::Task;
 pub use task_error::{ErrorKind, TaskError};
+pub use trace_context::TraceContext;
 pub use worker::{
     Attempt, AttemptEnd, BoxAttempt, JobEvent, JobOutcome, Middleware, Periodic, Registry,
     Retention, TaskOptions, Worker, WorkerBuilder, WorkerConfig, WorkerError, WorkerHandle,

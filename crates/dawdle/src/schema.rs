@@ -56,6 +56,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "procrastinate_error_messages",
         sql: include_str!("../migrations/0006_procrastinate_error_messages.sql"),
     },
+    Migration {
+        version: 7,
+        name: "job_trace_contexts",
+        sql: include_str!("../migrations/0007_job_trace_contexts.sql"),
+    },
 ];
 
 /// The version a fully migrated database is at.
@@ -262,6 +267,7 @@ const EXPECTED_RELATIONS: &[&str] = &[
     "procrastinate_events",
     "procrastinate_jobs_queueing_lock_idx_v1",
     "procrastinate_jobs_lock_idx_v1",
+    "dawdle_job_trace_contexts",
 ];
 const EXPECTED_FUNCTIONS: &[&str] = &[
     "procrastinate_defer_jobs_v1(procrastinate_job_to_defer_v1[])",
@@ -276,6 +282,7 @@ const EXPECTED_FUNCTIONS: &[&str] = &[
     "procrastinate_update_heartbeat_v1(bigint)",
     "procrastinate_prune_stalled_workers_v1(double precision)",
     "dawdle_fetch_jobs_v1(varchar[], bigint, integer)",
+    "dawdle_claim_jobs_v1(varchar[], bigint, integer)",
 ];
 /// (table, column) pairs of the runbook's extensions.
 const EXPECTED_COLUMNS: &[(&str, &str)] = &[

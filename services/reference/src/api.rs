@@ -17,7 +17,7 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde_json::{json, Value};
 use sqlx::PgPool;
-use tracing::{error, info};
+use tracing::{error, info, Instrument};
 
 use crate::domain::{self, DomainError, NewOrder, Order, Registration, User};
 use crate::outbox;
@@ -52,6 +52,7 @@ pub(crate) fn router(state: AppState) -> Router {
         .route("/orders/{id}", get(get_order))
         .route("/health", get(health))
         .route("/metrics", get(crate::metrics::serve))
+        .route_layer(middleware::from_fn(trace_request))
         .layer(middleware::from_fn(access_log))
         .with_state(state)
 }
@@ -71,6 +72,58 @@ async fn access_log(request: Request, next: Next) -> Response {
         "http_request"
     );
     response
+}
+
+/// Runs a routed request in its OpenTelemetry server span when spans are
+/// exported (nothing otherwise).
+async fn trace_request(request: Request, next: Next) -> Response {
+    if dawdle::telemetry::is_enabled() {
+        let span = request_span(&request);
+        next.run(request).instrument(span).await
+    } else {
+        next.run(request).await
+    }
+}
+
+/// The OpenTelemetry server span of a request, continuing the caller's
+/// trace when the request carries a valid W3C `traceparent`: the jobs its
+/// domain events defer link back to it.
+fn request_span(request: &Request) -> tracing::Span {
+    use dawdle::telemetry::opentelemetry::trace::TraceContextExt as _;
+    use dawdle::telemetry::tracing_opentelemetry::OpenTelemetrySpanExt as _;
+    let method = request.method().as_str();
+    // The route template when routing already ran; the method alone
+    // otherwise (the HTTP conventions' name when no template is known).
+    let route = request
+        .extensions()
+        .get::<axum::extract::MatchedPath>()
+        .map(|path| path.as_str().to_string());
+    let name = route
+        .as_ref()
+        .map_or_else(|| method.to_string(), |route| format!("{method} {route}"));
+    let span = tracing::info_span!(
+        "request",
+        otel.name = name,
+        otel.kind = "server",
+        http.request.method = method,
+        url.path = request.uri().path(),
+        http.route = route.as_deref()
+    );
+    let header = |name: &str| {
+        request
+            .headers()
+            .get(name)
+            .and_then(|value| value.to_str().ok())
+    };
+    let caller = header("traceparent")
+        .and_then(|parent| dawdle::TraceContext::new(parent, header("tracestate")).ok())
+        .and_then(|context| context.span_context());
+    if let Some(caller) = caller {
+        let parent =
+            dawdle::telemetry::opentelemetry::Context::new().with_remote_span_context(caller);
+        let _ = span.set_parent(parent);
+    }
+    span
 }
 
 /// An answer other than success, as `{"error": "..."}`.

@@ -224,11 +224,18 @@ struct Migration {
     sql: &'static str,
 }
 
-const MIGRATIONS: &[Migration] = &[Migration {
-    version: 1,
-    name: "users_orders_outbox",
-    sql: include_str!("../migrations/0001_users_orders_outbox.sql"),
-}];
+const MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        name: "users_orders_outbox",
+        sql: include_str!("../migrations/0001_users_orders_outbox.sql"),
+    },
+    Migration {
+        version: 2,
+        name: "outbox_trace_context",
+        sql: include_str!("../migrations/0002_outbox_trace_context.sql"),
+    },
+];
 
 /// Key of the advisory lock that serialises migrations (any constant that no
 /// other code of this database uses).
@@ -344,7 +351,10 @@ mod tests {
         let (a, b) = tokio::join!(apply_migrations(&mut first), apply_migrations(&mut second));
         let mut applied = [a.unwrap(), b.unwrap()];
         applied.sort();
-        assert_eq!(applied, [vec![], vec!["users_orders_outbox"]]);
+        assert_eq!(
+            applied,
+            [vec![], vec!["users_orders_outbox", "outbox_trace_context"]]
+        );
         let tables: i64 = sqlx::query_scalar(
             "SELECT count(*) FROM pg_tables WHERE tablename IN
                  ('users', 'orders', 'order_items', 'outbox_events', 'email_deliveries')",

@@ -50,7 +50,13 @@ enum Command {
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logging(cli.settings.log_format);
+    let _otlp = match init_logging(cli.settings.log_format) {
+        Ok(otlp) => otlp,
+        Err(error) => {
+            eprintln!("error: failed to {error}");
+            return ExitCode::FAILURE;
+        }
+    };
     let result = match cli.command.unwrap_or(Command::Serve) {
         Command::Serve => service::serve(cli.settings).await,
         Command::Worker => service::work(cli.settings).await,
@@ -67,15 +73,28 @@ async fn main() -> ExitCode {
 }
 
 /// Logs on stdout, where container runtimes collect them; `RUST_LOG`
-/// filters (default `info`).
-fn init_logging(format: LogFormat) {
+/// filters (default `info`). With `OTEL_EXPORTER_OTLP_ENDPOINT` set, spans
+/// (requests, job attempts) also go to that OpenTelemetry collector until
+/// the returned exporter is dropped.
+fn init_logging(
+    format: LogFormat,
+) -> Result<Option<dawdle::telemetry::otlp::Otlp>, dawdle::telemetry::otlp::OtlpError> {
+    use tracing_subscriber::prelude::*;
     use tracing_subscriber::EnvFilter;
+    let otlp = dawdle::telemetry::otlp::Otlp::from_env("reference-service")?;
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stdout);
-    match format {
-        LogFormat::Json => builder.json().flatten_event(true).init(),
-        LogFormat::Text => builder.with_ansi(std::io::stdout().is_terminal()).init(),
+    let fmt = tracing_subscriber::fmt::layer().with_writer(std::io::stdout);
+    let fmt = match format {
+        LogFormat::Json => fmt.json().flatten_event(true).boxed(),
+        LogFormat::Text => fmt.with_ansi(std::io::stdout().is_terminal()).boxed(),
+    };
+    tracing_subscriber::registry()
+        .with(filter)
+        .with(fmt)
+        .with(otlp.as_ref().map(|otlp| otlp.layer()))
+        .init();
+    if let Some(otlp) = &otlp {
+        tracing::info!(endpoint = %otlp.endpoint(), "sending spans over OTLP");
     }
+    Ok(otlp)
 }

@@ -46,10 +46,20 @@ pub(crate) async fn append(
         return Ok(());
     }
     let rows: Vec<Json<&DomainEvent>> = events.iter().map(Json).collect();
-    sqlx::query("INSERT INTO outbox_events (event) SELECT unnest($1::jsonb[])")
-        .bind(&rows)
-        .execute(&mut *conn)
-        .await?;
+    // The request's trace context, when spans are exported: the relay
+    // hands it to the jobs, whose attempts link back to the request.
+    let trace = dawdle::telemetry::is_enabled()
+        .then(dawdle::TraceContext::current)
+        .flatten();
+    sqlx::query(
+        "INSERT INTO outbox_events (event, traceparent, tracestate)
+         SELECT unnest($1::jsonb[]), $2, $3",
+    )
+    .bind(&rows)
+    .bind(trace.as_ref().map(dawdle::TraceContext::traceparent))
+    .bind(trace.as_ref().and_then(dawdle::TraceContext::tracestate))
+    .execute(&mut *conn)
+    .await?;
     sqlx::query("SELECT pg_notify($1, '')")
         .bind(CHANNEL)
         .execute(&mut *conn)
@@ -74,6 +84,9 @@ pub(crate) enum RelayError {
     #[error("defer outbox events: {0}")]
     Defer(#[from] dawdle::DeferError),
 }
+
+/// An outbox row: id, event, and the writing request's trace context.
+type OutboxRow = (i64, Json<serde_json::Value>, Option<String>, Option<String>);
 
 /// Moves outbox rows to the jobs database.
 #[derive(Debug)]
@@ -156,8 +169,8 @@ impl Relay {
     /// One batch: take rows, defer their jobs, mark them.
     pub(crate) async fn relay_batch(&self) -> Result<Pass, RelayError> {
         let mut tx = self.main.begin().await?;
-        let rows: Vec<(i64, Json<serde_json::Value>)> = sqlx::query_as(
-            "SELECT id, event FROM outbox_events
+        let rows: Vec<OutboxRow> = sqlx::query_as(
+            "SELECT id, event, traceparent, tracestate FROM outbox_events
              WHERE relayed_at IS NULL AND relay_error IS NULL
              ORDER BY id
              LIMIT $1
@@ -173,7 +186,12 @@ impl Relay {
         let mut broken_ids = Vec::new();
         let mut broken_errors = Vec::new();
         let mut jobs = Vec::new();
-        for (id, Json(event)) in &rows {
+        for (id, Json(event), traceparent, tracestate) in &rows {
+            // A trace context written by hand that does not parse is
+            // dropped: the jobs run, unlinked.
+            let trace = traceparent.as_deref().and_then(|traceparent| {
+                dawdle::TraceContext::new(traceparent, tracestate.as_deref()).ok()
+            });
             let turned = serde_json::from_value::<DomainEvent>(event.clone())
                 .map_err(|error| format!("the event does not decode: {error}"))
                 .and_then(|event| {
@@ -183,7 +201,10 @@ impl Relay {
                 });
             match turned {
                 Ok(event_jobs) => {
-                    jobs.extend(event_jobs);
+                    jobs.extend(event_jobs.into_iter().map(|job| match &trace {
+                        Some(trace) => job.trace_context(trace.clone()),
+                        None => job,
+                    }));
                     relayed.push(*id);
                 }
                 Err(problem) => {

@@ -697,3 +697,95 @@ fn help_names_every_setting_by_its_environment_variable() {
         assert!(help.contains(command), "{command} missing:\n{help}");
     }
 }
+
+#[tokio::test]
+async fn a_requests_trace_context_reaches_the_jobs_it_causes() {
+    use dawdle::testing::OtlpSink;
+    const TRACE_ID: &str = "0af7651916cd43dd8448eb211c80319c";
+    const CALLER_SPAN_ID: &str = "b7ad6b7169203331";
+    let (main, jobs_db) = (TestDatabase::empty().await, TestDatabase::empty().await);
+    let mail = TempDir::new("mail");
+    let crm = StubCrm::start(Duration::ZERO).await;
+    let sink = OtlpSink::start();
+    let mut env = service_env(&main, &jobs_db, mail.path(), &crm.url);
+    env.push(("OTEL_EXPORTER_OTLP_ENDPOINT", sink.endpoint()));
+    env.push(("OTEL_SERVICE_NAME", "reference-under-test".into()));
+    env.push(("OTEL_BSP_SCHEDULE_DELAY", "100".into()));
+    let mut service = Service::spawn("traced", &[], &env, None);
+    let base = service.base_url().await;
+
+    let response = common::http()
+        .post(format!("{base}/users"))
+        .header("traceparent", format!("00-{TRACE_ID}-{CALLER_SPAN_ID}-01"))
+        .json(&json!({"email": "grace@example.com", "name": "Grace Hopper"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 201);
+
+    // The jobs the registration caused carry the request's trace: same
+    // trace id, the request's own span as parent.
+    let contexts: Vec<(i64, String)> = eventually(DEADLINE, "traced jobs", || async {
+        let rows: Vec<(i64, String)> = sqlx::query_as(
+            "SELECT job_id, traceparent FROM dawdle_job_trace_contexts ORDER BY job_id",
+        )
+        .fetch_all(jobs_db.pool())
+        .await
+        .unwrap_or_default();
+        (!rows.is_empty()).then_some(rows)
+    })
+    .await;
+    let all_jobs = jobs(jobs_db.pool()).await;
+    assert_eq!(
+        contexts.len(),
+        all_jobs.len(),
+        "every job of the request is traced"
+    );
+    for (_, traceparent) in &contexts {
+        assert!(
+            traceparent.starts_with(&format!("00-{TRACE_ID}-")),
+            "{traceparent}"
+        );
+        assert!(
+            !traceparent.contains(CALLER_SPAN_ID),
+            "the request's span, not the caller's"
+        );
+    }
+    finished_jobs(jobs_db.pool(), all_jobs.len()).await;
+
+    // The collector gets the request's server span, in the caller's trace,
+    // and each attempt's consumer span, linked to the request's span.
+    let job_ids: Vec<String> = contexts.iter().map(|(id, _)| id.to_string()).collect();
+    let (request, attempts) = eventually(DEADLINE, "the request's and attempts' spans", || async {
+        let spans = sink.spans();
+        let request = spans
+            .iter()
+            .find(|span| span.name == "POST /users")
+            .cloned();
+        let attempts: Vec<_> = spans
+            .into_iter()
+            .filter(|span| {
+                span.attributes
+                    .get("messaging.message.id")
+                    .is_some_and(|id| job_ids.contains(id))
+            })
+            .collect();
+        (request.is_some() && attempts.len() == job_ids.len()).then(|| (request.unwrap(), attempts))
+    })
+    .await;
+    assert_eq!(request.kind, 2, "server");
+    assert_eq!(request.trace_id, TRACE_ID);
+    assert_eq!(request.parent_span_id, CALLER_SPAN_ID);
+    assert_eq!(
+        request.service_name.as_deref(),
+        Some("reference-under-test")
+    );
+    for attempt in &attempts {
+        assert_eq!(attempt.kind, 5, "consumer");
+        assert_eq!(
+            attempt.links,
+            [(TRACE_ID.to_string(), request.span_id.clone())],
+            "{attempt:?} {contexts:?}"
+        );
+    }
+}

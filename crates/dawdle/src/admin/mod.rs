@@ -45,13 +45,16 @@ pub async fn list_jobs<'e, E: PgExecutor<'e>>(
     .await
 }
 
-/// One job by id.
+/// One job by id, with the trace context it was deferred with.
 pub async fn get_job<'e, E: PgExecutor<'e>>(
     executor: E,
     id: i64,
 ) -> Result<Option<Job>, sqlx::Error> {
     sqlx::query_as(&format!(
-        "SELECT {JOB_COLUMNS} FROM procrastinate_jobs WHERE id = $1"
+        "SELECT {JOB_COLUMNS}, context.traceparent, context.tracestate
+         FROM procrastinate_jobs
+         LEFT JOIN dawdle_job_trace_contexts AS context ON context.job_id = id
+         WHERE id = $1"
     ))
     .bind(id)
     .fetch_optional(executor)

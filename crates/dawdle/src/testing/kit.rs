@@ -115,6 +115,7 @@ impl TaskRunner {
             created_at: now,
             started_at: Some(now),
             finished_at: None,
+            trace_context: None,
         };
         let follow_ups = Arc::new(Mutex::new(Vec::new()));
         // The abort sender lives as long as the run: no abort is requested.

@@ -14,8 +14,10 @@
 //! deferred and draining the queue.
 
 pub mod kit;
+pub mod otlp_sink;
 
 pub use kit::{assert_deferred, deferred_jobs, drain, drain_with, perform, Performed, TaskRunner};
+pub use otlp_sink::OtlpSink;
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU32, Ordering};

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use chrono::Utc;
 use tokio::sync::watch;
-use tracing::{error, info};
+use tracing::{error, info, Instrument};
 
 use super::config::Retention;
 use super::handle::{Control, Stop};
@@ -66,11 +66,18 @@ impl<S: Store> Loop<'_, S> {
         let attempt_job = job.clone();
         let registry = self.worker.registry.clone();
         let middleware = self.worker.middleware.clone();
-        let handle = self.running.spawn(async move {
-            let job = attempt_job;
-            let task = run_task(&job, registered, &registry, context);
-            Attempt::new(&job, &middleware, task).run().await
-        });
+        let span = attempt_span(&job);
+        let handle = self.running.spawn(
+            async move {
+                let job = attempt_job;
+                let task = run_task(&job, registered, &registry, context);
+                let result = Attempt::new(&job, &middleware, task).run().await;
+                #[cfg(feature = "opentelemetry")]
+                crate::telemetry::attempt_ended(&tracing::Span::current(), &result);
+                result
+            }
+            .instrument(span),
+        );
         self.by_task.insert(
             handle.id(),
             Running {
@@ -334,6 +341,23 @@ impl<S: Store> Loop<'_, S> {
         // Aborted tasks still report through the JoinSet; nothing to record.
         while self.running.join_next().await.is_some() {}
     }
+}
+
+/// The span an attempt runs in, a root of its own: every line the task
+/// (and its middleware) logs says which job it is about. With the
+/// `opentelemetry` feature switched on, it is also the attempt's
+/// OpenTelemetry span (see [`crate::telemetry`]).
+fn attempt_span(job: &Job) -> tracing::Span {
+    use tracing::field::{display, Empty};
+    let span = tracing::info_span!(parent: None, "job", job_id = job.id,
+        task = %printable(&job.task_name), queue = %printable(&job.queue_name),
+        attempt = job.attempts + 1, lock = Empty, otel.name = Empty, otel.kind = Empty);
+    if let Some(lock) = &job.lock {
+        span.record("lock", display(printable(lock)));
+    }
+    #[cfg(feature = "opentelemetry")]
+    crate::telemetry::attempt_started(&span, job);
+    span
 }
 
 /// From when `job` could first run (its schedule, or its creation when

@@ -15,7 +15,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tracing::{error, info, warn, Instrument};
+use tracing::{error, info, warn};
 
 use crate::job::Job;
 use crate::task_error::TaskError;
@@ -133,15 +133,6 @@ pub trait Middleware: Send + Sync + 'static {
 pub struct LogJobs;
 
 impl Middleware for LogJobs {
-    /// Runs the attempt in a `job` span (job id, task, queue, attempt), so
-    /// every line the task logs says which job it is about.
-    fn wrap<'a>(&'a self, attempt: Attempt<'a>) -> BoxAttempt<'a> {
-        let job = attempt.job();
-        let span = tracing::info_span!("job", job_id = job.id, task = %printable(&job.task_name),
-                                       queue = %printable(&job.queue_name), attempt = job.attempts + 1);
-        Box::pin(attempt.run().instrument(span))
-    }
-
     fn before(&self, job: &Job) {
         info!(job_id = job.id, task = %printable(&job.task_name), queue = %printable(&job.queue_name),
               attempt = job.attempts + 1, "job started");

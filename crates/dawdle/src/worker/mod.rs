@@ -3,7 +3,7 @@
 //!
 //! One loop owns claiming. It asks for its free slots' worth of jobs, plus a
 //! few held ready when jobs finish faster than a claim round trip (see
-//! `pace`), with one statement (`dawdle_fetch_jobs_v1`), spawns each job as a
+//! `pace`), with one statement (`dawdle_claim_jobs_v1`), spawns each job as a
 //! tokio task, and hands every outcome to the completer (see `completion`),
 //! which writes them in batches. A claim runs while the loop goes on starting
 //! held jobs and collecting finished ones. Claiming happens again when a
