@@ -70,7 +70,8 @@ impl_failure_from!(
     dawdle::schema::SchemaError,
     DeferError,
     dawdle::local_pg::LocalPgError,
-    dawdle::admin::ChangeError
+    dawdle::admin::ChangeError,
+    dawdle::admin::QueueError
 );
 
 impl From<sqlx::Error> for Failure {

@@ -82,6 +82,9 @@ enum Command {
     Cancel(ops::CancelArgs),
     /// Delete every waiting job (of one queue, or all); needs --yes.
     ClearPending(ops::ClearPendingArgs),
+    /// Pause, resume and list paused queues: workers claim no job of a paused queue.
+    #[command(subcommand)]
+    Queue(ops::queues::QueueCommand),
     /// Exit 0 when the database answers, the schema is current and a worker is alive.
     Healthcheck(ops::HealthcheckArgs),
     /// Run one of the runbook's monitoring queries (list them without a name).
@@ -172,6 +175,7 @@ async fn run(cli: Cli) -> Result<ExitCode, Failure> {
         Command::ResetStalled(args) => ops::reset_stalled(cli.database_url.as_deref(), args).await,
         Command::Cancel(args) => ops::cancel(cli.database_url.as_deref(), args).await,
         Command::ClearPending(args) => ops::clear_pending(cli.database_url.as_deref(), args).await,
+        Command::Queue(command) => ops::queues::run(cli.database_url.as_deref(), command).await,
         Command::Healthcheck(args) => ops::healthcheck(cli.database_url.as_deref(), args).await,
         Command::Check(args) => ops::check(cli.database_url.as_deref(), args).await,
         Command::Metrics(command) => metrics::run(cli.database_url.as_deref(), command).await,

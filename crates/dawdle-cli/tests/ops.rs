@@ -432,3 +432,109 @@ async fn the_shell_runs_procrastinate_commands_one_at_a_time_or_interactively() 
         stderr(&session)
     );
 }
+
+#[tokio::test]
+async fn queues_are_paused_listed_and_resumed_saying_what_changed() {
+    let db = TestDatabase::with_schema().await;
+    let pool = db.pool();
+    job(pool, "dawdle.noop", "email").await;
+    job(pool, "dawdle.noop", "email").await;
+
+    let paused = dawdle(
+        &db,
+        &[
+            "queue",
+            "pause",
+            "email",
+            "--reason",
+            "SMTP outage",
+            "--by",
+            "ops",
+        ],
+    )
+    .await;
+    assert!(paused.status.success(), "{}", stderr(&paused));
+    assert!(
+        stdout(&paused).starts_with("paused queue email: 2 waiting job(s) stay in todo"),
+        "{}",
+        stdout(&paused)
+    );
+    let again = dawdle(&db, &["queue", "pause", "email", "--json"]).await;
+    let again = json_of(&again);
+    assert_eq!(
+        (again["paused"].clone(), again["changed"].clone()),
+        (json!(false), json!(0))
+    );
+    assert_eq!(
+        again["state"]["reason"], "SMTP outage",
+        "the first pause is kept"
+    );
+
+    let listed = dawdle(&db, &["queue", "list"]).await;
+    let text = stdout(&listed);
+    assert!(text.contains("QUEUE") && text.contains("email"), "{text}");
+    assert!(
+        text.contains("SMTP outage") && text.contains("ops"),
+        "{text}"
+    );
+    let listed = json_of(&dawdle(&db, &["queue", "list", "--json"]).await);
+    assert_eq!(listed[0]["queue"], "email");
+    assert_eq!(listed[0]["waiting"], 2);
+
+    // The on-call sees it in the health verdict too, with how to undo it.
+    let stats = dawdle(&db, &["stats"]).await;
+    assert!(
+        stdout(&stats).contains("paused queues:               email (2 waiting)"),
+        "{}",
+        stdout(&stats)
+    );
+    assert!(
+        stdout(&stats).contains("dawdle queue resume email"),
+        "{}",
+        stdout(&stats)
+    );
+
+    // A worker drains the other queues and leaves this one waiting.
+    let other = job(pool, "dawdle.noop", "default").await;
+    let worker = dawdle(&db, &["worker", "--one-shot"]).await;
+    assert!(worker.status.success(), "{}", stderr(&worker));
+    assert_eq!(status(pool, other).await.as_deref(), Some("succeeded"));
+    let waiting: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM procrastinate_jobs WHERE queue_name = 'email' AND status = 'todo'",
+    )
+    .fetch_one(pool)
+    .await
+    .unwrap();
+    assert_eq!(waiting, 2);
+
+    let resumed = dawdle(&db, &["queue", "resume", "email"]).await;
+    assert_eq!(
+        stdout(&resumed).trim(),
+        "resumed queue email: workers claim its 2 waiting job(s) now"
+    );
+    let resumed = json_of(&dawdle(&db, &["queue", "resume", "email", "--json"]).await);
+    assert_eq!(
+        (resumed["resumed"].clone(), resumed["changed"].clone()),
+        (json!(false), json!(0))
+    );
+    assert_eq!(
+        stdout(&dawdle(&db, &["queue", "list"]).await).trim(),
+        "no queue is paused"
+    );
+    let worker = dawdle(&db, &["worker", "--one-shot"]).await;
+    assert!(worker.status.success(), "{}", stderr(&worker));
+    let left: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM procrastinate_jobs WHERE status = 'todo'")
+            .fetch_one(pool)
+            .await
+            .unwrap();
+    assert_eq!(left, 0);
+
+    let bad = dawdle(&db, &["queue", "pause", ""]).await;
+    assert!(!bad.status.success());
+    assert!(
+        stderr(&bad).contains("queue name is empty"),
+        "{}",
+        stderr(&bad)
+    );
+}

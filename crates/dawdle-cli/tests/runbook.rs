@@ -227,7 +227,7 @@ async fn every_command_and_query_of_the_runbook_works_as_written() {
             ),
         }
     }
-    assert_eq!(commands, 18, "the runbook's shell commands");
+    assert_eq!(commands, 21, "the runbook's shell commands");
     assert_eq!(queries, 6, "the runbook's SQL blocks");
 }
 
@@ -294,6 +294,25 @@ async fn check_effect(line: &str, pool: &PgPool, running: i64, stdout: &str) {
             assert_eq!(count(pool, "SELECT count(*) FROM procrastinate_jobs WHERE queue_name = 'email' AND status = 'todo'").await, 0)
         }
         "dawdle shell list_queues" => assert!(stdout.contains("jobs (todo:"), "{stdout}"),
+        r#"dawdle queue pause email --reason "SMTP provider outage""# => {
+            assert!(stdout.starts_with("paused queue email"), "{stdout}");
+            assert_eq!(
+                count(
+                    pool,
+                    "SELECT count(*) FROM dawdle_queue_pauses WHERE queue_name = 'email'"
+                )
+                .await,
+                1
+            );
+        }
+        "dawdle queue list" => assert!(stdout.contains("SMTP provider outage"), "{stdout}"),
+        "dawdle queue resume email" => {
+            assert!(stdout.starts_with("resumed queue email"), "{stdout}");
+            assert_eq!(
+                count(pool, "SELECT count(*) FROM dawdle_queue_pauses").await,
+                0
+            );
+        }
         _ => {}
     }
     let _ = running;

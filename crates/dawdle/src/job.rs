@@ -411,7 +411,7 @@ impl NewJob {
     }
 }
 
-fn check_name(what: &str, name: &str) -> Result<(), InvalidJob> {
+pub(crate) fn check_name(what: &str, name: &str) -> Result<(), InvalidJob> {
     if name.is_empty() {
         return Err(InvalidJob(format!("{what} is empty")));
     }

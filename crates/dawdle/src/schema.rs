@@ -61,6 +61,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "job_trace_contexts",
         sql: include_str!("../migrations/0007_job_trace_contexts.sql"),
     },
+    Migration {
+        version: 8,
+        name: "queue_pauses",
+        sql: include_str!("../migrations/0008_queue_pauses.sql"),
+    },
 ];
 
 /// The version a fully migrated database is at.
@@ -268,6 +273,7 @@ const EXPECTED_RELATIONS: &[&str] = &[
     "procrastinate_jobs_queueing_lock_idx_v1",
     "procrastinate_jobs_lock_idx_v1",
     "dawdle_job_trace_contexts",
+    "dawdle_queue_pauses",
 ];
 const EXPECTED_FUNCTIONS: &[&str] = &[
     "procrastinate_defer_jobs_v1(procrastinate_job_to_defer_v1[])",

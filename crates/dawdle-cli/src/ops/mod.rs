@@ -1,12 +1,14 @@
 //! The runbook's operations as commands, one file per group: `stats`; what
 //! failed and one job's story (`failed`, `job`); the changes (`retry`,
 //! `retry-failed`, `purge`, `reset-stalled`, `cancel`, `clear-pending`);
-//! health and the monitoring checks (`healthcheck`, `check`). Each is a thin
+//! health and the monitoring checks (`healthcheck`, `check`); pausing and
+//! resuming queues (`queue`). Each is a thin
 //! layer over `dawdle::admin`; the shell reuses the same printers.
 
 mod changes;
 mod health;
 mod inspect;
+pub(crate) mod queues;
 mod stats;
 
 pub(crate) use changes::{

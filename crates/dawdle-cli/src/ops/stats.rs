@@ -10,7 +10,7 @@ use dawdle::admin::{self, StatsConfig, Verdict};
 use dawdle::duration;
 
 use crate::database::jobs_pool;
-use crate::output::{print_json, print_table};
+use crate::output::{cell_text, print_json, print_table};
 use crate::Failure;
 
 #[derive(Debug, Args)]
@@ -89,6 +89,14 @@ pub(crate) fn print_stats(stats: &admin::QueueStats) {
     );
     outln!("succeeded in the last hour:  {}", stats.succeeded_last_hour);
     outln!("live workers:                {}", stats.live_workers);
+    if !stats.paused.is_empty() {
+        let names: Vec<String> = stats
+            .paused
+            .iter()
+            .map(|paused| format!("{} ({} waiting)", cell_text(&paused.queue), paused.waiting))
+            .collect();
+        outln!("paused queues:               {}", names.join(", "));
+    }
     if !stats.durations.is_empty() {
         outln!();
         let rows: Vec<Vec<String>> = stats

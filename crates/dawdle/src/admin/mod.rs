@@ -79,6 +79,7 @@ mod changes;
 mod checks;
 pub mod gauges;
 mod health;
+mod queues;
 mod stats;
 
 pub use changes::{
@@ -88,6 +89,7 @@ pub use changes::{
 pub use checks::{run_check, Check, CheckResult, CHECKS};
 pub use gauges::{queue_gauges, GaugeRecorder, QueueGauge, QueueGauges};
 pub use health::{healthcheck, HealthReport};
+pub use queues::{pause_queue, paused_queues, resume_queue, PausedQueue, QueueError};
 pub use stats::{
     human_duration, stats, QueueCounts, QueueStats, StatsConfig, TaskDuration, Verdict,
 };

@@ -75,6 +75,9 @@ pub struct QueueStats {
     pub failed_previous_hour: i64,
     pub succeeded_last_hour: i64,
     pub live_workers: i64,
+    /// Paused queues: their jobs wait, and count as neither runnable nor
+    /// a backlog.
+    pub paused: Vec<super::PausedQueue>,
     /// Successes of the last 24 hours, by task.
     pub durations: Vec<TaskDuration>,
     pub verdict: Verdict,
@@ -124,7 +127,8 @@ pub async fn stats(pool: &PgPool, config: &StatsConfig) -> Result<QueueStats, sq
              (SELECT EXTRACT(EPOCH FROM now() - min(greatest(scheduled_at, created_at)))::float8
               FROM procrastinate_jobs
               WHERE status = 'todo' AND (scheduled_at IS NULL OR scheduled_at <= now())
-                AND isfinite(greatest(scheduled_at, created_at)))
+                AND isfinite(greatest(scheduled_at, created_at))
+                AND queue_name NOT IN (SELECT queue_name FROM dawdle_queue_pauses))
                  AS oldest_runnable_age_seconds,
              (SELECT coalesce(array_agg(id ORDER BY id), '{}')
               FROM procrastinate_jobs
@@ -160,6 +164,7 @@ pub async fn stats(pool: &PgPool, config: &StatsConfig) -> Result<QueueStats, sq
     .fetch_all(pool)
     .await?;
 
+    let paused = super::paused_queues(pool).await?;
     let mut stats = QueueStats {
         queues,
         totals,
@@ -170,6 +175,7 @@ pub async fn stats(pool: &PgPool, config: &StatsConfig) -> Result<QueueStats, sq
         failed_previous_hour: measures.failed_previous_hour,
         succeeded_last_hour: measures.succeeded_last_hour,
         live_workers: measures.live_workers,
+        paused,
         durations,
         verdict: Verdict::Healthy,
         reasons: Vec::new(),
@@ -225,6 +231,24 @@ fn judge(stats: &mut QueueStats, config: &StatsConfig) {
             ),
         );
     }
+    for paused in &stats.paused {
+        flag(
+            Verdict::Warning,
+            format!(
+                "queue {} is paused{}: {} job(s) wait until `dawdle queue resume {}`",
+                crate::text::quote(&paused.queue),
+                paused
+                    .reason
+                    .as_deref()
+                    .map_or(String::new(), |why| format!(
+                        " ({})",
+                        crate::text::excerpt(why, 80)
+                    )),
+                paused.waiting,
+                crate::text::excerpt(&paused.queue, 60)
+            ),
+        );
+    }
     if runnable_waiting && stats.succeeded_last_hour == 0 && stats.totals.todo > 0 {
         flag(
             Verdict::Warning,
@@ -262,6 +286,7 @@ mod tests {
             queues: BTreeMap::new(),
             totals: QueueCounts::default(),
             oldest_runnable_age_seconds: None,
+            paused: Vec::new(),
             stuck_doing: 0,
             stuck_doing_ids: vec![],
             failed_last_hour: 0,
@@ -272,6 +297,24 @@ mod tests {
             verdict: Verdict::Healthy,
             reasons: vec![],
         }
+    }
+
+    #[test]
+    fn a_paused_queue_is_a_warning_that_says_how_to_resume_it() {
+        let mut stats = healthy();
+        stats.paused.push(crate::admin::PausedQueue {
+            queue: "email".into(),
+            paused_at: chrono::Utc::now(),
+            paused_by: Some("ops".into()),
+            reason: Some("SMTP outage".into()),
+            waiting: 3,
+        });
+        judge(&mut stats, &StatsConfig::default());
+        assert_eq!(stats.verdict, Verdict::Warning);
+        assert_eq!(
+            stats.reasons,
+            ["queue \"email\" is paused (SMTP outage): 3 job(s) wait until `dawdle queue resume email`"]
+        );
     }
 
     #[test]

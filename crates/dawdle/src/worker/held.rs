@@ -57,6 +57,15 @@ impl HeldJobs {
         self.queue.remove(index)
     }
 
+    /// Takes out the jobs of `queue` (just paused), in claim order.
+    pub(super) fn take_queue(&mut self, queue: &str) -> Vec<Held> {
+        let (taken, kept) = std::mem::take(&mut self.queue)
+            .into_iter()
+            .partition(|held| held.job.queue_name == queue);
+        self.queue = kept;
+        taken.into()
+    }
+
     pub(super) fn len(&self) -> usize {
         self.queue.len()
     }
@@ -111,6 +120,32 @@ mod tests {
 
     fn ids(held: &HeldJobs) -> Vec<i64> {
         held.ids().collect()
+    }
+
+    #[test]
+    fn a_paused_queues_jobs_are_taken_out_and_the_others_keep_their_order() {
+        let mut held = HeldJobs::default();
+        let in_queue = |id: i64, queue: &str| {
+            let mut job = job(id);
+            job.queue_name = queue.into();
+            job
+        };
+        let now = Instant::now();
+        held.hold(
+            vec![
+                in_queue(1, "mail"),
+                in_queue(2, "default"),
+                in_queue(3, "mail"),
+            ],
+            now,
+        );
+        held.hold(vec![in_queue(4, "default"), in_queue(5, "mail")], now);
+        let taken: Vec<i64> = held.take_queue("mail").iter().map(|h| h.job.id).collect();
+        assert_eq!(taken, [1, 3, 5]);
+        assert_eq!(ids(&held), [2, 4]);
+        assert!(held.take_queue("mail").is_empty());
+        assert!(held.take_queue("elsewhere").is_empty());
+        assert_eq!(ids(&held), [2, 4]);
     }
 
     #[test]

@@ -17,6 +17,7 @@ use tokio::sync::mpsc;
 use tracing::{debug, error, info, warn};
 
 use super::backoff::Backoff;
+use super::notifier::Request;
 use super::registry::Periodic;
 
 /// Every `interval`: heartbeat (registering again if this worker was pruned),
@@ -27,7 +28,7 @@ pub(crate) async fn run(
     worker_id: Arc<AtomicI64>,
     interval: Duration,
     stalled_after: Duration,
-    abort_requests: mpsc::UnboundedSender<i64>,
+    abort_requests: mpsc::UnboundedSender<Request>,
 ) {
     let mut ticks = tokio::time::interval(interval);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -41,7 +42,7 @@ pub(crate) async fn run(
         match aborts_requested(&pool, worker_id.load(Ordering::Relaxed)).await {
             Ok(ids) => {
                 for id in ids {
-                    let _ = abort_requests.send(id);
+                    let _ = abort_requests.send(Request::Abort(id));
                 }
             }
             Err(error) => warn!(error = %error, "failed to check for abort requests"),

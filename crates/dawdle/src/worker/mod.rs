@@ -24,7 +24,7 @@
 //! - `pace`: how many jobs to hold ready ahead of the free slots;
 //! - `executor`: running attempts (spawn, timeout, abort, verdict, drain);
 //! - `completion`: the completer task that records outcomes in batches;
-//! - `notifier`: LISTEN for new jobs and abort requests;
+//! - `notifier`: LISTEN for new jobs, abort requests and paused queues;
 //! - `maintenance`: registration, heartbeat, stalled-worker rescue,
 //!   abort polling, periodic defers;
 //! - `registry`, `middleware`, `backoff`: tasks by name, hooks, retry waits.
@@ -226,7 +226,7 @@ impl Worker {
         let worker_id = Arc::new(AtomicI64::new(worker_id));
         let wake = Arc::new(Notify::new());
         let retries_written = Arc::new(Notify::new());
-        let (abort_sender, mut abort_requests) = mpsc::unbounded_channel::<i64>();
+        let (abort_sender, mut abort_requests) = mpsc::unbounded_channel::<notifier::Request>();
         let mut helpers = JoinSet::new();
         if self.config.listen {
             helpers.spawn(listen(

@@ -1,6 +1,7 @@
 //! LISTEN for the schema's notifications: new runnable jobs wake the
-//! claiming loop, abort requests reach the running job. Notifications are
-//! only wake-ups; the poll covers any that are lost.
+//! claiming loop, abort requests reach the running job, a paused queue's
+//! held jobs are put back. Notifications are only wake-ups; the poll covers
+//! any that are lost.
 
 use std::sync::Arc;
 
@@ -22,12 +23,21 @@ pub(super) fn channels(queues: &Option<Vec<String>>) -> Vec<String> {
     }
 }
 
+/// What a notification asks of the claiming loop, beyond a claim.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) enum Request {
+    /// Abort job `id`.
+    Abort(i64),
+    /// The queue was paused: put back its held jobs.
+    Paused(String),
+}
+
 /// Wakes the claiming loop on every notification; reconnects with backoff.
 pub(super) async fn listen(
     pool: PgPool,
     channels: Vec<String>,
     wake: Arc<Notify>,
-    abort_requests: mpsc::UnboundedSender<i64>,
+    requests: mpsc::UnboundedSender<Request>,
 ) {
     let mut backoff = Backoff::new();
     loop {
@@ -51,9 +61,9 @@ pub(super) async fn listen(
                                 payload = notification.payload(),
                                 "notification"
                             );
-                            match abort_request(notification.payload()) {
-                                Some(job_id) => {
-                                    let _ = abort_requests.send(job_id);
+                            match request(notification.payload()) {
+                                Some(request) => {
+                                    let _ = requests.send(request);
                                 }
                                 None => wake.notify_one(),
                             }
@@ -76,11 +86,43 @@ pub(super) async fn listen(
     }
 }
 
-/// The job id of an `abort_job_requested` notification.
-fn abort_request(payload: &str) -> Option<i64> {
+/// What an `abort_job_requested` or `queue_paused` notification asks;
+/// `None` for the others (wake-ups).
+fn request(payload: &str) -> Option<Request> {
     let payload: serde_json::Value = serde_json::from_str(payload).ok()?;
-    if payload["type"] != "abort_job_requested" {
-        return None;
+    match payload["type"].as_str()? {
+        "abort_job_requested" => payload["job_id"].as_i64().map(Request::Abort),
+        "queue_paused" => payload["queue"]
+            .as_str()
+            .map(|queue| Request::Paused(queue.to_string())),
+        _ => None,
     }
-    payload["job_id"].as_i64()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn notifications_are_read_or_taken_as_wake_ups() {
+        let read = |payload: &str| request(payload);
+        assert_eq!(
+            read(r#"{"type": "abort_job_requested", "job_id": 7}"#),
+            Some(Request::Abort(7))
+        );
+        assert_eq!(
+            read(r#"{"type": "queue_paused", "queue": "mail"}"#),
+            Some(Request::Paused("mail".into()))
+        );
+        for wake_up in [
+            r#"{"type": "job_inserted", "job_id": 3}"#,
+            r#"{"type": "queue_resumed", "queue": "mail"}"#,
+            r#"{"type": "queue_paused"}"#,
+            r#"{"type": 5}"#,
+            "not json",
+            "",
+        ] {
+            assert_eq!(read(wake_up), None, "{wake_up}");
+        }
+    }
 }

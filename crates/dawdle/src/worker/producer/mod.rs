@@ -20,6 +20,7 @@ use super::config::{WorkerError, WorkerReport};
 use super::executor::Running;
 use super::held::{claim_size, Held, HeldJobs};
 use super::metrics::{self, Labeller};
+use super::notifier::Request;
 use super::pace::Pace;
 use super::store::Store;
 use super::Worker;
@@ -86,7 +87,7 @@ impl<S: Store> Loop<'_, S> {
         shutdown: &mut std::pin::Pin<&mut F>,
         wake: &Notify,
         retries_written: &Notify,
-        abort_requests: &mut mpsc::UnboundedReceiver<i64>,
+        requests: &mut mpsc::UnboundedReceiver<Request>,
     ) -> Result<(), WorkerError> {
         let config = &self.worker.config;
         // Since when claims have failed without a success in between.
@@ -201,7 +202,10 @@ impl<S: Store> Loop<'_, S> {
                         claim_due = true;
                     }
                 }
-                Some(job_id) = abort_requests.recv() => self.request_abort(job_id),
+                Some(request) = requests.recv() => match request {
+                    Request::Abort(job_id) => self.request_abort(job_id),
+                    Request::Paused(queue) => self.release_paused(&queue),
+                },
                 _ = wake.notified() => claim_due = true,
                 _ = poll.tick() => claim_due = true,
                 // A retry was recorded: its time may come before the timer's.
@@ -345,6 +349,17 @@ impl<S: Store> Loop<'_, S> {
                 "put back jobs held ready that found no free slot in time"
             );
         }
+    }
+
+    /// Puts back the held jobs of `queue`, just paused: no worker may start
+    /// them until it is resumed.
+    fn release_paused(&mut self, queue: &str) {
+        let paused = self.held.take_queue(queue);
+        let released = paused.len();
+        for held in paused {
+            self.release(held);
+        }
+        info!(queue = %printable(queue), put_back = released, "queue paused; its jobs wait until it is resumed");
     }
 
     /// Hands a held job back to the queue: not an attempt, no error.

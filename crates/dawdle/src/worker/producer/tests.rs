@@ -50,7 +50,7 @@ impl Task for Slow {
 struct Beside {
     wake: Arc<Notify>,
     retries_written: Arc<Notify>,
-    abort_requests: mpsc::UnboundedSender<i64>,
+    abort_requests: mpsc::UnboundedSender<Request>,
 }
 
 /// The state module in memory: jobs waiting to be claimed, every claim
@@ -461,7 +461,7 @@ async fn a_job_that_ignores_its_abort_request_is_cancelled_after_the_grace() {
         Duration::from_secs(60),
         |beside| async move {
             tokio::time::sleep(Duration::from_secs(1)).await;
-            beside.abort_requests.send(7).unwrap();
+            beside.abort_requests.send(Request::Abort(7)).unwrap();
         },
     )
     .await;
