@@ -208,6 +208,20 @@ async fn run_loop<D>(
 where
     D: Future<Output = ()> + Send + 'static,
 {
+    run_loop_holding(state, config, Vec::new(), run_for, during).await
+}
+
+/// [`run_loop`], with `held` claimed and held before the loop starts.
+async fn run_loop_holding<D>(
+    state: &FakeState,
+    config: WorkerConfig,
+    held: Vec<Job>,
+    run_for: Duration,
+    during: impl FnOnce(Beside) -> D,
+) -> Ran
+where
+    D: Future<Output = ()> + Send + 'static,
+{
     let worker = worker(config);
     let wake = Arc::new(Notify::new());
     let retries_written = Arc::new(Notify::new());
@@ -238,6 +252,7 @@ where
         labels: Labeller::new(worker.registry.clone(), None),
         reconcile: false,
     };
+    state_loop.hold(held);
     let shutdown = tokio::time::sleep(run_for);
     tokio::pin!(shutdown);
     let ended = state_loop
@@ -476,4 +491,54 @@ async fn a_job_that_ignores_its_abort_request_is_cancelled_after_the_grace() {
         "requested at 1 s, 2 s of grace"
     );
     assert_eq!(what, "Aborted Aborted");
+}
+
+#[tokio::test(start_paused = true)]
+async fn pausing_a_queue_puts_back_its_held_jobs_at_once_and_only_those() {
+    let state = FakeState::new();
+    let in_queue = |id: i64, task: &str, queue: &str| {
+        let mut job = job(id, task);
+        job.queue_name = queue.into();
+        job
+    };
+    let held = vec![
+        in_queue(1, Slow::NAME, "default"),
+        in_queue(2, Quick::NAME, "mail"),
+        in_queue(3, Quick::NAME, "default"),
+        in_queue(4, Quick::NAME, "mail"),
+    ];
+    let ran = run_loop_holding(
+        &state,
+        config()
+            .concurrency(1)
+            .hold_limit(Duration::from_secs(60))
+            .poll_interval(Duration::from_secs(60)),
+        held,
+        Duration::from_secs(30),
+        |beside| async move {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            beside
+                .abort_requests
+                .send(Request::Paused("mail".into()))
+                .unwrap();
+        },
+    )
+    .await;
+    ran.ended.unwrap();
+    let recorded = state.inner(|inner| inner.recorded.clone());
+    let of = |id: i64| {
+        recorded
+            .iter()
+            .find(|(job, _, _)| *job == id)
+            .map(|(_, at, what)| (*at, what.trim().to_string()))
+    };
+    // The slot is busy with job 1 until its 5 s timeout: the mail jobs
+    // held behind it go back when the pause arrives, job 3 waits its turn.
+    assert_eq!(of(2), Some((Duration::from_secs(1), "Release".into())));
+    assert_eq!(of(4), Some((Duration::from_secs(1), "Release".into())));
+    assert_eq!(
+        of(1),
+        Some((Duration::from_secs(5), "Failed TimeoutError".into()))
+    );
+    assert_eq!(of(3).map(|(_, what)| what), Some("Succeeded".into()));
 }
