@@ -18,6 +18,7 @@
 #[macro_use]
 mod output;
 mod bench;
+mod dashboard;
 mod database;
 mod db;
 mod failure;
@@ -89,6 +90,8 @@ enum Command {
     Healthcheck(ops::HealthcheckArgs),
     /// Run one of the runbook's monitoring queries (list them without a name).
     Check(ops::CheckArgs),
+    /// Serve the web dashboard (overview, jobs, one job's story, failures, queues).
+    Dashboard(dashboard::DashboardArgs),
     /// Prometheus metrics of the queue, read from the jobs database.
     #[command(subcommand)]
     Metrics(metrics::MetricsCommand),
@@ -176,6 +179,7 @@ async fn run(cli: Cli) -> Result<ExitCode, Failure> {
         Command::Cancel(args) => ops::cancel(cli.database_url.as_deref(), args).await,
         Command::ClearPending(args) => ops::clear_pending(cli.database_url.as_deref(), args).await,
         Command::Queue(command) => ops::queues::run(cli.database_url.as_deref(), command).await,
+        Command::Dashboard(args) => dashboard::run(cli.database_url.as_deref(), args).await,
         Command::Healthcheck(args) => ops::healthcheck(cli.database_url.as_deref(), args).await,
         Command::Check(args) => ops::check(cli.database_url.as_deref(), args).await,
         Command::Metrics(command) => metrics::run(cli.database_url.as_deref(), command).await,

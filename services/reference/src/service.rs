@@ -142,7 +142,8 @@ pub(crate) async fn serve(settings: Settings) -> Result<(), ServiceError> {
         jobs_database = %databases.jobs_url,
         "api_listening"
     );
-    let served = axum::serve(listener, api::router(state))
+    let router = api::router(state).merge(dashboard(&databases.jobs, address));
+    let served = axum::serve(listener, router)
         .with_graceful_shutdown(stop.fired())
         .await;
     info!("api_stopped");
@@ -248,4 +249,34 @@ async fn run_worker(
     if let Err(error) = result {
         error!(error = %error, "the worker could not start");
     }
+}
+
+/// Where the dashboard is mounted on the API.
+const DASHBOARD_PATH: &str = "/admin/jobs";
+
+/// The jobs dashboard under [`DASHBOARD_PATH`]: open on a loopback
+/// address, behind `DAWDLE_DASHBOARD_USER` / `DAWDLE_DASHBOARD_PASSWORD`
+/// otherwise, and left out (with a warning) when those are missing there.
+fn dashboard(jobs: &PgPool, address: SocketAddr) -> axum::Router {
+    let auth = match dawdle_dashboard::BasicAuth::from_env() {
+        Ok(auth) => auth,
+        Err(why) => {
+            warn!(problem = %why, "dashboard_disabled");
+            return axum::Router::new();
+        }
+    };
+    if let Err(why) = dawdle_dashboard::check_bind(address, auth.as_ref()) {
+        warn!(problem = %why, "dashboard_disabled");
+        return axum::Router::new();
+    }
+    info!(
+        path = DASHBOARD_PATH,
+        authentication = auth.is_some(),
+        "dashboard_mounted"
+    );
+    let config = dawdle_dashboard::DashboardConfig {
+        base_path: DASHBOARD_PATH.to_string(),
+        auth,
+    };
+    dawdle_dashboard::router(jobs.clone(), config)
 }

@@ -97,6 +97,27 @@ async fn registering_and_ordering_send_emails_and_notify_the_crm() {
         ])
     );
 
+    // The jobs dashboard is mounted on the API (open: the service listens
+    // on a loopback address).
+    for page in [
+        "/admin/jobs",
+        "/admin/jobs/",
+        "/admin/jobs/jobs?status=succeeded",
+    ] {
+        let response = common::http()
+            .get(format!("{base}{page}"))
+            .send()
+            .await
+            .unwrap();
+        let status = response.status();
+        let body = response.text().await.unwrap();
+        assert_eq!(status, 200, "{page}: {body}");
+        assert!(
+            body.contains("email.send_welcome") || body.contains("Queue health"),
+            "{page}: {body}"
+        );
+    }
+
     let sent = eventually(DEADLINE, "two complete emails", || async {
         let sent = emails_to(mail.path(), "ada@example.com");
         (sent.len() == 2).then_some(sent)

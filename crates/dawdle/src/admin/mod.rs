@@ -14,6 +14,9 @@ pub struct JobFilter {
     pub status: Option<JobStatus>,
     pub lock: Option<String>,
     pub queueing_lock: Option<String>,
+    /// Only jobs older than this one (ids below it): the next page of a
+    /// listing, read from the index however deep it goes.
+    pub before_id: Option<i64>,
     /// Newest first, at most this many (all when `None`).
     pub limit: Option<i64>,
 }
@@ -31,6 +34,7 @@ pub async fn list_jobs<'e, E: PgExecutor<'e>>(
            AND ($4::procrastinate_job_status IS NULL OR status = $4)
            AND ($5::text IS NULL OR lock = $5)
            AND ($7::text IS NULL OR queueing_lock = $7)
+           AND ($8::bigint IS NULL OR id < $8)
          ORDER BY id DESC
          LIMIT $6"
     ))
@@ -41,6 +45,7 @@ pub async fn list_jobs<'e, E: PgExecutor<'e>>(
     .bind(&filter.lock)
     .bind(filter.limit)
     .bind(&filter.queueing_lock)
+    .bind(filter.before_id)
     .fetch_all(executor)
     .await
 }

@@ -1,0 +1,65 @@
+//! `dawdle dashboard`: the web dashboard on its own port.
+
+use std::net::SocketAddr;
+use std::process::ExitCode;
+
+use clap::Args;
+use dawdle_dashboard::{check_bind, BasicAuth, DashboardConfig};
+
+use crate::database::jobs_pool;
+use crate::failure::Failure;
+use crate::worker::{init_logging, shutdown_signal, LogFormat};
+
+#[derive(Debug, Args)]
+pub(crate) struct DashboardArgs {
+    /// Address to serve the dashboard on. Any address but a loopback one
+    /// needs DAWDLE_DASHBOARD_USER and DAWDLE_DASHBOARD_PASSWORD.
+    #[arg(long, default_value = "127.0.0.1:9188", value_name = "ADDR")]
+    bind: SocketAddr,
+    /// Log format on stderr.
+    #[arg(long, value_enum, default_value_t = LogFormat::Text, env = "DAWDLE_LOG_FORMAT")]
+    log_format: LogFormat,
+}
+
+pub(crate) async fn run(
+    explicit_url: Option<&str>,
+    args: DashboardArgs,
+) -> Result<ExitCode, Failure> {
+    let auth = BasicAuth::from_env().map_err(|why| Failure {
+        code: 2,
+        ..Failure::new(format!("failed to start the dashboard: {why}"))
+    })?;
+    check_bind(args.bind, auth.as_ref()).map_err(|why| Failure {
+        code: 2,
+        ..Failure::new(format!("failed to start the dashboard: {why}"))
+    })?;
+    let _otlp = init_logging(args.log_format)?;
+    let pool = jobs_pool(explicit_url).await?;
+    let listener = tokio::net::TcpListener::bind(args.bind)
+        .await
+        .map_err(|error| {
+            Failure::new(format!(
+                "failed to start the dashboard: cannot listen on {} ({error}); pick another \
+                 address with --bind",
+                args.bind
+            ))
+        })?;
+    let address = listener.local_addr().unwrap_or(args.bind);
+    tracing::info!(
+        url = %format!("http://{address}/"),
+        authentication = auth.is_some(),
+        "dashboard serving"
+    );
+    let router = dawdle_dashboard::router(
+        pool,
+        DashboardConfig {
+            base_path: String::new(),
+            auth,
+        },
+    );
+    axum::serve(listener, router)
+        .with_graceful_shutdown(shutdown_signal())
+        .await
+        .map_err(|error| Failure::new(format!("the dashboard stopped: {error}")))?;
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,73 @@
+//! dawdle's web dashboard: the runbook's questions answered in a browser.
+//!
+//! Server-rendered HTML from templates checked at compile time (every value
+//! from a row is escaped: arguments, tracebacks and task names are input
+//! from whoever deferred the job), with a small embedded script that
+//! refreshes the overview's counts. No build step, no CDN: every asset is
+//! in the binary.
+//!
+//! Merge [`router`] into an axum application (the reference service serves
+//! it under `/admin/jobs`), or run `dawdle dashboard`. Every page reads through
+//! `dawdle::admin`, the module the command line uses.
+//!
+//! Security: the dashboard is read-only. With [`BasicAuth`] configured
+//! every page asks for it; [`check_bind`] refuses to serve a non-loopback
+//! address without it.
+
+mod auth;
+mod pages;
+
+use std::net::SocketAddr;
+
+use axum::routing::get;
+use axum::Router;
+use sqlx::PgPool;
+
+pub use auth::BasicAuth;
+
+/// How the dashboard is served.
+#[derive(Debug, Clone, Default)]
+pub struct DashboardConfig {
+    /// Where the router is mounted (`/admin/jobs`), for its links; empty
+    /// at the root.
+    pub base_path: String,
+    /// Credentials every page asks for; `None` leaves the pages open (for
+    /// a loopback address only, see [`check_bind`]).
+    pub auth: Option<BasicAuth>,
+}
+
+/// The dashboard's routes, under `config.base_path` (`/admin/jobs/…`, or
+/// `/…` when empty): merge the router into an application's own.
+pub fn router(pool: PgPool, config: DashboardConfig) -> Router {
+    let base = config.base_path.trim_end_matches('/').to_string();
+    let state = pages::State::new(pool, base.clone());
+    let mut router = Router::new()
+        .route(&format!("{base}/"), get(pages::overview))
+        .route(&format!("{base}/jobs"), get(pages::jobs))
+        .route(&format!("{base}/jobs/{{id}}"), get(pages::job))
+        .route(&format!("{base}/failures"), get(pages::failures))
+        .route(&format!("{base}/queues"), get(pages::queues))
+        .route(&format!("{base}/api/overview"), get(pages::overview_json))
+        .route(&format!("{base}/assets/{{name}}"), get(pages::asset));
+    if !base.is_empty() {
+        router = router.route(&base, get(pages::overview));
+    }
+    let router = router.with_state(state);
+    match config.auth {
+        Some(auth) => auth::protect(router, auth),
+        None => router,
+    }
+}
+
+/// Refuses to serve `address` to other machines without credentials: the
+/// pages show job arguments, which may hold personal data.
+pub fn check_bind(address: SocketAddr, auth: Option<&BasicAuth>) -> Result<(), String> {
+    if address.ip().is_loopback() || auth.is_some() {
+        return Ok(());
+    }
+    Err(format!(
+        "refusing to serve the dashboard on {address} without authentication: anyone who can \
+         reach it would read every job's arguments. Set DAWDLE_DASHBOARD_USER and \
+         DAWDLE_DASHBOARD_PASSWORD, or bind to 127.0.0.1"
+    ))
+}

@@ -1,0 +1,477 @@
+//! The pages: each reads through `dawdle::admin` and renders a template.
+
+use std::collections::BTreeMap;
+
+use askama::Template;
+use axum::extract::{Path, Query, State as Extract};
+use axum::http::{header, StatusCode};
+use axum::response::{Html, IntoResponse, Response};
+use axum::Json;
+use chrono::{DateTime, Utc};
+use dawdle::admin::{self, FailedFilter, JobFilter, StatsConfig};
+use dawdle::{Event, Job, JobStatus};
+use serde::Deserialize;
+use sqlx::PgPool;
+
+/// Jobs per page of the jobs list.
+const PAGE_SIZE: i64 = 50;
+/// Most characters of arguments shown in a list row.
+const ARGS_PREVIEW_CHARS: usize = 120;
+
+#[derive(Debug, Clone)]
+pub(crate) struct State {
+    pool: PgPool,
+    /// Prefix of every link (`/admin/jobs`), empty at the root.
+    base: String,
+}
+
+impl State {
+    pub(crate) fn new(pool: PgPool, base: String) -> Self {
+        Self { pool, base }
+    }
+}
+
+/// A page that could not be read: logged in full, shown in short.
+pub(crate) struct PageError(String);
+
+impl From<sqlx::Error> for PageError {
+    fn from(error: sqlx::Error) -> Self {
+        tracing::warn!(error = %error, "dashboard: a page could not read the jobs database");
+        Self(dawdle::text::excerpt(&error.to_string(), 300))
+    }
+}
+
+impl IntoResponse for PageError {
+    fn into_response(self) -> Response {
+        let page = Message {
+            base: String::new(),
+            title: "The jobs database did not answer".into(),
+            message: self.0,
+        };
+        (StatusCode::SERVICE_UNAVAILABLE, render(&page)).into_response()
+    }
+}
+
+fn render(template: &impl Template) -> Html<String> {
+    Html(template.render().unwrap_or_else(|error| {
+        tracing::error!(error = %error, "dashboard: a template failed to render");
+        "<!doctype html><title>dawdle</title><p>This page could not be rendered.</p>".into()
+    }))
+}
+
+#[derive(Template)]
+#[template(path = "message.html")]
+struct Message {
+    base: String,
+    title: String,
+    message: String,
+}
+
+fn time(at: Option<DateTime<Utc>>) -> String {
+    at.map_or_else(String::new, |at| {
+        if dawdle::rows::is_clamped(at) {
+            "(out of range)".into()
+        } else {
+            at.format("%Y-%m-%d %H:%M:%S UTC").to_string()
+        }
+    })
+}
+
+// ---------------------------------------------------------------- overview
+
+#[derive(Template)]
+#[template(path = "overview.html")]
+struct Overview {
+    base: String,
+    stats: admin::QueueStats,
+    oldest: String,
+}
+
+pub(crate) async fn overview(Extract(state): Extract<State>) -> Result<Html<String>, PageError> {
+    let stats = admin::stats(&state.pool, &StatsConfig::default()).await?;
+    let oldest = stats
+        .oldest_runnable_age_seconds
+        .map_or_else(|| "none waiting".into(), admin::human_duration);
+    Ok(render(&Overview {
+        base: state.base,
+        stats,
+        oldest,
+    }))
+}
+
+/// The overview's numbers, for the page's live refresh.
+pub(crate) async fn overview_json(
+    Extract(state): Extract<State>,
+) -> Result<Json<admin::QueueStats>, PageError> {
+    Ok(Json(
+        admin::stats(&state.pool, &StatsConfig::default()).await?,
+    ))
+}
+
+// -------------------------------------------------------------------- jobs
+
+#[derive(Debug, Default, Deserialize)]
+pub(crate) struct JobsQuery {
+    status: Option<String>,
+    queue: Option<String>,
+    task: Option<String>,
+    lock: Option<String>,
+    before: Option<i64>,
+}
+
+/// One row of the jobs list, ready to show.
+struct JobRow {
+    id: i64,
+    status: String,
+    queue: String,
+    task: String,
+    lock: String,
+    attempts: i32,
+    created: String,
+    args: String,
+}
+
+impl From<&Job> for JobRow {
+    fn from(job: &Job) -> Self {
+        let args = match &job.args_error {
+            Some(why) => why.clone(),
+            None => job.args.to_string(),
+        };
+        Self {
+            id: job.id,
+            status: job.status.to_string(),
+            queue: job.queue_name.clone(),
+            task: job.task_name.clone(),
+            lock: job.lock.clone().unwrap_or_default(),
+            attempts: job.attempts,
+            created: time(Some(job.created_at)),
+            args: dawdle::text::excerpt(&args, ARGS_PREVIEW_CHARS),
+        }
+    }
+}
+
+#[derive(Template)]
+#[template(path = "jobs.html")]
+struct Jobs {
+    base: String,
+    rows: Vec<JobRow>,
+    status: String,
+    queue: String,
+    task: String,
+    lock: String,
+    statuses: Vec<&'static str>,
+    /// The query string of the next page, if there may be one.
+    next: Option<String>,
+    problem: Option<String>,
+}
+
+fn non_empty(value: Option<String>) -> Option<String> {
+    value
+        .map(|v| v.trim().to_string())
+        .filter(|v| !v.is_empty())
+}
+
+pub(crate) async fn jobs(
+    Extract(state): Extract<State>,
+    Query(query): Query<JobsQuery>,
+) -> Result<Html<String>, PageError> {
+    let statuses = vec![
+        "todo",
+        "doing",
+        "succeeded",
+        "failed",
+        "cancelled",
+        "aborted",
+    ];
+    let status_text = non_empty(query.status).unwrap_or_default();
+    let (status, problem) = match status_text.as_str() {
+        "" => (None, None),
+        text => match text.parse::<JobStatus>() {
+            Ok(status) => (Some(status), None),
+            Err(_) => (
+                None,
+                Some(format!(
+                    "unknown status {}; showing every status",
+                    dawdle::text::quote(text)
+                )),
+            ),
+        },
+    };
+    let filter = JobFilter {
+        status,
+        queue: non_empty(query.queue),
+        task: non_empty(query.task),
+        lock: non_empty(query.lock),
+        before_id: query.before,
+        limit: Some(PAGE_SIZE),
+        ..JobFilter::default()
+    };
+    let found = admin::list_jobs(&state.pool, &filter).await?;
+    let next = (found.len() as i64 == PAGE_SIZE)
+        .then(|| found.last().map(|job| job.id))
+        .flatten()
+        .map(|last| {
+            let mut pairs = vec![];
+            for (key, value) in [
+                ("status", status.map(|s| s.to_string())),
+                ("queue", filter.queue.clone()),
+                ("task", filter.task.clone()),
+                ("lock", filter.lock.clone()),
+            ] {
+                if let Some(value) = value {
+                    pairs.push(format!("{key}={}", encode(&value)));
+                }
+            }
+            pairs.push(format!("before={last}"));
+            pairs.join("&")
+        });
+    Ok(render(&Jobs {
+        base: state.base,
+        rows: found.iter().map(JobRow::from).collect(),
+        status: status.map(|s| s.to_string()).unwrap_or_default(),
+        queue: filter.queue.unwrap_or_default(),
+        task: filter.task.unwrap_or_default(),
+        lock: filter.lock.unwrap_or_default(),
+        statuses,
+        next,
+        problem,
+    }))
+}
+
+/// Percent-encodes a query-string value.
+fn encode(value: &str) -> String {
+    percent_encoding::utf8_percent_encode(value, percent_encoding::NON_ALPHANUMERIC).to_string()
+}
+
+// --------------------------------------------------------------------- job
+
+struct EventRow {
+    at: String,
+    kind: String,
+    error: String,
+    message: String,
+    traceback: String,
+}
+
+impl From<&Event> for EventRow {
+    fn from(event: &Event) -> Self {
+        Self {
+            at: time(event.at),
+            kind: event
+                .event_type
+                .map_or_else(|| "(unknown)".into(), |t| t.as_str().to_string()),
+            error: event.error.clone().unwrap_or_default(),
+            message: event.error_message.clone().unwrap_or_default(),
+            traceback: event.error_traceback.clone().unwrap_or_default(),
+        }
+    }
+}
+
+#[derive(Template)]
+#[template(path = "job.html")]
+struct JobPage {
+    base: String,
+    job: JobRow,
+    args: String,
+    priority: i32,
+    queueing_lock: String,
+    scheduled: String,
+    started: String,
+    finished: String,
+    worker: String,
+    traceparent: String,
+    events: Vec<EventRow>,
+}
+
+pub(crate) async fn job(
+    Extract(state): Extract<State>,
+    Path(id): Path<String>,
+) -> Result<Response, PageError> {
+    let Ok(id) = id.parse::<i64>() else {
+        return Ok(not_found(
+            &state.base,
+            "Job ids are whole numbers, such as 42.",
+        ));
+    };
+    let Some(detail) = admin::job_detail(&state.pool, id).await? else {
+        return Ok(not_found(&state.base, &format!("There is no job {id}.")));
+    };
+    let job = &detail.job;
+    let args = match &job.args_error {
+        Some(why) => why.clone(),
+        None => serde_json::to_string_pretty(&job.args).unwrap_or_default(),
+    };
+    Ok(render(&JobPage {
+        base: state.base,
+        args,
+        priority: job.priority,
+        queueing_lock: job.queueing_lock.clone().unwrap_or_default(),
+        scheduled: time(job.scheduled_at),
+        started: time(job.started_at),
+        finished: time(job.finished_at),
+        worker: job.worker_id.map(|id| id.to_string()).unwrap_or_default(),
+        traceparent: job
+            .trace_context
+            .as_ref()
+            .map(|c| c.traceparent().to_string())
+            .unwrap_or_default(),
+        events: detail.events.iter().map(EventRow::from).collect(),
+        job: JobRow::from(job),
+    })
+    .into_response())
+}
+
+fn not_found(base: &str, message: &str) -> Response {
+    let page = Message {
+        base: base.to_string(),
+        title: "Not found".into(),
+        message: message.into(),
+    };
+    (StatusCode::NOT_FOUND, render(&page)).into_response()
+}
+
+// ---------------------------------------------------------------- failures
+
+struct FailureGroup {
+    task: String,
+    kind: String,
+    jobs: usize,
+    latest: String,
+    message: String,
+    ids: Vec<i64>,
+}
+
+#[derive(Template)]
+#[template(path = "failures.html")]
+struct Failures {
+    base: String,
+    groups: Vec<FailureGroup>,
+    shown: usize,
+}
+
+/// Most recent failures grouped on the page.
+const FAILURES_READ: i64 = 1000;
+
+pub(crate) async fn failures(Extract(state): Extract<State>) -> Result<Html<String>, PageError> {
+    let failed = admin::failed_jobs(
+        &state.pool,
+        &FailedFilter {
+            limit: Some(FAILURES_READ),
+            ..FailedFilter::default()
+        },
+    )
+    .await?;
+    // Newest first already: the first of each group is its latest.
+    let mut groups: BTreeMap<(String, String), FailureGroup> = BTreeMap::new();
+    let mut order = Vec::new();
+    for job in &failed {
+        let kind = job
+            .error
+            .clone()
+            .unwrap_or_else(|| "(no error recorded)".into());
+        let key = (job.task_name.clone(), kind.clone());
+        let group = groups.entry(key.clone()).or_insert_with(|| {
+            order.push(key.clone());
+            FailureGroup {
+                task: job.task_name.clone(),
+                kind,
+                jobs: 0,
+                latest: time(job.finished_at),
+                message: dawdle::text::excerpt(job.error_message.as_deref().unwrap_or(""), 200),
+                ids: Vec::new(),
+            }
+        });
+        group.jobs += 1;
+        if group.ids.len() < 10 {
+            group.ids.push(job.id);
+        }
+    }
+    let groups = order
+        .into_iter()
+        .filter_map(|key| groups.remove(&key))
+        .collect();
+    Ok(render(&Failures {
+        base: state.base,
+        groups,
+        shown: failed.len(),
+    }))
+}
+
+// ------------------------------------------------------------------ queues
+
+struct QueueRow {
+    name: String,
+    todo: i64,
+    doing: i64,
+    succeeded: i64,
+    failed: i64,
+    paused: Option<admin::PausedQueue>,
+    paused_at: String,
+}
+
+#[derive(Template)]
+#[template(path = "queues.html")]
+struct Queues {
+    base: String,
+    rows: Vec<QueueRow>,
+}
+
+pub(crate) async fn queues(Extract(state): Extract<State>) -> Result<Html<String>, PageError> {
+    let stats = admin::stats(&state.pool, &StatsConfig::default()).await?;
+    let mut rows: Vec<QueueRow> = stats
+        .queues
+        .iter()
+        .map(|(name, counts)| QueueRow {
+            name: name.clone(),
+            todo: counts.todo,
+            doing: counts.doing,
+            succeeded: counts.succeeded,
+            failed: counts.failed,
+            paused: None,
+            paused_at: String::new(),
+        })
+        .collect();
+    for paused in stats.paused {
+        let at = time(Some(paused.paused_at));
+        match rows.iter_mut().find(|row| row.name == paused.queue) {
+            Some(row) => {
+                row.paused_at = at;
+                row.paused = Some(paused);
+            }
+            None => rows.push(QueueRow {
+                name: paused.queue.clone(),
+                todo: 0,
+                doing: 0,
+                succeeded: 0,
+                failed: 0,
+                paused: Some(paused),
+                paused_at: at,
+            }),
+        }
+    }
+    Ok(render(&Queues {
+        base: state.base,
+        rows,
+    }))
+}
+
+// ------------------------------------------------------------------ assets
+
+const STYLE: &str = include_str!("../assets/style.css");
+const SCRIPT: &str = include_str!("../assets/dashboard.js");
+
+pub(crate) async fn asset(Path(name): Path<String>) -> Response {
+    let (body, kind) = match name.as_str() {
+        "style.css" => (STYLE, "text/css; charset=utf-8"),
+        "dashboard.js" => (SCRIPT, "text/javascript; charset=utf-8"),
+        _ => return (StatusCode::NOT_FOUND, "no such asset\n").into_response(),
+    };
+    (
+        [
+            (header::CONTENT_TYPE, kind),
+            (header::CACHE_CONTROL, "public, max-age=3600"),
+        ],
+        body,
+    )
+        .into_response()
+}

@@ -1,0 +1,240 @@
+//! The dashboard over HTTP against a real jobs database: every page
+//! renders whatever the rows hold (escaped), filters and pages through
+//! jobs, and asks for credentials when it has them.
+
+use std::net::SocketAddr;
+
+use dawdle::testing::TestDatabase;
+use dawdle::{defer_batch, NewJob};
+use dawdle_dashboard::{check_bind, router, BasicAuth, DashboardConfig};
+use serde_json::json;
+
+/// Serves the dashboard on a free local port: (origin, base URL).
+async fn serve(db: &TestDatabase, config: DashboardConfig) -> (String, String) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let origin = format!("http://{}", listener.local_addr().unwrap());
+    let base = config.base_path.clone();
+    let app = router(db.pool().clone(), config);
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    (origin.clone(), format!("{origin}{base}"))
+}
+
+/// The target of the page's "Older jobs" link, if any.
+fn next_link(body: &str) -> Option<String> {
+    let link = body
+        .split("class=\"next\" href=\"")
+        .nth(1)?
+        .split('"')
+        .next()?;
+    Some(link.replace("&#38;", "&").replace("&amp;", "&"))
+}
+
+async fn get(url: &str) -> (u16, String) {
+    let response = reqwest::get(url).await.unwrap();
+    (response.status().as_u16(), response.text().await.unwrap())
+}
+
+/// Jobs in every status, with hostile content.
+async fn fill(db: &TestDatabase) -> (i64, i64) {
+    let ids = defer_batch(
+        db.pool(),
+        &[
+            NewJob::new(
+                "email.send",
+                json!({"to": "<script>alert('args')</script>"}),
+            )
+            .unwrap()
+            .queue("mail<b>"),
+            NewJob::new("<img src=x onerror=alert(1)>", json!({"n": 1})).unwrap(),
+            NewJob::new("crm.notify", json!({"id": 7})).unwrap(),
+        ],
+    )
+    .await
+    .unwrap();
+    sqlx::raw_sql(&format!(
+        "UPDATE procrastinate_jobs SET status = 'doing', started_at = now() WHERE id = {crm};
+         UPDATE procrastinate_jobs SET status = 'failed', attempts = 3, finished_at = now()
+         WHERE id = {crm};
+         INSERT INTO procrastinate_events (job_id, type, error, error_message, error_traceback)
+         VALUES ({crm}, 'error', 'ConnectionError', 'refused <b>bold</b>',
+                 'Traceback: at <script>alert(\"tb\")</script> line 1');
+         UPDATE procrastinate_jobs SET status = 'succeeded', finished_at = now()
+         WHERE id = {odd};",
+        crm = ids[2],
+        odd = ids[1],
+    ))
+    .execute(db.pool())
+    .await
+    .unwrap();
+    (ids[0], ids[2])
+}
+
+#[tokio::test]
+async fn every_page_renders_what_rows_hold_as_text() {
+    let db = TestDatabase::with_schema().await;
+    let (email, failed) = fill(&db).await;
+    let (_, base) = serve(&db, DashboardConfig::default()).await;
+    for path in [
+        "/".to_string(),
+        "/jobs".into(),
+        "/jobs?status=failed".into(),
+        format!("/jobs/{email}"),
+        format!("/jobs/{failed}"),
+        "/failures".into(),
+        "/queues".into(),
+    ] {
+        let (status, body) = get(&format!("{base}{path}")).await;
+        assert_eq!(status, 200, "{path}: {body}");
+        for raw in ["<script>alert", "<img src=x", "<b>bold", "mail<b>"] {
+            assert!(!body.contains(raw), "{path} shows {raw:?} unescaped");
+        }
+    }
+    let (_, job) = get(&format!("{base}/jobs/{failed}")).await;
+    assert!(job.contains("ConnectionError"), "{job}");
+    assert!(job.contains("Traceback: at &#60;script&#62;"), "{job}");
+    let (_, failures) = get(&format!("{base}/failures")).await;
+    assert!(failures.contains("crm.notify") && failures.contains("ConnectionError"));
+    let (_, overview) = get(&format!("{base}/api/overview")).await;
+    let overview: serde_json::Value = serde_json::from_str(&overview).unwrap();
+    assert_eq!(overview["totals"]["failed"], 1);
+    let (status, css) = get(&format!("{base}/assets/style.css")).await;
+    assert_eq!(status, 200);
+    assert!(css.contains(".verdict"));
+    assert_eq!(get(&format!("{base}/assets/nothing.js")).await.0, 404);
+}
+
+#[tokio::test]
+async fn jobs_are_filtered_and_paged_by_id() {
+    let db = TestDatabase::with_schema().await;
+    let jobs: Vec<NewJob> = (0..120)
+        .map(|n| {
+            NewJob::new("t", json!({ "n": n }))
+                .unwrap()
+                .queue(if n % 2 == 0 { "even" } else { "odd" })
+        })
+        .collect();
+    defer_batch(db.pool(), &jobs).await.unwrap();
+    let (origin, base) = serve(&db, DashboardConfig::default()).await;
+    let rows = |body: &str| body.matches("<td class=\"status").count();
+
+    let (_, first) = get(&format!("{base}/jobs")).await;
+    assert_eq!(rows(&first), 50);
+    let next = next_link(&first).expect("a link to the next page");
+    let (_, second) = get(&format!("{origin}{next}")).await;
+    assert_eq!(rows(&second), 50);
+    let last = next_link(&second).expect("a third page");
+    let (_, third) = get(&format!("{origin}{last}")).await;
+    assert_eq!(rows(&third), 20);
+    assert_eq!(next_link(&third), None, "no page after the last");
+
+    let (_, even) = get(&format!("{base}/jobs?queue=even")).await;
+    assert_eq!(rows(&even), 50);
+    assert!(!even.contains("<td>odd</td>"));
+    let last_page = next_link(&even).unwrap();
+    assert!(
+        last_page.contains("queue=even"),
+        "the filter is kept: {last_page}"
+    );
+
+    let (status, bad) = get(&format!("{base}/jobs?status=nonsense")).await;
+    assert_eq!(status, 200);
+    assert!(bad.contains("unknown status"), "{bad}");
+    assert_eq!(get(&format!("{base}/jobs/999999")).await.0, 404);
+    assert_eq!(get(&format!("{base}/jobs/abc")).await.0, 404);
+}
+
+#[tokio::test]
+async fn with_credentials_every_page_asks_for_them() {
+    let db = TestDatabase::with_schema().await;
+    fill(&db).await;
+    let auth = BasicAuth::new("ops", "s3cret").unwrap();
+    let (_, base) = serve(
+        &db,
+        DashboardConfig {
+            base_path: "/admin/jobs".into(),
+            auth: Some(auth),
+        },
+    )
+    .await;
+    let client = reqwest::Client::new();
+    for path in [
+        "",
+        "/",
+        "/jobs",
+        "/jobs/1",
+        "/failures",
+        "/queues",
+        "/api/overview",
+        "/assets/style.css",
+    ] {
+        let url = format!("{base}{path}");
+        let refused = client.get(&url).send().await.unwrap();
+        assert_eq!(refused.status().as_u16(), 401, "{path}");
+        assert!(refused.headers().contains_key("www-authenticate"));
+        let wrong = client
+            .get(&url)
+            .basic_auth("ops", Some("guess"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(wrong.status().as_u16(), 401, "{path}");
+        let admitted = client
+            .get(&url)
+            .basic_auth("ops", Some("s3cret"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(admitted.status().as_u16(), 200, "{path}");
+        let body = admitted.text().await.unwrap();
+        if path == "/" {
+            assert!(
+                body.contains("href=\"/admin/jobs/jobs\""),
+                "links carry the mount point"
+            );
+        }
+    }
+}
+
+#[test]
+fn only_loopback_addresses_are_served_without_credentials() {
+    let auth = BasicAuth::new("ops", "pw").unwrap();
+    let address = |text: &str| text.parse::<SocketAddr>().unwrap();
+    assert!(check_bind(address("127.0.0.1:9188"), None).is_ok());
+    assert!(check_bind(address("[::1]:9188"), None).is_ok());
+    let refused = check_bind(address("0.0.0.0:9188"), None).unwrap_err();
+    assert!(refused.contains("DAWDLE_DASHBOARD_USER"), "{refused}");
+    assert!(check_bind(address("10.1.2.3:80"), None).is_err());
+    assert!(check_bind(address("0.0.0.0:9188"), Some(&auth)).is_ok());
+    assert!(BasicAuth::new("", "pw").is_err());
+    assert!(BasicAuth::new("a:b", "pw").is_err());
+}
+
+#[tokio::test]
+async fn merged_into_an_application_it_serves_under_its_mount_point() {
+    let db = TestDatabase::with_schema().await;
+    let app = axum::Router::new()
+        .route("/health", axum::routing::get(|| async { "ok" }))
+        .layer(axum::middleware::from_fn(
+            |request: axum::extract::Request, next: axum::middleware::Next| async move {
+                next.run(request).await
+            },
+        ))
+        .merge(router(
+            db.pool().clone(),
+            DashboardConfig {
+                base_path: "/admin/jobs".into(),
+                auth: None,
+            },
+        ));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let origin = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    for path in [
+        "/health",
+        "/admin/jobs",
+        "/admin/jobs/",
+        "/admin/jobs/queues",
+    ] {
+        assert_eq!(get(&format!("{origin}{path}")).await.0, 200, "{path}");
+    }
+}
