@@ -16,6 +16,10 @@ pub(crate) struct DashboardArgs {
     /// needs DAWDLE_DASHBOARD_USER and DAWDLE_DASHBOARD_PASSWORD.
     #[arg(long, default_value = "127.0.0.1:9188", value_name = "ADDR")]
     bind: SocketAddr,
+    /// Offer the actions (retry, cancel, pause and resume queues); needs
+    /// DAWDLE_DASHBOARD_USER and DAWDLE_DASHBOARD_PASSWORD.
+    #[arg(long)]
+    actions: bool,
     /// Log format on stderr.
     #[arg(long, value_enum, default_value_t = LogFormat::Text, env = "DAWDLE_LOG_FORMAT")]
     log_format: LogFormat,
@@ -29,6 +33,15 @@ pub(crate) async fn run(
         code: 2,
         ..Failure::new(format!("failed to start the dashboard: {why}"))
     })?;
+    if args.actions && auth.is_none() {
+        return Err(Failure {
+            code: 2,
+            ..Failure::new(
+                "failed to start the dashboard: --actions needs credentials: set \
+                 DAWDLE_DASHBOARD_USER and DAWDLE_DASHBOARD_PASSWORD (every page then asks for them)",
+            )
+        });
+    }
     check_bind(args.bind, auth.as_ref()).map_err(|why| Failure {
         code: 2,
         ..Failure::new(format!("failed to start the dashboard: {why}"))
@@ -48,6 +61,7 @@ pub(crate) async fn run(
     tracing::info!(
         url = %format!("http://{address}/"),
         authentication = auth.is_some(),
+        actions = args.actions,
         "dashboard serving"
     );
     let router = dawdle_dashboard::router(
@@ -55,6 +69,7 @@ pub(crate) async fn run(
         DashboardConfig {
             base_path: String::new(),
             auth,
+            actions: args.actions,
         },
     );
     axum::serve(listener, router)

@@ -1,3 +1,13 @@
+// Confirmation before every action.
+(function () {
+  "use strict";
+  document.addEventListener("submit", function (event) {
+    var form = event.target;
+    var question = form && form.getAttribute && form.getAttribute("data-confirm");
+    if (question && !window.confirm(question)) { event.preventDefault(); }
+  });
+})();
+
 // Live refresh of the overview's counts: the page works without it.
 (function () {
   "use strict";

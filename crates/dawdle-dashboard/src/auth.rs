@@ -66,8 +66,12 @@ impl BasicAuth {
     }
 }
 
+/// The authenticated user's name, for the log of actions.
+#[derive(Debug, Clone)]
+pub(crate) struct User(pub(crate) String);
+
 /// Compares without stopping at the first difference.
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+pub(crate) fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
@@ -83,6 +87,8 @@ pub(crate) fn protect(router: Router, auth: BasicAuth) -> Router {
                     .and_then(|value| value.to_str().ok())
                     .is_some_and(|value| auth.admits(value));
                 if admitted {
+                    let mut request = request;
+                    request.extensions_mut().insert(User(auth.user.clone()));
                     next.run(request).await
                 } else {
                     (

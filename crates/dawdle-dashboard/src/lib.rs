@@ -10,16 +10,19 @@
 //! it under `/admin/jobs`), or run `dawdle dashboard`. Every page reads through
 //! `dawdle::admin`, the module the command line uses.
 //!
-//! Security: the dashboard is read-only. With [`BasicAuth`] configured
-//! every page asks for it; [`check_bind`] refuses to serve a non-loopback
-//! address without it.
+//! Security: read-only unless [`DashboardConfig::actions`] is on, which
+//! needs credentials. With [`BasicAuth`] configured every page asks for
+//! them; [`check_bind`] refuses to serve a non-loopback address without
+//! them. Action forms carry a per-process token a page of another site
+//! cannot read, and a browser's cross-site POST is refused.
 
+mod actions;
 mod auth;
 mod pages;
 
 use std::net::SocketAddr;
 
-use axum::routing::get;
+use axum::routing::{get, post};
 use axum::Router;
 use sqlx::PgPool;
 
@@ -34,13 +37,20 @@ pub struct DashboardConfig {
     /// Credentials every page asks for; `None` leaves the pages open (for
     /// a loopback address only, see [`check_bind`]).
     pub auth: Option<BasicAuth>,
+    /// Offer the actions (retry, cancel, pause, resume). Only with `auth`:
+    /// without credentials the dashboard stays read-only.
+    pub actions: bool,
 }
 
 /// The dashboard's routes, under `config.base_path` (`/admin/jobs/…`, or
 /// `/…` when empty): merge the router into an application's own.
 pub fn router(pool: PgPool, config: DashboardConfig) -> Router {
     let base = config.base_path.trim_end_matches('/').to_string();
-    let state = pages::State::new(pool, base.clone());
+    let actions = config.actions && config.auth.is_some();
+    if config.actions && !actions {
+        tracing::warn!("dashboard actions are off: they need credentials (DAWDLE_DASHBOARD_USER and DAWDLE_DASHBOARD_PASSWORD)");
+    }
+    let state = pages::State::new(pool, base.clone(), actions.then(actions::Csrf::new));
     let mut router = Router::new()
         .route(&format!("{base}/"), get(pages::overview))
         .route(&format!("{base}/jobs"), get(pages::jobs))
@@ -52,6 +62,25 @@ pub fn router(pool: PgPool, config: DashboardConfig) -> Router {
     if !base.is_empty() {
         router = router.route(&base, get(pages::overview));
     }
+    let action_routes = [
+        format!("{base}/jobs/{{id}}/retry"),
+        format!("{base}/jobs/{{id}}/cancel"),
+        format!("{base}/failures/retry"),
+        format!("{base}/queues/{{queue}}/pause"),
+        format!("{base}/queues/{{queue}}/resume"),
+    ];
+    router = if actions {
+        router
+            .route(&action_routes[0], post(actions::retry))
+            .route(&action_routes[1], post(actions::cancel))
+            .route(&action_routes[2], post(actions::retry_failed))
+            .route(&action_routes[3], post(actions::pause))
+            .route(&action_routes[4], post(actions::resume))
+    } else {
+        action_routes.iter().fold(router, |router, path| {
+            router.route(path, post(actions::disabled))
+        })
+    };
     let router = router.with_state(state);
     match config.auth {
         Some(auth) => auth::protect(router, auth),

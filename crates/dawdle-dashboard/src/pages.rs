@@ -13,6 +13,8 @@ use dawdle::{Event, Job, JobStatus};
 use serde::Deserialize;
 use sqlx::PgPool;
 
+use crate::actions::Csrf;
+
 /// Jobs per page of the jobs list.
 const PAGE_SIZE: i64 = 50;
 /// Most characters of arguments shown in a list row.
@@ -20,14 +22,25 @@ const ARGS_PREVIEW_CHARS: usize = 120;
 
 #[derive(Debug, Clone)]
 pub(crate) struct State {
-    pool: PgPool,
+    pub(crate) pool: PgPool,
     /// Prefix of every link (`/admin/jobs`), empty at the root.
-    base: String,
+    pub(crate) base: String,
+    /// The action forms' token; `None` when the dashboard is read-only.
+    pub(crate) csrf: Option<Csrf>,
 }
 
 impl State {
-    pub(crate) fn new(pool: PgPool, base: String) -> Self {
-        Self { pool, base }
+    pub(crate) fn new(pool: PgPool, base: String, csrf: Option<Csrf>) -> Self {
+        Self { pool, base, csrf }
+    }
+
+    /// The token action forms carry, empty when actions are off (the
+    /// templates show no form then).
+    fn token(&self) -> String {
+        self.csrf
+            .as_ref()
+            .map(|c| c.token().to_string())
+            .unwrap_or_default()
     }
 }
 
@@ -52,7 +65,7 @@ impl IntoResponse for PageError {
     }
 }
 
-fn render(template: &impl Template) -> Html<String> {
+pub(crate) fn render(template: &impl Template) -> Html<String> {
     Html(template.render().unwrap_or_else(|error| {
         tracing::error!(error = %error, "dashboard: a template failed to render");
         "<!doctype html><title>dawdle</title><p>This page could not be rendered.</p>".into()
@@ -61,10 +74,10 @@ fn render(template: &impl Template) -> Html<String> {
 
 #[derive(Template)]
 #[template(path = "message.html")]
-struct Message {
-    base: String,
-    title: String,
-    message: String,
+pub(crate) struct Message {
+    pub(crate) base: String,
+    pub(crate) title: String,
+    pub(crate) message: String,
 }
 
 fn time(at: Option<DateTime<Utc>>) -> String {
@@ -271,6 +284,7 @@ impl From<&Event> for EventRow {
 #[template(path = "job.html")]
 struct JobPage {
     base: String,
+    csrf: String,
     job: JobRow,
     args: String,
     priority: i32,
@@ -302,6 +316,7 @@ pub(crate) async fn job(
         None => serde_json::to_string_pretty(&job.args).unwrap_or_default(),
     };
     Ok(render(&JobPage {
+        csrf: state.token(),
         base: state.base,
         args,
         priority: job.priority,
@@ -345,6 +360,7 @@ struct FailureGroup {
 #[template(path = "failures.html")]
 struct Failures {
     base: String,
+    csrf: String,
     groups: Vec<FailureGroup>,
     shown: usize,
 }
@@ -391,6 +407,7 @@ pub(crate) async fn failures(Extract(state): Extract<State>) -> Result<Html<Stri
         .filter_map(|key| groups.remove(&key))
         .collect();
     Ok(render(&Failures {
+        csrf: state.token(),
         base: state.base,
         groups,
         shown: failed.len(),
@@ -413,6 +430,7 @@ struct QueueRow {
 #[template(path = "queues.html")]
 struct Queues {
     base: String,
+    csrf: String,
     rows: Vec<QueueRow>,
 }
 
@@ -450,6 +468,7 @@ pub(crate) async fn queues(Extract(state): Extract<State>) -> Result<Html<String
         }
     }
     Ok(render(&Queues {
+        csrf: state.token(),
         base: state.base,
         rows,
     }))

@@ -153,6 +153,7 @@ async fn with_credentials_every_page_asks_for_them() {
         DashboardConfig {
             base_path: "/admin/jobs".into(),
             auth: Some(auth),
+            actions: false,
         },
     )
     .await;
@@ -224,6 +225,7 @@ async fn merged_into_an_application_it_serves_under_its_mount_point() {
             DashboardConfig {
                 base_path: "/admin/jobs".into(),
                 auth: None,
+                actions: false,
             },
         ));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -236,5 +238,181 @@ async fn merged_into_an_application_it_serves_under_its_mount_point() {
         "/admin/jobs/queues",
     ] {
         assert_eq!(get(&format!("{origin}{path}")).await.0, 200, "{path}");
+    }
+}
+
+/// The action form's token on `page`.
+fn token(page: &str) -> String {
+    page.split("name=\"csrf\" value=\"")
+        .nth(1)
+        .and_then(|rest| rest.split('"').next())
+        .expect("an action form with a token")
+        .to_string()
+}
+
+#[tokio::test]
+async fn actions_need_credentials_and_the_pages_token() {
+    let db = TestDatabase::with_schema().await;
+    let (_, failed) = fill(&db).await;
+    let (_, base) = serve(
+        &db,
+        DashboardConfig {
+            base_path: String::new(),
+            auth: Some(BasicAuth::new("ops", "s3cret").unwrap()),
+            actions: true,
+        },
+    )
+    .await;
+    let client = reqwest::Client::new();
+    let page = client
+        .get(format!("{base}/jobs/{failed}"))
+        .basic_auth("ops", Some("s3cret"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let csrf = token(&page);
+    let retry = format!("{base}/jobs/{failed}/retry");
+    let post = |form: Vec<(&'static str, String)>| {
+        client
+            .post(&retry)
+            .basic_auth("ops", Some("s3cret"))
+            .form(&form)
+    };
+    let status_of = |id: i64| {
+        let pool = db.pool().clone();
+        async move {
+            sqlx::query_scalar::<_, String>(
+                "SELECT status::text FROM procrastinate_jobs WHERE id = $1",
+            )
+            .bind(id)
+            .fetch_one(&pool)
+            .await
+            .unwrap()
+        }
+    };
+
+    // No credentials, no token, a wrong token, a cross-site form: refused,
+    // and the job is untouched.
+    let anonymous = client
+        .post(&retry)
+        .form(&[("csrf", csrf.clone())])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(anonymous.status().as_u16(), 401);
+    let tokenless = post(vec![]).send().await.unwrap();
+    assert_eq!(
+        tokenless.status().as_u16(),
+        403,
+        "{}",
+        tokenless.text().await.unwrap()
+    );
+    let wrong = post(vec![("csrf", "0".repeat(64))]).send().await.unwrap();
+    assert_eq!(wrong.status().as_u16(), 403);
+    let forged = post(vec![("csrf", csrf.clone())])
+        .header("sec-fetch-site", "cross-site")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(forged.status().as_u16(), 403);
+    assert_eq!(status_of(failed).await, "failed");
+
+    // The dashboard's own form: done, and it says what changed.
+    let done = post(vec![("csrf", csrf.clone())])
+        .header("sec-fetch-site", "same-origin")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(done.status().as_u16(), 200);
+    assert!(done.text().await.unwrap().contains("1 job changed"));
+    assert_eq!(status_of(failed).await, "todo");
+    // Again: the database refuses (not failed any more), nothing changes.
+    let again = post(vec![("csrf", csrf.clone())]).send().await.unwrap();
+    assert_eq!(again.status().as_u16(), 409);
+
+    // Pause and resume a queue, recorded with who did it.
+    let pause = client
+        .post(format!("{base}/queues/default/pause"))
+        .basic_auth("ops", Some("s3cret"))
+        .form(&[("csrf", csrf.as_str()), ("reason", "<b>deploy</b>")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(pause.status().as_u16(), 200);
+    let paused = dawdle::admin::paused_queues(db.pool()).await.unwrap();
+    assert_eq!(paused[0].queue, "default");
+    assert_eq!(paused[0].paused_by.as_deref(), Some("ops"));
+    let queues = client
+        .get(format!("{base}/queues"))
+        .basic_auth("ops", Some("s3cret"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        queues.contains("paused since") && !queues.contains("<b>deploy"),
+        "{queues}"
+    );
+    let resume = client
+        .post(format!("{base}/queues/default/resume"))
+        .basic_auth("ops", Some("s3cret"))
+        .form(&[("csrf", csrf.as_str())])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resume.status().as_u16(), 200);
+    assert!(dawdle::admin::paused_queues(db.pool())
+        .await
+        .unwrap()
+        .is_empty());
+}
+
+#[tokio::test]
+async fn a_read_only_dashboard_offers_no_action_and_refuses_every_one() {
+    let db = TestDatabase::with_schema().await;
+    let (_, failed) = fill(&db).await;
+    for config in [
+        DashboardConfig::default(),
+        // Actions asked for without credentials stay off.
+        DashboardConfig {
+            actions: true,
+            ..DashboardConfig::default()
+        },
+    ] {
+        let (_, base) = serve(&db, config).await;
+        let (_, page) = get(&format!("{base}/jobs/{failed}")).await;
+        assert!(!page.contains("name=\"csrf\""), "no action form");
+        let client = reqwest::Client::new();
+        for path in [
+            format!("/jobs/{failed}/retry"),
+            format!("/jobs/{failed}/cancel"),
+            "/failures/retry".to_string(),
+            "/queues/default/pause".to_string(),
+            "/queues/default/resume".to_string(),
+        ] {
+            let response = client
+                .post(format!("{base}{path}"))
+                .form(&[("csrf", "x")])
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(response.status().as_u16(), 403, "{path}");
+        }
+        let status: String =
+            sqlx::query_scalar("SELECT status::text FROM procrastinate_jobs WHERE id = $1")
+                .bind(failed)
+                .fetch_one(db.pool())
+                .await
+                .unwrap();
+        assert_eq!(status, "failed");
+        assert!(dawdle::admin::paused_queues(db.pool())
+            .await
+            .unwrap()
+            .is_empty());
     }
 }

@@ -274,9 +274,13 @@ fn dashboard(jobs: &PgPool, address: SocketAddr) -> axum::Router {
         authentication = auth.is_some(),
         "dashboard_mounted"
     );
+    // Actions (retry, cancel, pause, resume) with DAWDLE_DASHBOARD_ACTIONS=true;
+    // the dashboard keeps them off without credentials.
+    let actions = std::env::var("DAWDLE_DASHBOARD_ACTIONS").is_ok_and(|v| v.trim() == "true");
     let config = dawdle_dashboard::DashboardConfig {
         base_path: DASHBOARD_PATH.to_string(),
         auth,
+        actions,
     };
     dawdle_dashboard::router(jobs.clone(), config)
 }

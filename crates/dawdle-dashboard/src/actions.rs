@@ -1,0 +1,268 @@
+//! The dashboard's actions: the same `dawdle::admin` calls as the command
+//! line (`retry`, `retry-failed`, `cancel`, `queue pause|resume`), taken by
+//! an authenticated user through a form that carries the page's CSRF token.
+//! Each one says what it changed and is logged with who took it.
+
+use axum::extract::{Path, State as Extract};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{Html, IntoResponse, Response};
+use axum::{Extension, Form};
+use dawdle::admin::{self, RetryFilter};
+use serde::Deserialize;
+
+use crate::auth::User;
+use crate::pages::{render, Message, PageError, State};
+
+/// A secret token per process, in every action form: a page of another
+/// site cannot read it, so it cannot forge the form.
+#[derive(Clone)]
+pub(crate) struct Csrf(String);
+
+impl std::fmt::Debug for Csrf {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Csrf(***)")
+    }
+}
+
+impl Csrf {
+    pub(crate) fn new() -> Self {
+        use rand::RngCore as _;
+        let mut bytes = [0u8; 32];
+        rand::thread_rng().fill_bytes(&mut bytes);
+        Self(bytes.iter().map(|b| format!("{b:02x}")).collect())
+    }
+
+    pub(crate) fn token(&self) -> &str {
+        &self.0
+    }
+
+    fn admits(&self, given: &str) -> bool {
+        crate::auth::constant_time_eq(self.0.as_bytes(), given.as_bytes())
+    }
+}
+
+/// Refuses a form another site sent: the token must match, and a browser's
+/// `Sec-Fetch-Site` (when it says) must be `same-origin`.
+fn forged(state: &State, headers: &HeaderMap, token: &str) -> Option<Response> {
+    let cross_site = headers
+        .get("sec-fetch-site")
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|site| site != "same-origin" && site != "none");
+    let csrf = state.csrf.as_ref()?;
+    if cross_site || !csrf.admits(token) {
+        tracing::warn!(
+            cross_site,
+            "dashboard: refused an action without a valid form token"
+        );
+        return Some(
+            (
+                StatusCode::FORBIDDEN,
+                render(&Message {
+                    base: state.base.clone(),
+                    title: "Refused".into(),
+                    message: "This form did not come from this dashboard (its token is missing \
+                              or stale). Reload the page and try again."
+                        .into(),
+                }),
+            )
+                .into_response(),
+        );
+    }
+    None
+}
+
+/// What an action did, on a page that links back.
+fn done(state: &State, title: &str, message: String) -> Response {
+    render(&Message {
+        base: state.base.clone(),
+        title: title.into(),
+        message,
+    })
+    .into_response()
+}
+
+/// The page refusing an action the database refused (a wrong status, say).
+fn refused(state: &State, message: String) -> Response {
+    (
+        StatusCode::CONFLICT,
+        render(&Message {
+            base: state.base.clone(),
+            title: "Nothing changed".into(),
+            message,
+        }),
+    )
+        .into_response()
+}
+
+#[derive(Debug, Deserialize)]
+pub(crate) struct TokenForm {
+    #[serde(default)]
+    csrf: String,
+}
+
+#[derive(Debug, Deserialize)]
+pub(crate) struct RetryFailedForm {
+    #[serde(default)]
+    csrf: String,
+    task: Option<String>,
+    queue: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+pub(crate) struct PauseForm {
+    #[serde(default)]
+    csrf: String,
+    reason: Option<String>,
+}
+
+pub(crate) async fn retry(
+    Extract(state): Extract<State>,
+    Extension(user): Extension<User>,
+    headers: HeaderMap,
+    Path(id): Path<i64>,
+    Form(form): Form<TokenForm>,
+) -> Response {
+    if let Some(refusal) = forged(&state, &headers, &form.csrf) {
+        return refusal;
+    }
+    match admin::retry(&state.pool, id).await {
+        Ok(()) => {
+            tracing::info!(user = %user.0, action = "retry", job_id = id, changed = 1, "dashboard_action");
+            done(
+                &state,
+                "Retried",
+                format!("Job {id} is waiting to run again (1 job changed)."),
+            )
+        }
+        Err(error) => refused(&state, error.to_string()),
+    }
+}
+
+pub(crate) async fn cancel(
+    Extract(state): Extract<State>,
+    Extension(user): Extension<User>,
+    headers: HeaderMap,
+    Path(id): Path<i64>,
+    Form(form): Form<TokenForm>,
+) -> Response {
+    if let Some(refusal) = forged(&state, &headers, &form.csrf) {
+        return refusal;
+    }
+    match admin::cancel(&state.pool, id).await {
+        Ok(outcome) => {
+            tracing::info!(user = %user.0, action = "cancel", job_id = id, outcome = ?outcome,
+                           changed = 1, "dashboard_action");
+            let message = match outcome {
+                admin::CancelOutcome::Cancelled => format!("Job {id} was cancelled (1 job changed)."),
+                admin::CancelOutcome::AbortRequested => format!(
+                    "Job {id} is running: its abort was requested (1 job changed); its worker stops it."
+                ),
+            };
+            done(&state, "Cancelled", message)
+        }
+        Err(error) => refused(&state, error.to_string()),
+    }
+}
+
+pub(crate) async fn retry_failed(
+    Extract(state): Extract<State>,
+    Extension(user): Extension<User>,
+    headers: HeaderMap,
+    Form(form): Form<RetryFailedForm>,
+) -> Result<Response, PageError> {
+    if let Some(refusal) = forged(&state, &headers, &form.csrf) {
+        return Ok(refusal);
+    }
+    let filter = RetryFilter {
+        task: form.task.filter(|t| !t.is_empty()),
+        queue: form.queue.filter(|q| !q.is_empty()),
+        dry_run: false,
+    };
+    match admin::retry_failed(&state.pool, &filter).await {
+        Ok(changed) => {
+            tracing::info!(user = %user.0, action = "retry_failed", task = ?filter.task,
+                           queue = ?filter.queue, changed, "dashboard_action");
+            Ok(done(
+                &state,
+                "Retried",
+                format!("{changed} failed job(s) are waiting to run again."),
+            ))
+        }
+        Err(error) => Ok(refused(&state, error.to_string())),
+    }
+}
+
+pub(crate) async fn pause(
+    Extract(state): Extract<State>,
+    Extension(user): Extension<User>,
+    headers: HeaderMap,
+    Path(queue): Path<String>,
+    Form(form): Form<PauseForm>,
+) -> Response {
+    if let Some(refusal) = forged(&state, &headers, &form.csrf) {
+        return refusal;
+    }
+    match admin::pause_queue(&state.pool, &queue, Some(&user.0), form.reason.as_deref()).await {
+        Ok(paused) => {
+            tracing::info!(user = %user.0, action = "pause", queue = %dawdle::text::excerpt(&queue, 60),
+                           changed = u8::from(paused), "dashboard_action");
+            let message = if paused {
+                format!(
+                    "Queue {} is paused: no worker claims its jobs until it is resumed.",
+                    dawdle::text::quote(&queue)
+                )
+            } else {
+                format!(
+                    "Queue {} was paused already; nothing changed.",
+                    dawdle::text::quote(&queue)
+                )
+            };
+            done(&state, "Paused", message)
+        }
+        Err(error) => refused(&state, error.to_string()),
+    }
+}
+
+pub(crate) async fn resume(
+    Extract(state): Extract<State>,
+    Extension(user): Extension<User>,
+    headers: HeaderMap,
+    Path(queue): Path<String>,
+    Form(form): Form<TokenForm>,
+) -> Response {
+    if let Some(refusal) = forged(&state, &headers, &form.csrf) {
+        return refusal;
+    }
+    match admin::resume_queue(&state.pool, &queue).await {
+        Ok(resumed) => {
+            tracing::info!(user = %user.0, action = "resume", queue = %dawdle::text::excerpt(&queue, 60),
+                           changed = u8::from(resumed), "dashboard_action");
+            let message = if resumed {
+                format!(
+                    "Queue {} is running again: its workers were woken.",
+                    dawdle::text::quote(&queue)
+                )
+            } else {
+                format!(
+                    "Queue {} was not paused; nothing changed.",
+                    dawdle::text::quote(&queue)
+                )
+            };
+            done(&state, "Resumed", message)
+        }
+        Err(error) => refused(&state, error.to_string()),
+    }
+}
+
+/// Actions answer only on an authenticated dashboard with actions on; the
+/// routes do not exist otherwise, which this explains.
+pub(crate) async fn disabled() -> impl IntoResponse {
+    (
+        StatusCode::FORBIDDEN,
+        Html(
+            "<!doctype html><title>dawdle</title><p>Actions are off: this dashboard is read-only. \
+              Start it with credentials (DAWDLE_DASHBOARD_USER, DAWDLE_DASHBOARD_PASSWORD) and \
+              actions on to change jobs.</p>",
+        ),
+    )
+}
