@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Runs the whole test suite from a fresh clone: installs what it needs (the
-# PostgreSQL server binaries and promtool when missing and we are root, a Python virtual
+# PostgreSQL server binaries, promtool and chromium when missing and we are root, a Python virtual
 # environment with the Procrastinate library the compatibility tests use),
 # starts nothing by hand (the tests start one throwaway PostgreSQL cluster for
 # the run), and removes that cluster afterwards.
@@ -48,6 +48,18 @@ if ! command -v promtool >/dev/null 2>&1; then
             log "could not install prometheus: the alert-rule tests will SKIP"
     else
         log "promtool is not installed and we are not root: the alert-rule tests will SKIP (install it with: sudo apt-get install prometheus)"
+    fi
+fi
+
+# The dashboard's browser test drives Debian's chromium over WebDriver.
+if ! command -v chromedriver >/dev/null 2>&1 || ! command -v chromium >/dev/null 2>&1; then
+    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+        log "installing chromium and chromium-driver (apt-get) for the dashboard's browser test"
+        { apt-get update -qq &&
+            DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium chromium-driver >/dev/null; } ||
+            log "could not install chromium: the dashboard's browser test will SKIP"
+    else
+        log "chromium/chromedriver are not installed and we are not root: the dashboard's browser test will SKIP (install them with: sudo apt-get install chromium chromium-driver)"
     fi
 fi
 
