@@ -11,6 +11,7 @@
 
 mod drain;
 mod drain_worker;
+mod jobs_list;
 mod scratch;
 mod trigger_events;
 mod triggers;
@@ -37,6 +38,12 @@ pub(crate) enum BenchCommand {
     /// as a child process, checks that every job succeeded with its full history, and
     /// reports enqueue and drain rates and the worker's peak memory. Drops the database.
     Drain(drain::DrainBenchArgs),
+    /// Time the jobs listing (the dashboard's Jobs page, `dawdle jobs`) on a large table.
+    ///
+    /// Creates a scratch database on the jobs database's server (dawdle_bench_jobs_list)
+    /// with --jobs jobs in every status, reads each filter's first page (and pages deep
+    /// down) --repeat times, reports medians, and drops the database.
+    JobsList(jobs_list::JobsListBenchArgs),
 }
 
 /// Runs a `dawdle bench` command.
@@ -47,6 +54,7 @@ pub(crate) async fn run(
     match command {
         BenchCommand::Triggers(args) => triggers::run(explicit_url, args).await,
         BenchCommand::Drain(args) => drain::run(explicit_url, args).await,
+        BenchCommand::JobsList(args) => jobs_list::run(explicit_url, args).await,
     }
 }
 
