@@ -1,5 +1,6 @@
 //! The dashboard's actions: the same `dawdle::admin` calls as the command
-//! line (`retry`, `retry-failed`, `cancel`, `queue pause|resume`), taken by
+//! line (`retry`, `retry-failed`, `cancel`, `reset-stalled`, `queue
+//! pause|resume`), taken by
 //! an authenticated user through a form that carries the page's CSRF token.
 //! Each one says what it changed and is logged with who took it.
 
@@ -160,6 +161,33 @@ pub(crate) async fn cancel(
             };
             done(&state, "Cancelled", message)
         }
+        Err(error) => refused(&state, error.to_string()),
+    }
+}
+
+pub(crate) async fn reset(
+    Extract(state): Extract<State>,
+    Extension(user): Extension<User>,
+    headers: HeaderMap,
+    Path(id): Path<i64>,
+    Form(form): Form<TokenForm>,
+) -> Response {
+    if let Some(refusal) = forged(&state, &headers, &form.csrf) {
+        return refusal;
+    }
+    match admin::reset_stalled(&state.pool, &admin::ResetTarget::Job(id)).await {
+        Ok(reset) if !reset.is_empty() => {
+            tracing::info!(user = %user.0, action = "reset", job_id = id, changed = reset.len(), "dashboard_action");
+            done(
+                &state,
+                "Reset",
+                format!("Job {id} is back in todo (1 job changed); a worker runs it again."),
+            )
+        }
+        Ok(_) => refused(
+            &state,
+            format!("Job {id} is not in doing; nothing changed."),
+        ),
         Err(error) => refused(&state, error.to_string()),
     }
 }

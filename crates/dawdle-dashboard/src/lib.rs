@@ -57,6 +57,7 @@ pub fn router(pool: PgPool, config: DashboardConfig) -> Router {
         .route(&format!("{base}/jobs/{{id}}"), get(pages::job))
         .route(&format!("{base}/failures"), get(pages::failures))
         .route(&format!("{base}/queues"), get(pages::queues))
+        .route(&format!("{base}/workers"), get(pages::workers))
         .route(&format!("{base}/api/overview"), get(pages::overview_json))
         .route(&format!("{base}/assets/{{name}}"), get(pages::asset));
     if !base.is_empty() {
@@ -65,6 +66,7 @@ pub fn router(pool: PgPool, config: DashboardConfig) -> Router {
     let action_routes = [
         format!("{base}/jobs/{{id}}/retry"),
         format!("{base}/jobs/{{id}}/cancel"),
+        format!("{base}/jobs/{{id}}/reset"),
         format!("{base}/failures/retry"),
         format!("{base}/queues/{{queue}}/pause"),
         format!("{base}/queues/{{queue}}/resume"),
@@ -73,9 +75,10 @@ pub fn router(pool: PgPool, config: DashboardConfig) -> Router {
         router
             .route(&action_routes[0], post(actions::retry))
             .route(&action_routes[1], post(actions::cancel))
-            .route(&action_routes[2], post(actions::retry_failed))
-            .route(&action_routes[3], post(actions::pause))
-            .route(&action_routes[4], post(actions::resume))
+            .route(&action_routes[2], post(actions::reset))
+            .route(&action_routes[3], post(actions::retry_failed))
+            .route(&action_routes[4], post(actions::pause))
+            .route(&action_routes[5], post(actions::resume))
     } else {
         action_routes.iter().fold(router, |router, path| {
             router.route(path, post(actions::disabled))

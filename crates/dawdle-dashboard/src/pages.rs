@@ -474,6 +474,67 @@ pub(crate) async fn queues(Extract(state): Extract<State>) -> Result<Html<String
     }))
 }
 
+// ----------------------------------------------------------------- workers
+
+struct WorkerLine {
+    id: i64,
+    heartbeat: String,
+    silent: String,
+    live: bool,
+    running: i64,
+}
+
+struct PeriodicLine {
+    task: String,
+    periodic_id: String,
+    last_tick: String,
+    last_job: Option<i64>,
+    defers: i64,
+}
+
+#[derive(Template)]
+#[template(path = "workers.html")]
+struct Workers {
+    base: String,
+    workers: Vec<WorkerLine>,
+    periodic: Vec<PeriodicLine>,
+}
+
+pub(crate) async fn workers(Extract(state): Extract<State>) -> Result<Html<String>, PageError> {
+    let live_within = StatsConfig::default().worker_alive_within.as_secs_f64();
+    let workers = admin::workers(&state.pool)
+        .await?
+        .into_iter()
+        .map(|worker| WorkerLine {
+            id: worker.id,
+            heartbeat: time(Some(worker.last_heartbeat)),
+            silent: if worker.silent_seconds.is_finite() {
+                admin::human_duration(worker.silent_seconds.max(0.0))
+            } else {
+                "(unknown)".into()
+            },
+            live: worker.silent_seconds <= live_within,
+            running: worker.running,
+        })
+        .collect();
+    let periodic = admin::periodic_defers(&state.pool)
+        .await?
+        .into_iter()
+        .map(|defer| PeriodicLine {
+            task: defer.task_name,
+            periodic_id: defer.periodic_id,
+            last_tick: time(defer.last_tick),
+            last_job: defer.last_job_id,
+            defers: defer.defers,
+        })
+        .collect();
+    Ok(render(&Workers {
+        base: state.base,
+        workers,
+        periodic,
+    }))
+}
+
 // ------------------------------------------------------------------ assets
 
 const STYLE: &str = include_str!("../assets/style.css");

@@ -82,6 +82,7 @@ async fn every_page_renders_what_rows_hold_as_text() {
         format!("/jobs/{failed}"),
         "/failures".into(),
         "/queues".into(),
+        "/workers".into(),
     ] {
         let (status, body) = get(&format!("{base}{path}")).await;
         assert_eq!(status, 200, "{path}: {body}");
@@ -165,6 +166,7 @@ async fn with_credentials_every_page_asks_for_them() {
         "/jobs/1",
         "/failures",
         "/queues",
+        "/workers",
         "/api/overview",
         "/assets/style.css",
     ] {
@@ -391,6 +393,7 @@ async fn a_read_only_dashboard_offers_no_action_and_refuses_every_one() {
         for path in [
             format!("/jobs/{failed}/retry"),
             format!("/jobs/{failed}/cancel"),
+            format!("/jobs/{failed}/reset"),
             "/failures/retry".to_string(),
             "/queues/default/pause".to_string(),
             "/queues/default/resume".to_string(),
@@ -415,4 +418,36 @@ async fn a_read_only_dashboard_offers_no_action_and_refuses_every_one() {
             .unwrap()
             .is_empty());
     }
+}
+
+#[tokio::test]
+async fn the_workers_page_shows_heartbeats_running_jobs_and_periodic_defers() {
+    let db = TestDatabase::with_schema().await;
+    let (email, _) = fill(&db).await;
+    sqlx::raw_sql(&format!(
+        "INSERT INTO procrastinate_workers (last_heartbeat) VALUES (now()), (now() - interval '1 hour');
+         UPDATE procrastinate_jobs SET status = 'doing', started_at = now(),
+                worker_id = (SELECT min(id) FROM procrastinate_workers) WHERE id = {email};
+         INSERT INTO procrastinate_periodic_defers (task_name, periodic_id, defer_timestamp, job_id)
+         VALUES ('<i>cleanup</i>', '', 1700000000, NULL), ('<i>cleanup</i>', '', 1700003600, {email});"
+    ))
+    .execute(db.pool())
+    .await
+    .unwrap();
+    let (_, base) = serve(&db, DashboardConfig::default()).await;
+    let (status, page) = get(&format!("{base}/workers")).await;
+    assert_eq!(status, 200);
+    assert!(
+        page.contains("live") && page.contains("silent (stalled or stopping)"),
+        "{page}"
+    );
+    assert!(page.contains("&#60;i&#62;cleanup"), "escaped: {page}");
+    assert!(
+        page.contains("2023-11-14 23:13:20 UTC"),
+        "the latest tick: {page}"
+    );
+    assert!(
+        page.contains(&format!("/jobs/{email}\">{email}</a>")),
+        "{page}"
+    );
 }

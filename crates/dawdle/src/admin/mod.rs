@@ -86,6 +86,7 @@ pub mod gauges;
 mod health;
 mod queues;
 mod stats;
+mod workers;
 
 pub use changes::{
     cancel, clear_pending, purge, reset_stalled, retry, retry_failed, CancelOutcome, ChangeError,
@@ -98,6 +99,7 @@ pub use queues::{pause_queue, paused_queues, resume_queue, PausedQueue, QueueErr
 pub use stats::{
     human_duration, stats, QueueCounts, QueueStats, StatsConfig, TaskDuration, Verdict,
 };
+pub use workers::{periodic_defers, workers, PeriodicDefer, WorkerRow};
 
 /// A failed job with its last error, for `dawdle failed`.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, sqlx::FromRow)]
