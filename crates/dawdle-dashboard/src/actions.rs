@@ -1,6 +1,6 @@
 //! The dashboard's actions: the same `dawdle::admin` calls as the command
-//! line (`retry`, `retry-failed`, `cancel`, `reset-stalled`, `queue
-//! pause|resume`), taken by
+//! line (`retry`, `retry-failed`, `cancel`, `reset-stalled`, `purge`,
+//! `queue pause|resume`), taken by
 //! an authenticated user through a form that carries the page's CSRF token.
 //! Each one says what it changed and is logged with who took it.
 
@@ -277,6 +277,50 @@ pub(crate) async fn resume(
                 )
             };
             done(&state, "Resumed", message)
+        }
+        Err(error) => refused(&state, error.to_string()),
+    }
+}
+
+#[derive(Debug, Deserialize)]
+pub(crate) struct PurgeForm {
+    #[serde(default)]
+    csrf: String,
+    days: Option<String>,
+    include_failed: Option<String>,
+    queue: Option<String>,
+}
+
+pub(crate) async fn purge(
+    Extract(state): Extract<State>,
+    Extension(user): Extension<User>,
+    headers: HeaderMap,
+    Form(form): Form<PurgeForm>,
+) -> Response {
+    if let Some(refusal) = forged(&state, &headers, &form.csrf) {
+        return refusal;
+    }
+    let request = match crate::pages::PurgeRequest::read(
+        form.days.as_deref(),
+        form.include_failed.as_deref(),
+        form.queue,
+    ) {
+        Ok(request) => request,
+        Err(why) => return refused(&state, why),
+    };
+    match admin::purge(&state.pool, &request.options(false), |_| {}).await {
+        Ok(deleted) => {
+            tracing::info!(user = %user.0, action = "purge", days = request.days,
+                           include_failed = request.include_failed, queue = ?request.queue,
+                           changed = deleted, "dashboard_action");
+            done(
+                &state,
+                "Purged",
+                format!(
+                    "Deleted {deleted} job(s) finished more than {} day(s) ago, with their history.",
+                    request.days
+                ),
+            )
         }
         Err(error) => refused(&state, error.to_string()),
     }

@@ -58,6 +58,7 @@ pub fn router(pool: PgPool, config: DashboardConfig) -> Router {
         .route(&format!("{base}/failures"), get(pages::failures))
         .route(&format!("{base}/queues"), get(pages::queues))
         .route(&format!("{base}/workers"), get(pages::workers))
+        .route(&format!("{base}/purge"), get(pages::purge))
         .route(&format!("{base}/api/overview"), get(pages::overview_json))
         .route(&format!("{base}/assets/{{name}}"), get(pages::asset));
     if !base.is_empty() {
@@ -70,6 +71,7 @@ pub fn router(pool: PgPool, config: DashboardConfig) -> Router {
         format!("{base}/failures/retry"),
         format!("{base}/queues/{{queue}}/pause"),
         format!("{base}/queues/{{queue}}/resume"),
+        format!("{base}/purge"),
     ];
     router = if actions {
         router
@@ -79,6 +81,7 @@ pub fn router(pool: PgPool, config: DashboardConfig) -> Router {
             .route(&action_routes[3], post(actions::retry_failed))
             .route(&action_routes[4], post(actions::pause))
             .route(&action_routes[5], post(actions::resume))
+            .route(&action_routes[6], post(actions::purge))
     } else {
         action_routes.iter().fold(router, |router, path| {
             router.route(path, post(actions::disabled))

@@ -54,6 +54,13 @@ impl From<sqlx::Error> for PageError {
     }
 }
 
+impl PageError {
+    pub(crate) fn from_message(message: &str) -> Self {
+        tracing::warn!(error = %message, "dashboard: a page could not read the jobs database");
+        Self(dawdle::text::excerpt(message, 300))
+    }
+}
+
 impl IntoResponse for PageError {
     fn into_response(self) -> Response {
         let page = Message {
@@ -532,6 +539,113 @@ pub(crate) async fn workers(Extract(state): Extract<State>) -> Result<Html<Strin
         base: state.base,
         workers,
         periodic,
+    }))
+}
+
+// ------------------------------------------------------------------- purge
+
+#[derive(Debug, Deserialize)]
+pub(crate) struct PurgeQuery {
+    days: Option<String>,
+    include_failed: Option<String>,
+    queue: Option<String>,
+}
+
+/// What a purge would delete, read from a form (the preview and the
+/// action read the same fields).
+pub(crate) struct PurgeRequest {
+    pub(crate) days: u64,
+    pub(crate) include_failed: bool,
+    pub(crate) queue: Option<String>,
+}
+
+impl PurgeRequest {
+    /// Whole days, 1 or more; a clear error otherwise.
+    pub(crate) fn read(
+        days: Option<&str>,
+        include_failed: Option<&str>,
+        queue: Option<String>,
+    ) -> Result<Self, String> {
+        let days = days.unwrap_or("30").trim();
+        let days = days
+            .parse::<u64>()
+            .ok()
+            .filter(|d| (1..=36_500).contains(d))
+            .ok_or_else(|| {
+                format!(
+                    "{} is not a number of days from 1 to 36500",
+                    dawdle::text::quote(days)
+                )
+            })?;
+        Ok(Self {
+            days,
+            include_failed: include_failed.is_some_and(|v| v == "on" || v == "true"),
+            queue: non_empty(queue),
+        })
+    }
+
+    pub(crate) fn options(&self, dry_run: bool) -> admin::PurgeOptions {
+        admin::PurgeOptions {
+            older_than: std::time::Duration::from_secs(self.days * 86_400),
+            include_failed: self.include_failed,
+            queue: self.queue.clone(),
+            dry_run,
+            batch_size: 10_000,
+        }
+    }
+}
+
+#[derive(Template)]
+#[template(path = "purge.html")]
+struct Purge {
+    base: String,
+    csrf: String,
+    days: String,
+    include_failed: bool,
+    queue: String,
+    /// How many jobs the purge would delete, once previewed.
+    preview: Option<u64>,
+    problem: Option<String>,
+}
+
+pub(crate) async fn purge(
+    Extract(state): Extract<State>,
+    Query(query): Query<PurgeQuery>,
+) -> Result<Html<String>, PageError> {
+    let previewing = query.days.is_some();
+    let days = query.days.clone().unwrap_or_else(|| "30".into());
+    let (preview, problem, include_failed, queue) = match PurgeRequest::read(
+        query.days.as_deref(),
+        query.include_failed.as_deref(),
+        query.queue.clone(),
+    ) {
+        Ok(request) => {
+            let preview = if previewing {
+                Some(
+                    admin::purge(&state.pool, &request.options(true), |_| {})
+                        .await
+                        .map_err(|error| PageError::from_message(&error.to_string()))?,
+                )
+            } else {
+                None
+            };
+            (
+                preview,
+                None,
+                request.include_failed,
+                request.queue.unwrap_or_default(),
+            )
+        }
+        Err(why) => (None, Some(why), false, query.queue.unwrap_or_default()),
+    };
+    Ok(render(&Purge {
+        csrf: state.token(),
+        base: state.base,
+        days,
+        include_failed,
+        queue,
+        preview,
+        problem,
     }))
 }
 

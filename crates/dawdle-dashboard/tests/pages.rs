@@ -83,6 +83,8 @@ async fn every_page_renders_what_rows_hold_as_text() {
         "/failures".into(),
         "/queues".into(),
         "/workers".into(),
+        "/purge".into(),
+        "/purge?days=1".into(),
     ] {
         let (status, body) = get(&format!("{base}{path}")).await;
         assert_eq!(status, 200, "{path}: {body}");
@@ -397,6 +399,7 @@ async fn a_read_only_dashboard_offers_no_action_and_refuses_every_one() {
             "/failures/retry".to_string(),
             "/queues/default/pause".to_string(),
             "/queues/default/resume".to_string(),
+            "/purge".to_string(),
         ] {
             let response = client
                 .post(format!("{base}{path}"))
@@ -450,4 +453,81 @@ async fn the_workers_page_shows_heartbeats_running_jobs_and_periodic_defers() {
         page.contains(&format!("/jobs/{email}\">{email}</a>")),
         "{page}"
     );
+}
+
+#[tokio::test]
+async fn a_purge_is_previewed_then_confirmed_and_says_what_it_deleted() {
+    let db = TestDatabase::with_schema().await;
+    let (email, failed) = fill(&db).await;
+    // Two finished jobs a year old (one failed), the rest recent.
+    sqlx::raw_sql(&format!(
+        "UPDATE procrastinate_jobs SET finished_at = now() - interval '1 year'
+         WHERE id IN ({failed}, (SELECT id FROM procrastinate_jobs WHERE status = 'succeeded'))"
+    ))
+    .execute(db.pool())
+    .await
+    .unwrap();
+    let (_, base) = serve(
+        &db,
+        DashboardConfig {
+            base_path: String::new(),
+            auth: Some(BasicAuth::new("ops", "s3cret").unwrap()),
+            actions: true,
+        },
+    )
+    .await;
+    let client = reqwest::Client::new();
+    let page = |query: &str| {
+        let url = format!("{base}/purge{query}");
+        let client = client.clone();
+        async move {
+            client
+                .get(url)
+                .basic_auth("ops", Some("s3cret"))
+                .send()
+                .await
+                .unwrap()
+                .text()
+                .await
+                .unwrap()
+        }
+    };
+    let preview = page("?days=30").await;
+    assert!(preview.contains("1 job(s) would be deleted"), "{preview}");
+    let with_failed = page("?days=30&include_failed=on").await;
+    assert!(
+        with_failed.contains("2 job(s) would be deleted"),
+        "{with_failed}"
+    );
+    let bad = page("?days=soon").await;
+    assert!(bad.contains("is not a number of days"), "{bad}");
+    let jobs = || async {
+        sqlx::query_scalar::<_, i64>("SELECT count(*) FROM procrastinate_jobs")
+            .fetch_one(db.pool())
+            .await
+            .unwrap()
+    };
+    assert_eq!(jobs().await, 3, "a preview deletes nothing");
+
+    let csrf = token(&with_failed);
+    let purged = client
+        .post(format!("{base}/purge"))
+        .basic_auth("ops", Some("s3cret"))
+        .form(&[
+            ("csrf", csrf.as_str()),
+            ("days", "30"),
+            ("include_failed", "on"),
+            ("queue", ""),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(purged.status().as_u16(), 200);
+    assert!(purged.text().await.unwrap().contains("Deleted 2 job(s)"));
+    assert_eq!(jobs().await, 1);
+    let left: i64 = sqlx::query_scalar("SELECT id FROM procrastinate_jobs")
+        .fetch_one(db.pool())
+        .await
+        .unwrap();
+    assert_eq!(left, email, "the waiting job stays");
 }
