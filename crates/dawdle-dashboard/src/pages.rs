@@ -136,7 +136,44 @@ pub(crate) struct JobsQuery {
     queue: Option<String>,
     task: Option<String>,
     lock: Option<String>,
+    /// Created at or after (`2026-12-04T09:30`, UTC).
+    from: Option<String>,
+    /// Created before.
+    to: Option<String>,
+    /// Text the arguments contain.
+    text: Option<String>,
     before: Option<i64>,
+}
+
+/// Longest a listing may search before the page asks for a narrower one.
+const LISTING_TIMEOUT_MS: u64 = 5_000;
+
+/// A time from a `datetime-local` field (`2026-12-04T09:30`, seconds
+/// optional), or an RFC 3339 time; read as UTC.
+fn parse_time(text: &str) -> Option<DateTime<Utc>> {
+    let text = text.trim();
+    DateTime::parse_from_rfc3339(text)
+        .map(|at| at.with_timezone(&Utc))
+        .ok()
+        .or_else(|| {
+            [
+                "%Y-%m-%dT%H:%M",
+                "%Y-%m-%dT%H:%M:%S",
+                "%Y-%m-%d %H:%M",
+                "%Y-%m-%d",
+            ]
+            .iter()
+            .find_map(|format| {
+                chrono::NaiveDateTime::parse_from_str(text, format)
+                    .ok()
+                    .or_else(|| {
+                        chrono::NaiveDate::parse_from_str(text, format)
+                            .ok()
+                            .and_then(|day| day.and_hms_opt(0, 0, 0))
+                    })
+            })
+            .map(|at| at.and_utc())
+        })
 }
 
 /// One row of the jobs list, ready to show.
@@ -179,6 +216,9 @@ struct Jobs {
     queue: String,
     task: String,
     lock: String,
+    from: String,
+    to: String,
+    text: String,
     statuses: Vec<&'static str>,
     /// The query string of the next page, if there may be one.
     next: Option<String>,
@@ -217,26 +257,66 @@ pub(crate) async fn jobs(
             ),
         },
     };
+    let mut problems: Vec<String> = problem.into_iter().collect();
+    let mut time = |what: &str, value: Option<String>| {
+        let value = non_empty(value)?;
+        let parsed = parse_time(&value);
+        if parsed.is_none() {
+            problems.push(format!(
+                "{what} {} is not a time such as 2026-12-04T09:30 (UTC); ignored",
+                dawdle::text::quote(&value)
+            ));
+        }
+        parsed
+    };
+    let created_after = time("from", query.from.clone());
+    let created_before = time("to", query.to.clone());
     let filter = JobFilter {
         status,
         queue: non_empty(query.queue),
         task: non_empty(query.task),
         lock: non_empty(query.lock),
+        created_after,
+        created_before,
+        args_contain: non_empty(query.text),
         before_id: query.before,
         limit: Some(PAGE_SIZE),
         ..JobFilter::default()
     };
-    let found = admin::list_jobs(&state.pool, &filter).await?;
+    let mut tx = state.pool.begin().await?;
+    sqlx::query(&format!(
+        "SET LOCAL statement_timeout = {LISTING_TIMEOUT_MS}"
+    ))
+    .execute(&mut *tx)
+    .await?;
+    let found = match admin::list_jobs(&mut *tx, &filter).await {
+        Ok(found) => found,
+        Err(error) if is_timeout(&error) => {
+            problems.push(format!(
+                "the search took longer than {} s and was stopped: narrow it with a queue, a \
+                 task, a status or a time range",
+                LISTING_TIMEOUT_MS / 1000
+            ));
+            Vec::new()
+        }
+        Err(error) => return Err(error.into()),
+    };
+    drop(tx);
     let next = (found.len() as i64 == PAGE_SIZE)
         .then(|| found.last().map(|job| job.id))
         .flatten()
         .map(|last| {
             let mut pairs = vec![];
+            let time_text =
+                |at: Option<DateTime<Utc>>| at.map(|at| at.format("%Y-%m-%dT%H:%M:%S").to_string());
             for (key, value) in [
                 ("status", status.map(|s| s.to_string())),
                 ("queue", filter.queue.clone()),
                 ("task", filter.task.clone()),
                 ("lock", filter.lock.clone()),
+                ("from", time_text(filter.created_after)),
+                ("to", time_text(filter.created_before)),
+                ("text", filter.args_contain.clone()),
             ] {
                 if let Some(value) = value {
                     pairs.push(format!("{key}={}", encode(&value)));
@@ -245,6 +325,7 @@ pub(crate) async fn jobs(
             pairs.push(format!("before={last}"));
             pairs.join("&")
         });
+    let problem = (!problems.is_empty()).then(|| problems.join("; "));
     Ok(render(&Jobs {
         base: state.base,
         rows: found.iter().map(JobRow::from).collect(),
@@ -252,10 +333,21 @@ pub(crate) async fn jobs(
         queue: filter.queue.unwrap_or_default(),
         task: filter.task.unwrap_or_default(),
         lock: filter.lock.unwrap_or_default(),
+        from: query.from.unwrap_or_default(),
+        to: query.to.unwrap_or_default(),
+        text: filter.args_contain.unwrap_or_default(),
         statuses,
         next,
         problem,
     }))
+}
+
+/// Whether the statement was stopped by its timeout.
+fn is_timeout(error: &sqlx::Error) -> bool {
+    error
+        .as_database_error()
+        .and_then(|e| e.code())
+        .is_some_and(|code| code == "57014")
 }
 
 /// Percent-encodes a query-string value.

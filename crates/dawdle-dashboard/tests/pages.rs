@@ -531,3 +531,48 @@ async fn a_purge_is_previewed_then_confirmed_and_says_what_it_deleted() {
         .unwrap();
     assert_eq!(left, email, "the waiting job stays");
 }
+
+#[tokio::test]
+async fn jobs_are_found_by_their_arguments_and_creation_time() {
+    let db = TestDatabase::with_schema().await;
+    let ids = defer_batch(
+        db.pool(),
+        &[
+            NewJob::new("t", json!({"email": "ada@example.com"})).unwrap(),
+            NewJob::new("t", json!({"note": "100% sure_thing"})).unwrap(),
+            NewJob::new("t", json!({"email": "bob@example.com"})).unwrap(),
+        ],
+    )
+    .await
+    .unwrap();
+    sqlx::query("UPDATE procrastinate_jobs SET created_at = '2026-01-01T12:00:00Z' WHERE id = $1")
+        .bind(ids[0])
+        .execute(db.pool())
+        .await
+        .unwrap();
+    let (_, base) = serve(&db, DashboardConfig::default()).await;
+    let ids_on = |page: &str| -> Vec<i64> {
+        page.split("<td><a href=\"/jobs/")
+            .skip(1)
+            .filter_map(|rest| rest.split('"').next()?.parse().ok())
+            .collect()
+    };
+    let (_, page) = get(&format!("{base}/jobs?text=ADA%40")).await;
+    assert_eq!(ids_on(&page), [ids[0]], "any case");
+    // `%` and `_` are matched as themselves, not as patterns.
+    let (_, page) = get(&format!("{base}/jobs?text=0%25%20sure_")).await;
+    assert_eq!(ids_on(&page), [ids[1]]);
+    let (_, page) = get(&format!("{base}/jobs?text=%25x%25")).await;
+    assert!(ids_on(&page).is_empty());
+    let (_, page) = get(&format!(
+        "{base}/jobs?from=2026-01-01T11:00&to=2026-01-01T13:00"
+    ))
+    .await;
+    assert_eq!(ids_on(&page), [ids[0]]);
+    let (_, page) = get(&format!("{base}/jobs?from=2026-01-02")).await;
+    assert_eq!(ids_on(&page), [ids[2], ids[1]]);
+    let (status, page) = get(&format!("{base}/jobs?from=yesterday")).await;
+    assert_eq!(status, 200);
+    assert!(page.contains("is not a time such as"), "{page}");
+    assert_eq!(ids_on(&page).len(), 3, "the bad bound is ignored");
+}

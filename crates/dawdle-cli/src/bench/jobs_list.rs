@@ -188,6 +188,28 @@ async fn measure(
                 ..JobFilter::default()
             },
         ),
+        (
+            "arguments contain (common)",
+            JobFilter {
+                args_contain: Some("@example.com".into()),
+                ..JobFilter::default()
+            },
+        ),
+        (
+            "arguments contain (1 job)",
+            JobFilter {
+                args_contain: Some(format!("user{middle_id}@")),
+                ..JobFilter::default()
+            },
+        ),
+        (
+            "an hour, a week ago",
+            JobFilter {
+                created_after: Some(chrono::Utc::now() - chrono::Duration::hours(7 * 24 + 1)),
+                created_before: Some(chrono::Utc::now() - chrono::Duration::hours(7 * 24)),
+                ..JobFilter::default()
+            },
+        ),
     ];
     let mut results = Vec::new();
     for (name, mut filter) in listings {
@@ -221,7 +243,7 @@ async fn measure(
 
 fn print_for_people(report: &Report) {
     outln!(
-        "bench jobs-list: {} jobs, PostgreSQL {}, each listing read {} times, {} rows a page",
+        "bench jobs-list: {} jobs, {}, each listing read {} times, {} rows a page",
         report.jobs,
         report.postgres_version,
         report.repeat,

@@ -17,6 +17,13 @@ pub struct JobFilter {
     /// Only jobs older than this one (ids below it): the next page of a
     /// listing, read from the index however deep it goes.
     pub before_id: Option<i64>,
+    /// Only jobs created at or after this time.
+    pub created_after: Option<chrono::DateTime<chrono::Utc>>,
+    /// Only jobs created before this time.
+    pub created_before: Option<chrono::DateTime<chrono::Utc>>,
+    /// Only jobs whose arguments, as JSON text, contain this (any case).
+    /// Not indexed: bound the time a search may take on a large table.
+    pub args_contain: Option<String>,
     /// Newest first, at most this many (all when `None`).
     pub limit: Option<i64>,
 }
@@ -35,6 +42,9 @@ pub async fn list_jobs<'e, E: PgExecutor<'e>>(
            AND ($5::text IS NULL OR lock = $5)
            AND ($7::text IS NULL OR queueing_lock = $7)
            AND ($8::bigint IS NULL OR id < $8)
+           AND ($9::timestamptz IS NULL OR created_at >= $9)
+           AND ($10::timestamptz IS NULL OR created_at < $10)
+           AND ($11::text IS NULL OR args::text ILIKE '%' || $11 || '%')
          ORDER BY id DESC
          LIMIT $6"
     ))
@@ -46,8 +56,24 @@ pub async fn list_jobs<'e, E: PgExecutor<'e>>(
     .bind(filter.limit)
     .bind(&filter.queueing_lock)
     .bind(filter.before_id)
+    .bind(filter.created_after)
+    .bind(filter.created_before)
+    .bind(filter.args_contain.as_deref().map(like_pattern))
     .fetch_all(executor)
     .await
+}
+
+/// `text` for the inside of an ILIKE pattern: its own `%`, `_` and `\`
+/// match themselves.
+fn like_pattern(text: &str) -> String {
+    let mut pattern = String::with_capacity(text.len());
+    for ch in text.chars() {
+        if matches!(ch, '%' | '_' | '\\') {
+            pattern.push('\\');
+        }
+        pattern.push(ch);
+    }
+    pattern
 }
 
 /// One job by id, with the trace context it was deferred with.
