@@ -105,10 +105,83 @@ struct Overview {
     base: String,
     stats: admin::QueueStats,
     oldest: String,
+    chart: Chart,
+}
+
+/// Hours the overview's chart covers.
+const CHART_HOURS: u32 = 24;
+
+/// One hour's bar: succeeded at the bottom, failed stacked on top.
+struct Bar {
+    x: u32,
+    ok_y: u32,
+    ok_height: u32,
+    failed_y: u32,
+    failed_height: u32,
+    title: String,
+}
+
+/// The last hours' outcomes as SVG bars, drawn here: no chart library.
+struct Chart {
+    width: u32,
+    height: u32,
+    bar_width: u32,
+    bars: Vec<Bar>,
+    peak: i64,
+    total_succeeded: i64,
+    total_failed: i64,
+}
+
+impl Chart {
+    const HEIGHT: u32 = 120;
+    const BAR: u32 = 24;
+    const GAP: u32 = 4;
+
+    fn new(hours: &[admin::HourOutcomes]) -> Self {
+        let peak = hours
+            .iter()
+            .map(|h| h.succeeded + h.failed)
+            .max()
+            .unwrap_or(0)
+            .max(1);
+        let scale =
+            |count: i64| ((count as f64 / peak as f64) * f64::from(Self::HEIGHT)).round() as u32;
+        let bars = hours
+            .iter()
+            .enumerate()
+            .map(|(index, hour)| {
+                let ok_height = scale(hour.succeeded);
+                let failed_height = scale(hour.failed);
+                Bar {
+                    x: index as u32 * (Self::BAR + Self::GAP),
+                    ok_y: Self::HEIGHT - ok_height,
+                    ok_height,
+                    failed_y: Self::HEIGHT - ok_height - failed_height,
+                    failed_height,
+                    title: format!(
+                        "{}: {} succeeded, {} failed",
+                        hour.hour.format("%Y-%m-%d %H:00 UTC"),
+                        hour.succeeded,
+                        hour.failed
+                    ),
+                }
+            })
+            .collect::<Vec<_>>();
+        Self {
+            width: (bars.len() as u32 * (Self::BAR + Self::GAP)).max(1),
+            height: Self::HEIGHT,
+            bar_width: Self::BAR,
+            bars,
+            peak,
+            total_succeeded: hours.iter().map(|h| h.succeeded).sum(),
+            total_failed: hours.iter().map(|h| h.failed).sum(),
+        }
+    }
 }
 
 pub(crate) async fn overview(Extract(state): Extract<State>) -> Result<Html<String>, PageError> {
     let stats = admin::stats(&state.pool, &StatsConfig::default()).await?;
+    let hours = admin::hourly_outcomes(&state.pool, CHART_HOURS).await?;
     let oldest = stats
         .oldest_runnable_age_seconds
         .map_or_else(|| "none waiting".into(), admin::human_duration);
@@ -116,6 +189,7 @@ pub(crate) async fn overview(Extract(state): Extract<State>) -> Result<Html<Stri
         base: state.base,
         stats,
         oldest,
+        chart: Chart::new(&hours),
     }))
 }
 

@@ -576,3 +576,44 @@ async fn jobs_are_found_by_their_arguments_and_creation_time() {
     assert!(page.contains("is not a time such as"), "{page}");
     assert_eq!(ids_on(&page).len(), 3, "the bad bound is ignored");
 }
+
+#[tokio::test]
+async fn the_overview_charts_the_last_days_outcomes_per_hour() {
+    let db = TestDatabase::with_schema().await;
+    let jobs: Vec<NewJob> = (0..6)
+        .map(|_| NewJob::new("t", json!({})).unwrap())
+        .collect();
+    let ids = defer_batch(db.pool(), &jobs).await.unwrap();
+    // Two hours ago: 3 succeeded and 1 failed; 30 hours ago (out of the
+    // chart): 1 succeeded; one still waiting.
+    sqlx::raw_sql(&format!(
+        "UPDATE procrastinate_jobs SET status = 'succeeded',
+                finished_at = date_trunc('hour', now()) - interval '2 hours' + interval '5 minutes'
+         WHERE id IN ({}, {}, {});
+         UPDATE procrastinate_jobs SET status = 'failed',
+                finished_at = date_trunc('hour', now()) - interval '2 hours' + interval '9 minutes'
+         WHERE id = {};
+         UPDATE procrastinate_jobs SET status = 'succeeded', finished_at = now() - interval '30 hours'
+         WHERE id = {};",
+        ids[0], ids[1], ids[2], ids[3], ids[4]
+    ))
+    .execute(db.pool())
+    .await
+    .unwrap();
+    let hours = dawdle::admin::hourly_outcomes(db.pool(), 24).await.unwrap();
+    assert_eq!(hours.len(), 24, "every hour, zeros included");
+    let counts: Vec<(i64, i64)> = hours.iter().map(|h| (h.succeeded, h.failed)).collect();
+    assert_eq!(counts[21], (3, 1), "{counts:?}");
+    assert_eq!(counts.iter().map(|c| c.0 + c.1).sum::<i64>(), 4);
+
+    let (_, base) = serve(&db, DashboardConfig::default()).await;
+    let (status, page) = get(&format!("{base}/")).await;
+    assert_eq!(status, 200);
+    assert!(page.contains("<svg id=\"outcomes\""), "{page}");
+    assert_eq!(page.matches("<rect class=\"ok\"").count(), 24);
+    assert!(page.contains(": 3 succeeded, 1 failed</title>"), "{page}");
+    assert!(
+        page.contains("succeeded (3)") && page.contains("failed (1)"),
+        "{page}"
+    );
+}

@@ -123,7 +123,8 @@ pub use gauges::{queue_gauges, GaugeRecorder, QueueGauge, QueueGauges};
 pub use health::{healthcheck, HealthReport};
 pub use queues::{pause_queue, paused_queues, resume_queue, PausedQueue, QueueError};
 pub use stats::{
-    human_duration, stats, QueueCounts, QueueStats, StatsConfig, TaskDuration, Verdict,
+    hourly_outcomes, human_duration, stats, HourOutcomes, QueueCounts, QueueStats, StatsConfig,
+    TaskDuration, Verdict,
 };
 pub use workers::{periodic_defers, workers, PeriodicDefer, WorkerRow};
 

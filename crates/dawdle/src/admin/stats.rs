@@ -362,3 +362,48 @@ mod tests {
         assert_eq!(stats.verdict, Verdict::Unhealthy);
     }
 }
+
+/// Jobs that ended in one hour: how many succeeded and how many failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct HourOutcomes {
+    /// The hour's start.
+    pub hour: chrono::DateTime<chrono::Utc>,
+    pub succeeded: i64,
+    pub failed: i64,
+}
+
+/// Succeeded and failed jobs per hour over the last `hours` hours, oldest
+/// first, every hour present (zeros included). One pass over the jobs
+/// that finished in that time.
+pub async fn hourly_outcomes(pool: &PgPool, hours: u32) -> Result<Vec<HourOutcomes>, sqlx::Error> {
+    let hours = hours.clamp(1, 24 * 14) as i32;
+    let rows: Vec<(crate::rows::DbTime, i64, i64)> = sqlx::query_as(
+        "WITH ended AS (
+             SELECT date_trunc('hour', finished_at) AS hour,
+                    count(*) FILTER (WHERE status = 'succeeded') AS succeeded,
+                    count(*) FILTER (WHERE status = 'failed') AS failed
+             FROM procrastinate_jobs
+             WHERE status IN ('succeeded', 'failed')
+               AND finished_at >= date_trunc('hour', now()) - make_interval(hours => $1 - 1)
+             GROUP BY 1
+         )
+         SELECT hour.start, coalesce(ended.succeeded, 0), coalesce(ended.failed, 0)
+         FROM generate_series(date_trunc('hour', now()) - make_interval(hours => $1 - 1),
+                              date_trunc('hour', now()), interval '1 hour') AS hour (start)
+         LEFT JOIN ended ON ended.hour = hour.start
+         ORDER BY hour.start",
+    )
+    .bind(hours)
+    .fetch_all(pool)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .filter_map(|(hour, succeeded, failed)| {
+            Some(HourOutcomes {
+                hour: hour.0?,
+                succeeded,
+                failed,
+            })
+        })
+        .collect())
+}
