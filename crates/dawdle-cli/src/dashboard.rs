@@ -6,9 +6,12 @@ use std::process::ExitCode;
 use clap::Args;
 use dawdle_dashboard::{check_bind, BasicAuth, DashboardConfig};
 
-use crate::database::jobs_pool;
+use crate::database::{jobs_database, jobs_pool_sized};
 use crate::failure::Failure;
 use crate::worker::{init_logging, shutdown_signal, LogFormat};
+
+/// Connections the dashboard's pages share.
+const POOL_SIZE: u32 = 4;
 
 #[derive(Debug, Args)]
 pub(crate) struct DashboardArgs {
@@ -47,7 +50,24 @@ pub(crate) async fn run(
         ..Failure::new(format!("failed to start the dashboard: {why}"))
     })?;
     let _otlp = init_logging(args.log_format)?;
-    let pool = jobs_pool(explicit_url).await?;
+    let pool = match jobs_pool_sized(explicit_url, POOL_SIZE).await {
+        Ok(pool) => pool,
+        // Serve anyway: the pages answer 503 until the database is back,
+        // and each request tries again.
+        Err(failure) if failure.unreachable => {
+            tracing::warn!(
+                error = %failure.message(),
+                "the jobs database is unreachable; the dashboard serves and its pages say so \
+                 until it answers"
+            );
+            let database = jobs_database(explicit_url).await?;
+            sqlx::postgres::PgPoolOptions::new()
+                .max_connections(POOL_SIZE)
+                .acquire_timeout(std::time::Duration::from_secs(5))
+                .connect_lazy_with(database.connect_options().clone())
+        }
+        Err(failure) => return Err(failure),
+    };
     let listener = tokio::net::TcpListener::bind(args.bind)
         .await
         .map_err(|error| {
