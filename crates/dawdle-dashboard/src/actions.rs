@@ -192,6 +192,56 @@ pub(crate) async fn reset(
     }
 }
 
+/// Retries the failed jobs ticked on a jobs page (`id` repeated).
+pub(crate) async fn retry_selected(
+    Extract(state): Extract<State>,
+    Extension(user): Extension<User>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Response {
+    let mut csrf = String::new();
+    let mut ids = Vec::new();
+    for (key, value) in url::form_urlencoded::parse(&body) {
+        match key.as_ref() {
+            "csrf" => csrf = value.into_owned(),
+            "id" => ids.extend(value.parse::<i64>().ok()),
+            _ => {}
+        }
+    }
+    if let Some(refusal) = forged(&state, &headers, &csrf) {
+        return refusal;
+    }
+    if ids.is_empty() {
+        return refused(
+            &state,
+            "No job was selected; tick the failed jobs to retry.".into(),
+        );
+    }
+    let (mut retried, mut skipped) = (Vec::new(), Vec::new());
+    for id in ids.iter().take(MAX_SELECTED) {
+        match admin::retry(&state.pool, *id).await {
+            Ok(()) => retried.push(*id),
+            Err(admin::ChangeError::Database { source, .. }) => {
+                return refused(&state, format!("the database refused: {source}"))
+            }
+            Err(_) => skipped.push(*id),
+        }
+    }
+    tracing::info!(user = %user.0, action = "retry_selected", job_ids = ?retried,
+                   skipped = ?skipped, changed = retried.len(), "dashboard_action");
+    let mut message = format!("{} job(s) are waiting to run again.", retried.len());
+    if !skipped.is_empty() {
+        message.push_str(&format!(
+            " {} were not failed any more and were left as they were.",
+            skipped.len()
+        ));
+    }
+    done(&state, "Retried", message)
+}
+
+/// Most jobs one selection retries (a page holds 50).
+const MAX_SELECTED: usize = 200;
+
 pub(crate) async fn retry_failed(
     Extract(state): Extract<State>,
     Extension(user): Extension<User>,

@@ -72,6 +72,7 @@ pub fn router(pool: PgPool, config: DashboardConfig) -> Router {
         format!("{base}/queues/{{queue}}/pause"),
         format!("{base}/queues/{{queue}}/resume"),
         format!("{base}/purge"),
+        format!("{base}/jobs/retry"),
     ];
     router = if actions {
         router
@@ -82,6 +83,7 @@ pub fn router(pool: PgPool, config: DashboardConfig) -> Router {
             .route(&action_routes[4], post(actions::pause))
             .route(&action_routes[5], post(actions::resume))
             .route(&action_routes[6], post(actions::purge))
+            .route(&action_routes[7], post(actions::retry_selected))
     } else {
         action_routes.iter().fold(router, |router, path| {
             router.route(path, post(actions::disabled))

@@ -285,6 +285,10 @@ impl From<&Job> for JobRow {
 #[template(path = "jobs.html")]
 struct Jobs {
     base: String,
+    csrf: String,
+    /// Offer "retry all matching": the filter is failed jobs by queue or
+    /// task only (what `retry-failed` selects).
+    retry_matching: bool,
     rows: Vec<JobRow>,
     status: String,
     queue: String,
@@ -400,7 +404,14 @@ pub(crate) async fn jobs(
             pairs.join("&")
         });
     let problem = (!problems.is_empty()).then(|| problems.join("; "));
+    let retry_matching = status == Some(JobStatus::Failed)
+        && filter.lock.is_none()
+        && filter.created_after.is_none()
+        && filter.created_before.is_none()
+        && filter.args_contain.is_none();
     Ok(render(&Jobs {
+        csrf: state.token(),
+        retry_matching,
         base: state.base,
         rows: found.iter().map(JobRow::from).collect(),
         status: status.map(|s| s.to_string()).unwrap_or_default(),

@@ -617,3 +617,110 @@ async fn the_overview_charts_the_last_days_outcomes_per_hour() {
         "{page}"
     );
 }
+
+#[tokio::test]
+async fn failed_jobs_are_retried_by_selection_or_by_filter() {
+    let db = TestDatabase::with_schema().await;
+    let jobs: Vec<NewJob> = (0..5)
+        .map(|n| NewJob::new(if n < 3 { "mail.send" } else { "crm.call" }, json!({})).unwrap())
+        .collect();
+    let ids = defer_batch(db.pool(), &jobs).await.unwrap();
+    sqlx::query(
+        "UPDATE procrastinate_jobs SET status = 'failed', finished_at = now() WHERE id = ANY($1)",
+    )
+    .bind(&ids)
+    .execute(db.pool())
+    .await
+    .unwrap();
+    let (_, base) = serve(
+        &db,
+        DashboardConfig {
+            base_path: String::new(),
+            auth: Some(BasicAuth::new("ops", "s3cret").unwrap()),
+            actions: true,
+        },
+    )
+    .await;
+    let client = reqwest::Client::new();
+    let page = client
+        .get(format!("{base}/jobs?status=failed"))
+        .basic_auth("ops", Some("s3cret"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(page.contains("id=\"retry-matching\""), "{page}");
+    let csrf = token(&page);
+    let waiting = || async {
+        sqlx::query_scalar::<_, i64>(
+            "SELECT count(*) FROM procrastinate_jobs WHERE status = 'todo'",
+        )
+        .fetch_one(db.pool())
+        .await
+        .unwrap()
+    };
+
+    // Two ticked boxes: those two.
+    let body = format!("csrf={csrf}&id={}&id={}", ids[0], ids[3]);
+    let selected = client
+        .post(format!("{base}/jobs/retry"))
+        .basic_auth("ops", Some("s3cret"))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(body.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(selected.status().as_u16(), 200);
+    assert!(selected
+        .text()
+        .await
+        .unwrap()
+        .contains("2 job(s) are waiting"));
+    assert_eq!(waiting().await, 2);
+    // The same selection again: nothing left to retry, said so.
+    let again = client
+        .post(format!("{base}/jobs/retry"))
+        .basic_auth("ops", Some("s3cret"))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert!(again
+        .text()
+        .await
+        .unwrap()
+        .contains("0 job(s) are waiting to run again. 2 were not failed"));
+
+    // Everything matching the filter: the other failed jobs of mail.send.
+    let matching = client
+        .post(format!("{base}/failures/retry"))
+        .basic_auth("ops", Some("s3cret"))
+        .form(&[
+            ("csrf", csrf.as_str()),
+            ("task", "mail.send"),
+            ("queue", ""),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert!(matching
+        .text()
+        .await
+        .unwrap()
+        .contains("2 failed job(s) are waiting"));
+    assert_eq!(waiting().await, 4);
+    // A filter retry-failed cannot express offers no such button.
+    let page = client
+        .get(format!("{base}/jobs?status=failed&text=x"))
+        .basic_auth("ops", Some("s3cret"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(!page.contains("id=\"retry-matching\""));
+}
