@@ -300,6 +300,29 @@ async fn metrics_serve_shows_the_queues_as_the_runbook_queries_count_them() {
         ),
         Some(1.0)
     );
+
+    // A paused queue shows for how long; once resumed, 0.
+    dawdle::admin::pause_queue(db.pool(), "email", None, None)
+        .await
+        .unwrap();
+    sqlx::query("UPDATE dawdle_queue_pauses SET paused_at = now() - interval '2 hours'")
+        .execute(db.pool())
+        .await
+        .unwrap();
+    let paused = r#"dawdle_queue_paused_seconds{queue="email"}"#;
+    eventually(Duration::from_secs(30), "the pause to show", async || {
+        exposition = scrape_now(&address).await;
+        sample(&exposition, paused).is_some_and(|seconds| seconds >= 7200.0)
+    })
+    .await;
+    dawdle::admin::resume_queue(db.pool(), "email")
+        .await
+        .unwrap();
+    eventually(Duration::from_secs(30), "the resume to show", async || {
+        exposition = scrape_now(&address).await;
+        sample(&exposition, paused) == Some(0.0)
+    })
+    .await;
 }
 
 /// Debian's `prometheus` server, or `None` with a loud message.

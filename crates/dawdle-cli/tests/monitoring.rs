@@ -75,6 +75,7 @@ const EXPORTED: &[&str] = &[
     gauges::PROCESSED_LAST_HOUR,
     gauges::LIVE_WORKERS,
     gauges::GAUGES_UP,
+    gauges::QUEUE_PAUSED,
 ];
 
 /// The `dawdle_*` metric names `text` uses (a histogram's `_bucket`,

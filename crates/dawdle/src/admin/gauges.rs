@@ -36,6 +36,15 @@ pub mod names {
     pub const LIVE_WORKERS: &str = "dawdle_workers_live";
     /// 1 when the last reading of these gauges succeeded, else 0.
     pub const GAUGES_UP: &str = "dawdle_queue_gauges_up";
+    /// Seconds since each paused `queue` was paused (0 once resumed).
+    pub const QUEUE_PAUSED: &str = "dawdle_queue_paused_seconds";
+}
+
+/// A paused queue and for how long.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub struct PausedGauge {
+    pub queue: String,
+    pub seconds: f64,
 }
 
 /// One queue's jobs.
@@ -57,6 +66,8 @@ pub struct QueueGauges {
     pub failed_last_hour: i64,
     pub processed_last_hour: i64,
     pub live_workers: i64,
+    /// Paused queues (at most [`MAX_QUEUES`], by name).
+    pub paused: Vec<PausedGauge>,
 }
 
 /// The SQL of the runbook's check `name`, as a subquery.
@@ -76,11 +87,11 @@ pub async fn queue_gauges(
 ) -> Result<QueueGauges, sqlx::Error> {
     let sql = format!(
         "SELECT
-             (SELECT count(*) FROM ({stuck}) AS stuck),
-             ({failed}),
-             ({processed}),
+             (SELECT count(*) FROM ({stuck}) AS stuck) AS stuck_doing,
+             ({failed}) AS failed_last_hour,
+             ({processed}) AS processed_last_hour,
              (SELECT count(*) FROM procrastinate_workers
-              WHERE last_heartbeat > now() - make_interval(secs => $1)),
+              WHERE last_heartbeat > now() - make_interval(secs => $1)) AS live_workers,
              (SELECT coalesce(json_agg(q ORDER BY q.queue), '[]'::json) FROM (
                   SELECT queue_name AS queue,
                          count(*) FILTER (WHERE status = 'todo') AS todo,
@@ -91,7 +102,14 @@ pub async fn queue_gauges(
                              0)::float8 AS oldest_waiting_seconds
                   FROM procrastinate_jobs
                   WHERE status IN ('todo', 'doing')
-                  GROUP BY queue_name) AS q)",
+                  GROUP BY queue_name) AS q) AS queues,
+             (SELECT coalesce(json_agg(p ORDER BY p.queue), '[]'::json) FROM (
+                  SELECT queue_name AS queue,
+                         greatest(EXTRACT(EPOCH FROM now() - paused_at), 0)::float8 AS seconds
+                  FROM dawdle_queue_pauses
+                  ORDER BY queue_name
+                  LIMIT {max_queues}) AS p) AS paused",
+        max_queues = MAX_QUEUES,
         stuck = check_sql("stuck-doing"),
         failed = check_sql("failed-last-hour"),
         processed = check_sql("processing-rate"),
@@ -103,23 +121,27 @@ pub async fn queue_gauges(
     ))
     .execute(&mut *tx)
     .await?;
-    let (stuck_doing, failed_last_hour, processed_last_hour, live_workers, queues): (
-        i64,
-        i64,
-        i64,
-        i64,
-        sqlx::types::Json<Vec<QueueGauge>>,
-    ) = sqlx::query_as(&sql)
+    #[derive(sqlx::FromRow)]
+    struct Reading {
+        stuck_doing: i64,
+        failed_last_hour: i64,
+        processed_last_hour: i64,
+        live_workers: i64,
+        queues: sqlx::types::Json<Vec<QueueGauge>>,
+        paused: sqlx::types::Json<Vec<PausedGauge>>,
+    }
+    let reading: Reading = sqlx::query_as(&sql)
         .bind(stalled_after.as_secs_f64())
         .fetch_one(&mut *tx)
         .await?;
     tx.commit().await?;
     Ok(QueueGauges {
-        queues: busiest(queues.0),
-        stuck_doing,
-        failed_last_hour,
-        processed_last_hour,
-        live_workers,
+        queues: busiest(reading.queues.0),
+        stuck_doing: reading.stuck_doing,
+        failed_last_hour: reading.failed_last_hour,
+        processed_last_hour: reading.processed_last_hour,
+        live_workers: reading.live_workers,
+        paused: reading.paused.0,
     })
 }
 
@@ -159,6 +181,8 @@ fn busiest(mut queues: Vec<QueueGauge>) -> Vec<QueueGauge> {
 #[derive(Debug, Default)]
 pub struct GaugeRecorder {
     seen: HashSet<String>,
+    /// Queues recorded as paused: 0 once resumed.
+    paused: HashSet<String>,
 }
 
 impl GaugeRecorder {
@@ -183,6 +207,11 @@ impl GaugeRecorder {
         describe_gauge!(
             names::GAUGES_UP,
             "1 when the last reading of the queue gauges succeeded"
+        );
+        describe_gauge!(
+            names::QUEUE_PAUSED,
+            Unit::Seconds,
+            "How long each paused queue has been paused (0 once resumed)"
         );
     }
 
@@ -221,6 +250,17 @@ impl GaugeRecorder {
         }
         for gone in self.seen.difference(&now) {
             set_queue(gone, 0, 0, 0.0);
+        }
+        let paused_now: HashSet<String> = gauges.paused.iter().map(|p| p.queue.clone()).collect();
+        for paused in &gauges.paused {
+            gauge!(names::QUEUE_PAUSED, "queue" => paused.queue.clone()).set(paused.seconds);
+        }
+        for resumed in self.paused.difference(&paused_now) {
+            gauge!(names::QUEUE_PAUSED, "queue" => resumed.clone()).set(0.0);
+        }
+        self.paused.extend(paused_now);
+        if self.paused.len() > 4 * MAX_QUEUES {
+            self.paused = gauges.paused.iter().map(|p| p.queue.clone()).collect();
         }
         // Remember at most what can be labelled, plus `other`.
         self.seen.extend(now);
