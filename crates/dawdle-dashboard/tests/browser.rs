@@ -343,6 +343,29 @@ async fn an_on_call_engineer_works_the_queue_from_the_browser() {
     })
     .await;
 
+    // The workers page shows this test's worker, live; the purge page
+    // previews before deleting anything.
+    client.goto(&format!("{base}/workers")).await.unwrap();
+    assert!(text_of(&client, "#workers").await.contains("live"));
+    screenshot(&client, "workers").await;
+    client.goto(&format!("{base}/purge")).await.unwrap();
+    client
+        .find(Locator::Css("#purge-preview button"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    client
+        .wait()
+        .for_element(Locator::Css("#preview"))
+        .await
+        .unwrap();
+    assert!(text_of(&client, "#preview")
+        .await
+        .contains("would be deleted"));
+    screenshot(&client, "purge").await;
+
     // Markup in arguments is text, never run.
     client
         .goto(&format!("{base}/jobs/{hostile}"))
