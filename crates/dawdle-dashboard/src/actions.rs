@@ -1,18 +1,20 @@
 //! The dashboard's actions: the same `dawdle::admin` calls as the command
 //! line (`retry`, `retry-failed`, `cancel`, `reset-stalled`, `purge`,
-//! `queue pause|resume`), taken by
-//! an authenticated user through a form that carries the page's CSRF token.
-//! Each one says what it changed and is logged with who took it.
+//! `queue pause|resume`), taken by an authenticated user through a form
+//! that carries the page's CSRF token, checked once for every action route
+//! by [`require_token`]. Each one says what it changed and is logged with
+//! who took it.
 
-use axum::extract::{Path, State as Extract};
-use axum::http::{HeaderMap, StatusCode};
+use axum::extract::{Path, Request, State as Extract};
+use axum::http::StatusCode;
+use axum::middleware::Next;
 use axum::response::{Html, IntoResponse, Response};
 use axum::{Extension, Form};
 use dawdle::admin::{self, RetryFilter};
 use serde::Deserialize;
 
 use crate::auth::User;
-use crate::pages::{render, Message, PageError, State};
+use crate::pages::{render, Message, State};
 
 /// A secret token per process, in every action form: a page of another
 /// site cannot read it, so it cannot forge the form.
@@ -42,34 +44,50 @@ impl Csrf {
     }
 }
 
-/// Refuses a form another site sent: the token must match, and a browser's
-/// `Sec-Fetch-Site` (when it says) must be `same-origin`.
-fn forged(state: &State, headers: &HeaderMap, token: &str) -> Option<Response> {
-    let cross_site = headers
+/// Most bytes an action form may hold (a page of ticked jobs is far less).
+const MAX_FORM_BYTES: usize = 64 * 1024;
+
+/// Lets an action through only with the form's token, and refuses a form a
+/// browser says another site sent (`Sec-Fetch-Site`): one check in front of
+/// every action route, so no action can forget it.
+pub(crate) async fn require_token(
+    Extract(state): Extract<State>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let (parts, body) = request.into_parts();
+    let cross_site = parts
+        .headers
         .get("sec-fetch-site")
         .and_then(|v| v.to_str().ok())
         .is_some_and(|site| site != "same-origin" && site != "none");
-    let csrf = state.csrf.as_ref()?;
-    if cross_site || !csrf.admits(token) {
+    let Ok(bytes) = axum::body::to_bytes(body, MAX_FORM_BYTES).await else {
+        return refused(&state, "The form is too large; select fewer jobs.".into());
+    };
+    let token = url::form_urlencoded::parse(&bytes)
+        .find(|(key, _)| key == "csrf")
+        .map(|(_, value)| value.into_owned())
+        .unwrap_or_default();
+    let admitted = state.csrf.as_ref().is_some_and(|csrf| csrf.admits(&token));
+    if cross_site || !admitted {
         tracing::warn!(
             cross_site,
             "dashboard: refused an action without a valid form token"
         );
-        return Some(
-            (
-                StatusCode::FORBIDDEN,
-                render(&Message {
-                    base: state.base.clone(),
-                    title: "Refused".into(),
-                    message: "This form did not come from this dashboard (its token is missing \
-                              or stale). Reload the page and try again."
-                        .into(),
-                }),
-            )
-                .into_response(),
-        );
+        return (
+            StatusCode::FORBIDDEN,
+            render(&Message {
+                base: state.base.clone(),
+                title: "Refused".into(),
+                message: "This form did not come from this dashboard (its token is missing \
+                          or stale). Reload the page and try again."
+                    .into(),
+            }),
+        )
+            .into_response();
     }
-    None
+    next.run(Request::from_parts(parts, axum::body::Body::from(bytes)))
+        .await
 }
 
 /// What an action did, on a page that links back.
@@ -96,36 +114,21 @@ fn refused(state: &State, message: String) -> Response {
 }
 
 #[derive(Debug, Deserialize)]
-pub(crate) struct TokenForm {
-    #[serde(default)]
-    csrf: String,
-}
-
-#[derive(Debug, Deserialize)]
 pub(crate) struct RetryFailedForm {
-    #[serde(default)]
-    csrf: String,
     task: Option<String>,
     queue: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
 pub(crate) struct PauseForm {
-    #[serde(default)]
-    csrf: String,
     reason: Option<String>,
 }
 
 pub(crate) async fn retry(
     Extract(state): Extract<State>,
     Extension(user): Extension<User>,
-    headers: HeaderMap,
     Path(id): Path<i64>,
-    Form(form): Form<TokenForm>,
 ) -> Response {
-    if let Some(refusal) = forged(&state, &headers, &form.csrf) {
-        return refusal;
-    }
     match admin::retry(&state.pool, id).await {
         Ok(()) => {
             tracing::info!(user = %user.0, action = "retry", job_id = id, changed = 1, "dashboard_action");
@@ -142,13 +145,8 @@ pub(crate) async fn retry(
 pub(crate) async fn cancel(
     Extract(state): Extract<State>,
     Extension(user): Extension<User>,
-    headers: HeaderMap,
     Path(id): Path<i64>,
-    Form(form): Form<TokenForm>,
 ) -> Response {
-    if let Some(refusal) = forged(&state, &headers, &form.csrf) {
-        return refusal;
-    }
     match admin::cancel(&state.pool, id).await {
         Ok(outcome) => {
             tracing::info!(user = %user.0, action = "cancel", job_id = id, outcome = ?outcome,
@@ -168,13 +166,8 @@ pub(crate) async fn cancel(
 pub(crate) async fn reset(
     Extract(state): Extract<State>,
     Extension(user): Extension<User>,
-    headers: HeaderMap,
     Path(id): Path<i64>,
-    Form(form): Form<TokenForm>,
 ) -> Response {
-    if let Some(refusal) = forged(&state, &headers, &form.csrf) {
-        return refusal;
-    }
     match admin::reset_stalled(&state.pool, &admin::ResetTarget::Job(id)).await {
         Ok(reset) if !reset.is_empty() => {
             tracing::info!(user = %user.0, action = "reset", job_id = id, changed = reset.len(), "dashboard_action");
@@ -196,21 +189,12 @@ pub(crate) async fn reset(
 pub(crate) async fn retry_selected(
     Extract(state): Extract<State>,
     Extension(user): Extension<User>,
-    headers: HeaderMap,
     body: axum::body::Bytes,
 ) -> Response {
-    let mut csrf = String::new();
-    let mut ids = Vec::new();
-    for (key, value) in url::form_urlencoded::parse(&body) {
-        match key.as_ref() {
-            "csrf" => csrf = value.into_owned(),
-            "id" => ids.extend(value.parse::<i64>().ok()),
-            _ => {}
-        }
-    }
-    if let Some(refusal) = forged(&state, &headers, &csrf) {
-        return refusal;
-    }
+    let ids: Vec<i64> = url::form_urlencoded::parse(&body)
+        .filter(|(key, _)| key == "id")
+        .filter_map(|(_, value)| value.parse().ok())
+        .collect();
     if ids.is_empty() {
         return refused(
             &state,
@@ -245,12 +229,8 @@ const MAX_SELECTED: usize = 200;
 pub(crate) async fn retry_failed(
     Extract(state): Extract<State>,
     Extension(user): Extension<User>,
-    headers: HeaderMap,
     Form(form): Form<RetryFailedForm>,
-) -> Result<Response, PageError> {
-    if let Some(refusal) = forged(&state, &headers, &form.csrf) {
-        return Ok(refusal);
-    }
+) -> Response {
     let filter = RetryFilter {
         task: form.task.filter(|t| !t.is_empty()),
         queue: form.queue.filter(|q| !q.is_empty()),
@@ -260,26 +240,22 @@ pub(crate) async fn retry_failed(
         Ok(changed) => {
             tracing::info!(user = %user.0, action = "retry_failed", task = ?filter.task,
                            queue = ?filter.queue, changed, "dashboard_action");
-            Ok(done(
+            done(
                 &state,
                 "Retried",
                 format!("{changed} failed job(s) are waiting to run again."),
-            ))
+            )
         }
-        Err(error) => Ok(refused(&state, error.to_string())),
+        Err(error) => refused(&state, error.to_string()),
     }
 }
 
 pub(crate) async fn pause(
     Extract(state): Extract<State>,
     Extension(user): Extension<User>,
-    headers: HeaderMap,
     Path(queue): Path<String>,
     Form(form): Form<PauseForm>,
 ) -> Response {
-    if let Some(refusal) = forged(&state, &headers, &form.csrf) {
-        return refusal;
-    }
     match admin::pause_queue(&state.pool, &queue, Some(&user.0), form.reason.as_deref()).await {
         Ok(paused) => {
             tracing::info!(user = %user.0, action = "pause", queue = %dawdle::text::excerpt(&queue, 60),
@@ -304,13 +280,8 @@ pub(crate) async fn pause(
 pub(crate) async fn resume(
     Extract(state): Extract<State>,
     Extension(user): Extension<User>,
-    headers: HeaderMap,
     Path(queue): Path<String>,
-    Form(form): Form<TokenForm>,
 ) -> Response {
-    if let Some(refusal) = forged(&state, &headers, &form.csrf) {
-        return refusal;
-    }
     match admin::resume_queue(&state.pool, &queue).await {
         Ok(resumed) => {
             tracing::info!(user = %user.0, action = "resume", queue = %dawdle::text::excerpt(&queue, 60),
@@ -334,8 +305,6 @@ pub(crate) async fn resume(
 
 #[derive(Debug, Deserialize)]
 pub(crate) struct PurgeForm {
-    #[serde(default)]
-    csrf: String,
     days: Option<String>,
     include_failed: Option<String>,
     queue: Option<String>,
@@ -344,12 +313,8 @@ pub(crate) struct PurgeForm {
 pub(crate) async fn purge(
     Extract(state): Extract<State>,
     Extension(user): Extension<User>,
-    headers: HeaderMap,
     Form(form): Form<PurgeForm>,
 ) -> Response {
-    if let Some(refusal) = forged(&state, &headers, &form.csrf) {
-        return refusal;
-    }
     let request = match crate::pages::PurgeRequest::read(
         form.days.as_deref(),
         form.include_failed.as_deref(),

@@ -75,15 +75,22 @@ pub fn router(pool: PgPool, config: DashboardConfig) -> Router {
         format!("{base}/jobs/retry"),
     ];
     router = if actions {
+        // Every action behind the one token check.
+        let guarded = |handler: axum::routing::MethodRouter<pages::State>| {
+            handler.layer(axum::middleware::from_fn_with_state(
+                state.clone(),
+                actions::require_token,
+            ))
+        };
         router
-            .route(&action_routes[0], post(actions::retry))
-            .route(&action_routes[1], post(actions::cancel))
-            .route(&action_routes[2], post(actions::reset))
-            .route(&action_routes[3], post(actions::retry_failed))
-            .route(&action_routes[4], post(actions::pause))
-            .route(&action_routes[5], post(actions::resume))
-            .route(&action_routes[6], post(actions::purge))
-            .route(&action_routes[7], post(actions::retry_selected))
+            .route(&action_routes[0], guarded(post(actions::retry)))
+            .route(&action_routes[1], guarded(post(actions::cancel)))
+            .route(&action_routes[2], guarded(post(actions::reset)))
+            .route(&action_routes[3], guarded(post(actions::retry_failed)))
+            .route(&action_routes[4], guarded(post(actions::pause)))
+            .route(&action_routes[5], guarded(post(actions::resume)))
+            .route(&action_routes[6], guarded(post(actions::purge)))
+            .route(&action_routes[7], guarded(post(actions::retry_selected)))
     } else {
         action_routes.iter().fold(router, |router, path| {
             router.route(path, post(actions::disabled))

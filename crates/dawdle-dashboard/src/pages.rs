@@ -619,12 +619,13 @@ struct Queues {
 }
 
 pub(crate) async fn queues(Extract(state): Extract<State>) -> Result<Html<String>, PageError> {
-    let stats = admin::stats(&state.pool, &StatsConfig::default()).await?;
-    let mut rows: Vec<QueueRow> = stats
-        .queues
-        .iter()
-        .map(|(name, counts)| QueueRow {
-            name: name.clone(),
+    // Counts and pauses only: the full health reading scans history.
+    let counts =
+        admin::group_counts(&state.pool, admin::Grouping::Queue, &JobFilter::default()).await?;
+    let mut rows: Vec<QueueRow> = counts
+        .into_iter()
+        .map(|counts| QueueRow {
+            name: counts.name,
             todo: counts.todo,
             doing: counts.doing,
             succeeded: counts.succeeded,
@@ -633,7 +634,7 @@ pub(crate) async fn queues(Extract(state): Extract<State>) -> Result<Html<String
             paused_at: String::new(),
         })
         .collect();
-    for paused in stats.paused {
+    for paused in admin::paused_queues(&state.pool).await? {
         let at = time(Some(paused.paused_at));
         match rows.iter_mut().find(|row| row.name == paused.queue) {
             Some(row) => {

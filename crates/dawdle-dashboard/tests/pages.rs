@@ -694,6 +694,19 @@ async fn failed_jobs_are_retried_by_selection_or_by_filter() {
         .unwrap()
         .contains("0 job(s) are waiting to run again. 2 were not failed"));
 
+    // A megabyte of form is refused before anything reads it.
+    let huge = client
+        .post(format!("{base}/jobs/retry"))
+        .basic_auth("ops", Some("s3cret"))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(format!("csrf={csrf}&note={}", "x".repeat(1 << 20)))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(huge.status().as_u16(), 409);
+    assert!(huge.text().await.unwrap().contains("too large"));
+    assert_eq!(waiting().await, 2);
+
     // Everything matching the filter: the other failed jobs of mail.send.
     let matching = client
         .post(format!("{base}/failures/retry"))
