@@ -65,13 +65,14 @@ async fn find(pool: &sqlx::PgPool, queue: &str) -> Result<Option<admin::PausedQu
         .find(|paused| paused.queue == queue))
 }
 
+/// Jobs waiting in `queue`, counted as `dawdle shell list_queues` counts them.
 async fn waiting(pool: &sqlx::PgPool, queue: &str) -> Result<i64, sqlx::Error> {
-    sqlx::query_scalar(
-        "SELECT count(*) FROM procrastinate_jobs WHERE status = 'todo' AND queue_name = $1",
-    )
-    .bind(queue)
-    .fetch_one(pool)
-    .await
+    let filter = admin::JobFilter {
+        queue: Some(queue.to_string()),
+        ..admin::JobFilter::default()
+    };
+    let counts = admin::group_counts(pool, admin::Grouping::Queue, &filter).await?;
+    Ok(counts.first().map_or(0, |counts| counts.todo))
 }
 
 async fn pause(url: Option<&str>, args: PauseArgs) -> Result<ExitCode, Failure> {
