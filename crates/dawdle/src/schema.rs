@@ -9,6 +9,8 @@
 
 use sqlx::{Connection, PgConnection};
 
+pub mod adopt;
+
 /// One migration: its version, a short name and its SQL.
 #[derive(Debug, Clone, Copy)]
 pub struct Migration {
@@ -66,6 +68,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "queue_pauses",
         sql: include_str!("../migrations/0008_queue_pauses.sql"),
     },
+    Migration {
+        version: 9,
+        name: "adoptable_procrastinate_databases",
+        sql: include_str!("../migrations/0009_adoptable_procrastinate_databases.sql"),
+    },
 ];
 
 /// The version a fully migrated database is at.
@@ -74,9 +81,9 @@ pub fn latest_version() -> i32 {
 }
 
 /// Key of the advisory lock held while migrating ("dawdle" in ASCII).
-const MIGRATION_LOCK_KEY: i64 = 0x6461_7764_6c65;
+pub(crate) const MIGRATION_LOCK_KEY: i64 = 0x6461_7764_6c65;
 
-const CREATE_MIGRATIONS_TABLE: &str = "
+pub(crate) const CREATE_MIGRATIONS_TABLE: &str = "
     CREATE TABLE IF NOT EXISTS dawdle_migrations (
         version integer PRIMARY KEY,
         name text NOT NULL,
@@ -88,11 +95,10 @@ const CREATE_MIGRATIONS_TABLE: &str = "
 #[derive(Debug, thiserror::Error)]
 pub enum SchemaError {
     #[error(
-        "apply the schema: this database already has a procrastinate_jobs table that dawdle \
-         did not create (probably Procrastinate's own schema); dawdle manages its schema \
-         itself, so point JOB_QUEUE_DATABASE_URL at a new database"
+        "apply the schema: this database has {found}, which dawdle did not create; \
+         {remedy}"
     )]
-    ForeignSchema,
+    ForeignSchema { found: String, remedy: String },
     #[error(
         "apply the schema: migration {version} ({name}) was applied with different contents \
          (checksum {applied} in the database, {expected} in this build); this build of dawdle \
@@ -151,41 +157,57 @@ pub async fn apply(conn: &mut PgConnection) -> Result<ApplyReport, SchemaError> 
                 .fetch_one(&mut *tx)
                 .await?;
         if foreign {
-            return Err(SchemaError::ForeignSchema);
+            let source = adopt::detect(&mut tx).await?;
+            return Err(SchemaError::ForeignSchema {
+                found: source.describe(),
+                remedy: source.remedy(),
+            });
         }
         sqlx::query(CREATE_MIGRATIONS_TABLE)
             .execute(&mut *tx)
             .await?;
     }
-    let recorded = recorded_migrations(&mut tx).await?;
-    verify_recorded(&recorded)?;
+    let applied = apply_pending(&mut tx).await?;
+    tx.commit().await?;
+    Ok(ApplyReport {
+        applied,
+        version: latest_version(),
+    })
+}
 
+/// Applies, inside the caller's transaction, every migration that
+/// `dawdle_migrations` does not list, and records each.
+async fn apply_pending(conn: &mut PgConnection) -> Result<Vec<(i32, &'static str)>, SchemaError> {
+    let recorded = recorded_migrations(conn).await?;
+    verify_recorded(&recorded)?;
     let mut applied = Vec::new();
     for migration in MIGRATIONS {
         if recorded.iter().any(|row| row.version == migration.version) {
             continue;
         }
         sqlx::raw_sql(migration.sql)
-            .execute(&mut *tx)
+            .execute(&mut *conn)
             .await
             .map_err(|source| SchemaError::Migration {
                 version: migration.version,
                 name: migration.name,
                 source,
             })?;
-        sqlx::query("INSERT INTO dawdle_migrations (version, name, checksum) VALUES ($1, $2, $3)")
-            .bind(migration.version)
-            .bind(migration.name)
-            .bind(migration.checksum())
-            .execute(&mut *tx)
-            .await?;
+        record(conn, migration).await?;
         applied.push((migration.version, migration.name));
     }
-    tx.commit().await?;
-    Ok(ApplyReport {
-        applied,
-        version: latest_version(),
-    })
+    Ok(applied)
+}
+
+/// Records `migration` as applied.
+async fn record(conn: &mut PgConnection, migration: &Migration) -> Result<(), sqlx::Error> {
+    sqlx::query("INSERT INTO dawdle_migrations (version, name, checksum) VALUES ($1, $2, $3)")
+        .bind(migration.version)
+        .bind(migration.name)
+        .bind(migration.checksum())
+        .execute(conn)
+        .await?;
+    Ok(())
 }
 
 #[derive(Debug, Clone, sqlx::FromRow)]
@@ -249,6 +271,11 @@ pub struct CheckReport {
     pub expected_version: i32,
     /// One line per problem: a pending migration, a missing object, …
     pub problems: Vec<String>,
+    /// What to run to fix the problems (empty when there are none).
+    pub fix: String,
+    /// Facts worth knowing that do not make the schema out of date, such as
+    /// an adoption whose backfill is still running.
+    pub notes: Vec<String>,
 }
 
 impl CheckReport {
@@ -275,7 +302,7 @@ const EXPECTED_RELATIONS: &[&str] = &[
     "dawdle_job_trace_contexts",
     "dawdle_queue_pauses",
 ];
-const EXPECTED_FUNCTIONS: &[&str] = &[
+pub(crate) const EXPECTED_FUNCTIONS: &[&str] = &[
     "procrastinate_defer_jobs_v1(procrastinate_job_to_defer_v1[])",
     "procrastinate_defer_periodic_job_v2(varchar, varchar, varchar, varchar, integer, varchar, bigint, jsonb)",
     "procrastinate_fetch_job_v2(varchar[], bigint)",
@@ -312,8 +339,21 @@ pub async fn check(conn: &mut PgConnection) -> Result<CheckReport, SchemaError> 
         Vec::new()
     };
     let version = recorded.iter().map(|row| row.version).max().unwrap_or(0);
+    let mut fix = "run ./scripts/jobs/apply-schema.sh (or `dawdle schema apply`)".to_string();
+    let mut notes = Vec::new();
     if !has_table {
-        problems.push("schema not applied (no dawdle_migrations table)".to_string());
+        let source = adopt::detect(&mut *conn).await?;
+        if source.is_procrastinate() {
+            problems.push(format!(
+                "this database has {}, which dawdle did not create",
+                source.describe()
+            ));
+            fix = source.remedy();
+        } else {
+            problems.push("schema not applied (no dawdle_migrations table)".to_string());
+        }
+    } else if let Some(note) = adopt::unfinished_note(&mut *conn).await? {
+        notes.push(note);
     }
     if let Err(error) = verify_recorded(&recorded) {
         problems.push(
@@ -323,7 +363,10 @@ pub async fn check(conn: &mut PgConnection) -> Result<CheckReport, SchemaError> 
                 .to_string(),
         );
     }
-    for migration in MIGRATIONS {
+    // A Procrastinate database is adopted, not migrated: listing every
+    // migration as pending would bury the line that says so.
+    let foreign = !has_table && problems.iter().any(|p| p.contains("dawdle did not create"));
+    for migration in MIGRATIONS.iter().filter(|_| !foreign) {
         if !recorded.iter().any(|row| row.version == migration.version) {
             problems.push(format!(
                 "pending migration {:04}_{}",
@@ -360,10 +403,15 @@ pub async fn check(conn: &mut PgConnection) -> Result<CheckReport, SchemaError> 
     if has_table {
         problems.extend(missing);
     }
+    if problems.is_empty() {
+        fix.clear();
+    }
     Ok(CheckReport {
         version,
         expected_version: latest_version(),
         problems,
+        fix,
+        notes,
     })
 }
 

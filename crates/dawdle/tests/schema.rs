@@ -90,9 +90,14 @@ async fn apply_refuses_a_schema_it_did_not_create() {
     let mut conn = db.pool().acquire().await.unwrap();
     let error = schema::apply(&mut conn).await.unwrap_err();
     assert!(
-        matches!(error, schema::SchemaError::ForeignSchema),
+        matches!(error, schema::SchemaError::ForeignSchema { .. }),
         "{error}"
     );
+    // A table without Procrastinate 3's abort_requested column is older
+    // than what dawdle adopts: the message says how to upgrade it.
+    let message = error.to_string();
+    assert!(message.contains("2.x or older"), "{message}");
+    assert!(message.contains("upgrade this one to 3.x"), "{message}");
     // Nothing was created next to the foreign table.
     let ours: bool = sqlx::query_scalar("SELECT to_regclass('dawdle_migrations') IS NOT NULL")
         .fetch_one(db.pool())
