@@ -68,6 +68,7 @@ impl From<dawdle::ConnectError> for Failure {
 
 impl_failure_from!(
     dawdle::schema::SchemaError,
+    dawdle::schema::adopt::AdoptError,
     DeferError,
     dawdle::local_pg::LocalPgError,
     dawdle::admin::ChangeError,
