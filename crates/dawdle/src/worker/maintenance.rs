@@ -213,8 +213,31 @@ pub(super) async fn register<S: Future<Output = ()>>(
 ) -> Registered {
     let mut backoff = Backoff::new();
     let first_try = Instant::now();
+    let mut last_said = None;
     loop {
-        match register_once(pool).await {
+        let attempt = match schema_not_ready(pool).await {
+            Ok(None) => register_once(pool).await,
+            Ok(Some(reason)) => {
+                if give_up_after.is_some_and(|limit| first_try.elapsed() >= limit) {
+                    error!(reason = %reason, "the jobs database's schema is not ready for this worker; giving up");
+                    return Registered::GaveUp;
+                }
+                // Checked often, so that the worker starts soon after the
+                // schema is applied or adopted; said once a minute.
+                let wait = backoff.next_wait().min(Duration::from_secs(5));
+                if last_said.is_none_or(|said: Instant| said.elapsed() >= Duration::from_secs(60)) {
+                    last_said = Some(Instant::now());
+                    warn!(reason = %reason, "the jobs database's schema is not ready for this worker; waiting for it");
+                }
+                tokio::select! {
+                    _ = shutdown.as_mut() => return Registered::Stopped,
+                    _ = tokio::time::sleep(wait) => {}
+                }
+                continue;
+            }
+            Err(error) => Err(error),
+        };
+        match attempt {
             Ok(id) => return Registered::Id(id),
             Err(error) if give_up_after.is_some_and(|limit| first_try.elapsed() >= limit) => {
                 error!(error = %error, "failed to register the worker with the jobs database; giving up");
@@ -231,6 +254,40 @@ pub(super) async fn register<S: Future<Output = ()>>(
             }
         }
     }
+}
+
+/// Why this worker cannot start on the database yet (a Procrastinate
+/// database not adopted, a schema never applied or missing migrations),
+/// with what to run; `None` when dawdle's claim function is there.
+async fn schema_not_ready(pool: &PgPool) -> Result<Option<String>, sqlx::Error> {
+    let ready: bool = sqlx::query_scalar(
+        "SELECT to_regclass('dawdle_migrations') IS NOT NULL
+            AND to_regprocedure('dawdle_claim_jobs_v1(varchar[], bigint, integer)') IS NOT NULL",
+    )
+    .fetch_one(pool)
+    .await?;
+    if ready {
+        return Ok(None);
+    }
+    let mut conn = pool.acquire().await?;
+    Ok(Some(match crate::schema::check(&mut conn).await {
+        Ok(report) => format!(
+            "{}; {}",
+            report
+                .problems
+                .first()
+                .map(String::as_str)
+                .unwrap_or("dawdle's functions are missing"),
+            if report.fix.is_empty() {
+                "run `dawdle schema apply`"
+            } else {
+                report.fix.as_str()
+            }
+        ),
+        Err(error) => {
+            format!("dawdle's functions are missing ({error}); run `dawdle schema check`")
+        }
+    }))
 }
 
 pub(super) async fn register_once(pool: &PgPool) -> Result<i64, sqlx::Error> {
