@@ -95,9 +95,9 @@ pub fn python() -> PathBuf {
 }
 
 pub fn python_script(name: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/python")
-        .join(name)
+    // From the checkout's root, so that other crates' tests can include
+    // this module too.
+    repo_root().join("crates/dawdle/tests/python").join(name)
 }
 
 /// Output of one run of a Python script.

@@ -14,6 +14,7 @@ file is imported under (`compat_app` from the CLI, or as a script sibling).
 
 from __future__ import annotations
 
+import asyncio
 import os
 
 import procrastinate
@@ -65,3 +66,15 @@ def fail(message: str = "compat.fail was asked to fail", **_kwargs: object) -> N
 def echo(**kwargs: object) -> dict[str, object]:
     """Returns its arguments (the worker logs the result)."""
     return kwargs
+
+
+@app.task(name="compat.hold")
+async def hold(marker: str, timeout: float = 120.0, **_kwargs: object) -> None:
+    """Stays running until the file `marker` exists (or `timeout` seconds pass,
+    then fails): a job that is `doing` for exactly as long as a test needs."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while not os.path.exists(marker):
+        if loop.time() > deadline:
+            raise TimeoutError(f"{marker} did not appear within {timeout} s")
+        await asyncio.sleep(0.05)

@@ -1,7 +1,8 @@
 """Run the real Procrastinate worker until no runnable job is left.
 
 Usage:
-    DAWDLE_COMPAT_DATABASE_URL=... <venv>/bin/python work.py [--deadline SECONDS] [QUEUE ...]
+    DAWDLE_COMPAT_DATABASE_URL=... <venv>/bin/python work.py [--deadline SECONDS]
+        [--concurrency N] [QUEUE ...]
 
 With no QUEUE the worker takes jobs from every queue. It runs one-shot
 (`wait=False`): it fetches and runs jobs one at a time until
@@ -43,6 +44,9 @@ _reported = False
 def parse_args(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--deadline", type=float, default=60.0, help="seconds")
+    parser.add_argument(
+        "--concurrency", type=int, default=1, help="jobs run at the same time"
+    )
     parser.add_argument("queues", nargs="*", help="queues to work on (default: all)")
     return parser.parse_args(argv)
 
@@ -70,12 +74,13 @@ def start_watchdog(seconds: float) -> None:
     timer.start()
 
 
-async def run(queues: list[str] | None, deadline: float) -> None:
+async def run(queues: list[str] | None, deadline: float, concurrency: int) -> None:
     async with app.open_async():
         await asyncio.wait_for(
             app.run_worker_async(
                 queues=queues,
                 wait=False,  # stop once nothing is runnable
+                concurrency=concurrency,
                 # The test harness may kill us; no need for graceful signal handling.
                 install_signal_handlers=False,
                 # If the deadline cancels the worker mid-job, do not wait forever.
@@ -90,7 +95,7 @@ def main() -> int:
     args = parse_args(sys.argv[1:])
     start_watchdog(args.deadline + HARD_KILL_GRACE)
     try:
-        asyncio.run(run(args.queues or None, args.deadline))
+        asyncio.run(run(args.queues or None, args.deadline, args.concurrency))
     except asyncio.TimeoutError:  # the builtin TimeoutError on 3.11+
         report({"ok": False, "error": f"worker still running after {args.deadline} s"})
         return 1
