@@ -461,7 +461,19 @@ async fn a_live_procrastinate_database_is_adopted_while_python_and_dawdle_worker
 
     // Both workers run through the adoption: the Python one holds a job in
     // doing all along; the dawdle one waits for the schema, then drains.
-    let python = python_worker(&url, &["--concurrency", "2", "--deadline", "120", "python"]);
+    // The Python worker runs as a service does (listening, polling) until
+    // SIGTERM.
+    let python = python_worker(
+        &url,
+        &[
+            "--wait",
+            "--concurrency",
+            "2",
+            "--deadline",
+            "120",
+            "python",
+        ],
+    );
     eventually(
         Duration::from_secs(60),
         "the Python worker to start the held job",
@@ -473,14 +485,28 @@ async fn a_live_procrastinate_database_is_adopted_while_python_and_dawdle_worker
     assert!(report.contains("switched:"), "{report}");
     assert!(report.contains("backfill:"), "{report}");
     assert!(report.contains("the schema is current"), "{report}");
-    assert_eq!(
-        common::status(pool, hold).await,
-        "doing",
-        "the held job stayed doing through the adoption"
-    );
+    let held = common::status(pool, hold).await;
     marker.touch();
-    let (ok, stdout, stderr) = python.finish(Duration::from_secs(120)).await;
-    assert!(ok, "Python worker:\n{stdout}\n{stderr}");
+    eventually(
+        Duration::from_secs(60),
+        "the Python worker to drain its queue",
+        async || {
+            scalar(
+                pool,
+                "SELECT count(*) FROM procrastinate_jobs
+             WHERE queue_name = 'python' AND status <> 'succeeded'",
+            )
+            .await
+                == 0
+                || common::status(pool, hold).await == "aborted"
+        },
+    )
+    .await;
+    let (ok, stdout, stderr) = python.stop().await;
+    assert!(
+        ok && held == "doing",
+        "the held job was {held} after the adoption; Python worker:\n{stdout}\n{stderr}"
+    );
     eventually(
         Duration::from_secs(60),
         "the dawdle worker to drain its queue",
@@ -865,4 +891,200 @@ async fn catalog_without_migrations(pool: &PgPool) -> Vec<String> {
     .fetch_all(pool)
     .await
     .unwrap()
+}
+
+/// Months of history in a few seconds, through Procrastinate's own
+/// functions: jobs deferred, fetched by a registered worker and finished.
+const HISTORY: &str = "
+    SELECT procrastinate_defer_jobs_v1(array_agg(
+        ROW('history', 'compat.succeed', 0, NULL, NULL, jsonb_build_object('n', i), NULL)
+            ::procrastinate_job_to_defer_v1))
+    FROM generate_series(1, 3000) AS i;
+    DO $$
+    DECLARE
+        worker bigint := (SELECT worker_id FROM procrastinate_register_worker_v1());
+        job bigint;
+    BEGIN
+        LOOP
+            SELECT id INTO job FROM procrastinate_fetch_job_v2(ARRAY['history'], worker);
+            EXIT WHEN job IS NULL;
+            PERFORM procrastinate_finish_job_v1(
+                job, CASE WHEN job % 7 = 0 THEN 'failed' ELSE 'succeeded' END::procrastinate_job_status,
+                false);
+        END LOOP;
+    END $$;
+    SELECT procrastinate_defer_jobs_v1(array_agg(
+        ROW('waiting', 'compat.succeed', 0, NULL, NULL, '{}'::jsonb, NULL)
+            ::procrastinate_job_to_defer_v1))
+    FROM generate_series(1, 100);
+";
+
+/// Runs `dawdle schema adopt ARGS…` and kills it with SIGKILL as soon as it
+/// prints a line containing `at`. Returns what it printed.
+async fn adopt_killed_at(url: &str, args: &[&str], at: &str) -> String {
+    let mut child = dawdle(url)
+        .args(["schema", "adopt"])
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start dawdle schema adopt");
+    let mut lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
+    let mut printed = String::new();
+    let read = async {
+        while let Some(line) = lines.next_line().await.expect("read adopt's output") {
+            printed.push_str(&line);
+            printed.push('\n');
+            if line.contains(at) {
+                child.start_kill().expect("kill adopt");
+                return true;
+            }
+        }
+        false
+    };
+    let killed = tokio::time::timeout(Duration::from_secs(120), read)
+        .await
+        .unwrap_or_else(|_| panic!("adopt printed no line with {at:?} within 120 s"));
+    let _ = child.wait().await;
+    assert!(killed, "adopt ended before printing {at:?}:\n{printed}");
+    printed
+}
+
+#[tokio::test]
+async fn an_adoption_killed_at_each_step_is_finished_by_the_next_run() {
+    let db = procrastinate_database().await;
+    let pool = db.pool();
+    let url = db.url();
+    sqlx::raw_sql(HISTORY).execute(pool).await.unwrap();
+    let statuses = status_counts(pool).await;
+    let events = event_counts(pool, 0).await;
+    let jobs = job_rows(pool).await;
+    assert_eq!(statuses.values().sum::<i64>(), 3100);
+
+    let args = ["--batch-size", "3"];
+    // In the middle of the concurrent index builds (an index left invalid
+    // is rebuilt), right after the switch, and twice in the backfill.
+    adopt_killed_at(&url, &args, "building index dawdle_jobs_claim_queue_idx").await;
+    let (ok, check, _) = run_dawdle(&url, &["schema", "check"]).await;
+    assert!(!ok && check.contains("dawdle schema adopt"), "{check}");
+    adopt_killed_at(&url, &args, "switched:").await;
+    adopt_killed_at(&url, &args, "filling the timestamps").await;
+    let (through, boundary): (i64, i64) =
+        sqlx::query_as("SELECT backfilled_through, boundary_id FROM dawdle_adoption")
+            .fetch_one(pool)
+            .await
+            .unwrap();
+    assert!(through < boundary, "the backfill was not interrupted");
+    // Meanwhile the database is dawdle's: check says so, with a note.
+    let (ok, check, _) = run_dawdle(&url, &["schema", "check"]).await;
+    assert!(ok, "{check}");
+    assert!(
+        check.contains("adopt"),
+        "no note of the unfinished adoption:\n{check}"
+    );
+    adopt_killed_at(&url, &args, "filling the timestamps").await;
+
+    let report = adopt(&url, &args).await;
+    assert!(report.contains("the schema is current"), "{report}");
+    assert_eq!(
+        scalar(
+            pool,
+            "SELECT count(*) FROM dawdle_adoption
+             WHERE finished_at IS NOT NULL AND backfilled_through = boundary_id"
+        )
+        .await,
+        1
+    );
+    assert_eq!(status_counts(pool).await, statuses);
+    assert_eq!(event_counts(pool, 0).await, events);
+    assert_eq!(job_rows(pool).await, jobs);
+    assert_eq!(timestamp_mismatches(pool, &[]).await, Vec::<String>::new());
+    let differences = catalog_differences(pool).await;
+    assert!(
+        differences.is_empty(),
+        "adopted schema differs:\n{differences}"
+    );
+    assert_eq!(
+        scalar(
+            pool,
+            "SELECT count(*) FROM pg_index WHERE NOT indisvalid
+             AND indrelid IN ('procrastinate_jobs'::regclass, 'procrastinate_events'::regclass)"
+        )
+        .await,
+        0,
+        "an index was left invalid"
+    );
+}
+
+#[tokio::test]
+async fn a_switch_blocked_by_a_long_transaction_gives_up_cleanly_and_names_the_blocker() {
+    let db = procrastinate_database().await;
+    let pool = db.pool();
+    let url = db.url();
+    sqlx::raw_sql(
+        "SELECT procrastinate_defer_jobs_v1(ARRAY[
+             ROW('q', 't', 0, NULL, NULL, '{}'::jsonb, NULL)::procrastinate_job_to_defer_v1])",
+    )
+    .execute(pool)
+    .await
+    .unwrap();
+    // A report left open: it holds a share lock on the jobs table for as
+    // long as its transaction lasts.
+    let mut report = pool.begin().await.unwrap();
+    sqlx::query("SELECT count(*) FROM procrastinate_jobs")
+        .execute(&mut *report)
+        .await
+        .unwrap();
+
+    let (ok, stdout, stderr) = run_dawdle(
+        &url,
+        &[
+            "schema",
+            "adopt",
+            "--lock-timeout",
+            "100ms",
+            "--lock-attempts",
+            "2",
+        ],
+    )
+    .await;
+    assert!(!ok, "adopted under a held lock:\n{stdout}");
+    assert!(
+        stderr.contains("idle in transaction"),
+        "no blocker named: {stderr}"
+    );
+    assert!(
+        stdout.contains("put the fetch functions back"),
+        "{stdout}\n{stderr}"
+    );
+    // Python workers were not left without jobs: the fetch function is
+    // Procrastinate's own again, and fetches.
+    assert_eq!(
+        scalar(
+            pool,
+            "SELECT count(*) FROM pg_proc WHERE proname LIKE 'procrastinate_fetch_job%'
+             AND prosrc LIKE '%dawdle adoption fence%'"
+        )
+        .await,
+        0
+    );
+    let worker: i64 =
+        sqlx::query_scalar("SELECT worker_id FROM procrastinate_register_worker_v1()")
+            .fetch_one(pool)
+            .await
+            .unwrap();
+    let fetched: Option<i64> =
+        sqlx::query_scalar("SELECT id FROM procrastinate_fetch_job_v2(ARRAY['q'], $1)")
+            .bind(worker)
+            .fetch_one(pool)
+            .await
+            .unwrap();
+    assert!(fetched.is_some());
+    let (ok, check, _) = run_dawdle(&url, &["schema", "check"]).await;
+    assert!(!ok && check.contains("dawdle schema adopt"), "{check}");
+
+    report.rollback().await.unwrap();
+    let done = adopt(&url, &[]).await;
+    assert!(done.contains("the schema is current"), "{done}");
 }

@@ -463,13 +463,10 @@ pub async fn plan(conn: &mut PgConnection, options: &AdoptOptions) -> Result<Pla
             done: state.switched,
         },
         PlannedStep {
-            name: "columns",
-            action: format!(
-                "add created_at, started_at and finished_at to procrastinate_jobs, and \
-                 error, error_message and error_traceback to procrastinate_events (no \
-                 rewrite; an exclusive lock for milliseconds, waiting at most {:?} per try)",
-                options.lock_timeout
-            ),
+            name: "types",
+            action: "create what Procrastinate 3.0 lacks, if it does (the batch-defer type, \
+                     the workers table)"
+                .to_string(),
             done: state.switched,
         },
         PlannedStep {
@@ -489,14 +486,27 @@ pub async fn plan(conn: &mut PgConnection, options: &AdoptOptions) -> Result<Pla
             done: missing_indexes.is_empty(),
         },
         PlannedStep {
+            name: "fence",
+            action: "replace the functions that return whole job rows (the fetch functions) \
+                     by ones that find no job, and wait for calls under way: workers fetch \
+                     nothing from here to the switch, usually milliseconds"
+                .to_string(),
+            done: state.switched,
+        },
+        PlannedStep {
             name: "switch",
             action: format!(
-                "in one short transaction: replace Procrastinate's {triggers} row triggers, \
-                 {functions} functions and the foreign keys of jobs and events by dawdle's \
-                 statement-level triggers and functions, and record dawdle's migrations 1 to \
-                 {} (locks the four tables for milliseconds, waiting at most {:?} per try)",
+                "in one short transaction: add created_at, started_at and finished_at to \
+                 procrastinate_jobs and error, error_message and error_traceback to \
+                 procrastinate_events (no rewrite), replace Procrastinate's {triggers} row \
+                 triggers, {functions} functions and the foreign keys of jobs and events by \
+                 dawdle's statement-level triggers and functions, put back any fetch function \
+                 an older release's workers still call, and record dawdle's migrations 1 to {} \
+                 (locks the four tables for milliseconds, waiting at most {:?} per try, {} \
+                 tries)",
                 super::latest_version(),
-                options.lock_timeout
+                options.lock_timeout,
+                options.lock_attempts
             ),
             done: state.switched,
         },
@@ -525,7 +535,12 @@ pub async fn plan(conn: &mut PgConnection, options: &AdoptOptions) -> Result<Pla
             action: format!(
                 "fill created_at, started_at and finished_at of {to_fill} existing jobs from \
                  their events, and unlink finished jobs from their worker, in about {batches} \
-                 transactions of {} jobs",
+                 {} of {} jobs",
+                if batches == 1 {
+                    "transaction"
+                } else {
+                    "transactions"
+                },
                 options.batch_size
             ),
             done: state.finished,
@@ -638,10 +653,18 @@ pub async fn adopt(
         ));
         run.record(release).await?;
         run.event_types().await?;
-        run.columns().await?;
+        run.types().await?;
         run.indexes().await?;
-        run.switch().await?;
+        run.fence().await?;
+        if let Err(error) = run.switch().await {
+            // Python workers must not stay without jobs.
+            run.unfence().await?;
+            run.say("put the fetch functions back; nothing was switched".to_string());
+            return Err(error);
+        }
     }
+    // Any index that needed the switch's columns.
+    run.indexes().await?;
     let non_object_args = run.constraints().await?;
     run.drop_procrastinate_indexes().await?;
     let backfilled = run.backfill().await?;
@@ -690,7 +713,8 @@ impl Run<'_> {
                  switched_at timestamptz,
                  boundary_id bigint,
                  backfilled_through bigint NOT NULL DEFAULT 0,
-                 finished_at timestamptz
+                 finished_at timestamptz,
+                 fenced jsonb
              )",
         )
         .execute(&mut *self.conn)
@@ -721,9 +745,11 @@ impl Run<'_> {
         Ok(())
     }
 
-    async fn columns(&mut self) -> Result<(), AdoptError> {
-        let sql = "
-            DO $$
+    /// What 3.0 lacks and later releases added (the batch-defer type, the
+    /// workers table). Neither touches the rows of a table in use.
+    async fn types(&mut self) -> Result<(), AdoptError> {
+        sqlx::raw_sql(
+            "DO $$
             BEGIN
                 IF to_regtype('procrastinate_job_to_defer_v1') IS NULL THEN
                     CREATE TYPE procrastinate_job_to_defer_v1 AS (
@@ -735,17 +761,80 @@ impl Run<'_> {
             CREATE TABLE IF NOT EXISTS procrastinate_workers (
                 id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
                 last_heartbeat timestamptz NOT NULL DEFAULT now()
-            );
-            ALTER TABLE procrastinate_jobs
-                ADD COLUMN IF NOT EXISTS worker_id bigint,
-                ADD COLUMN IF NOT EXISTS created_at timestamptz NOT NULL DEFAULT now(),
-                ADD COLUMN IF NOT EXISTS started_at timestamptz,
-                ADD COLUMN IF NOT EXISTS finished_at timestamptz;
-            ALTER TABLE procrastinate_events
-                ADD COLUMN IF NOT EXISTS error text,
-                ADD COLUMN IF NOT EXISTS error_message text,
-                ADD COLUMN IF NOT EXISTS error_traceback text;";
-        self.locked("columns", COLUMNS_LOCK, Body::Sql(sql)).await
+            );",
+        )
+        .execute(&mut *self.conn)
+        .await
+        .map_err(step("types"))?;
+        Ok(())
+    }
+
+    /// Functions that return a whole jobs row (the fetch functions) cannot
+    /// run while the switch adds columns: a call planned before the switch
+    /// and let through after it would return more columns than its caller
+    /// expects, an error that stops a Python worker. So they are first
+    /// replaced by bodies that find no job and touch no table, their
+    /// definitions kept in dawdle_adoption; the switch puts back any it does
+    /// not replace itself. Calls already under way are waited for.
+    async fn fence(&mut self) -> Result<(), AdoptError> {
+        sqlx::query(
+            "UPDATE dawdle_adoption
+             SET fenced = (SELECT coalesce(jsonb_object_agg(p.oid::regprocedure::text,
+                                                            pg_get_functiondef(p.oid)), '{}')
+                           FROM pg_proc AS p
+                           WHERE p.pronamespace = 'public'::regnamespace
+                             AND p.prorettype = 'procrastinate_jobs'::regtype)
+             WHERE fenced IS NULL",
+        )
+        .execute(&mut *self.conn)
+        .await
+        .map_err(step("fence"))?;
+        let fenced_at: chrono::DateTime<chrono::Utc> =
+            sqlx::query_scalar("SELECT clock_timestamp()")
+                .fetch_one(&mut *self.conn)
+                .await
+                .map_err(step("fence"))?;
+        sqlx::raw_sql(FENCE)
+            .execute(&mut *self.conn)
+            .await
+            .map_err(step("fence"))?;
+        let deadline =
+            Instant::now() + self.options.lock_timeout * self.options.lock_attempts.max(1);
+        loop {
+            let running: i64 = sqlx::query_scalar(
+                "SELECT count(*) FROM pg_stat_activity
+                 WHERE pid <> pg_backend_pid() AND state = 'active' AND query_start < $1
+                   AND query ~* 'procrastinate_fetch_job'",
+            )
+            .bind(fenced_at)
+            .fetch_one(&mut *self.conn)
+            .await
+            .map_err(step("fence"))?;
+            if running == 0 {
+                break;
+            }
+            if Instant::now() >= deadline {
+                self.say(format!(
+                    "{running} fetch calls begun before the fence are still running; going on"
+                ));
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        self.say(
+            "fenced the fetch functions: workers find no new job until the switch".to_string(),
+        );
+        Ok(())
+    }
+
+    /// Puts back the fetch functions' own definitions (after a switch that
+    /// failed for good).
+    async fn unfence(&mut self) -> Result<(), AdoptError> {
+        sqlx::raw_sql(UNFENCE)
+            .execute(&mut *self.conn)
+            .await
+            .map_err(step("fence"))?;
+        Ok(())
     }
 
     async fn indexes(&mut self) -> Result<(), AdoptError> {
@@ -768,6 +857,11 @@ impl Run<'_> {
                 }
                 None => {}
             }
+            if *name == "dawdle_jobs_running_idx" && !self.has_worker_column().await? {
+                // Procrastinate 3.0 has no worker_id yet: the switch adds
+                // it, and this index is built right after.
+                continue;
+            }
             let began = Instant::now();
             self.say(format!("building index {name} concurrently"));
             sqlx::raw_sql(&format!("CREATE INDEX CONCURRENTLY {name} {definition}"))
@@ -782,9 +876,21 @@ impl Run<'_> {
         Ok(())
     }
 
+    async fn has_worker_column(&mut self) -> Result<bool, AdoptError> {
+        sqlx::query_scalar(
+            "SELECT EXISTS (SELECT 1 FROM pg_attribute
+                            WHERE attrelid = 'procrastinate_jobs'::regclass
+                              AND attname = 'worker_id' AND NOT attisdropped)",
+        )
+        .fetch_one(&mut *self.conn)
+        .await
+        .map_err(step("indexes"))
+    }
+
     /// The one transaction after which every worker runs dawdle's functions.
     async fn switch(&mut self) -> Result<(), AdoptError> {
         let mut sql = format!("SELECT pg_advisory_xact_lock({MIGRATION_LOCK_KEY});");
+        sql.push_str(COLUMNS);
         sql.push_str(
             "
             DO $$
@@ -846,9 +952,9 @@ impl Run<'_> {
             sql.push_str(routines);
             sql.push('\n');
         }
+        sql.push_str(UNFENCE);
         sql.push_str(CREATE_MIGRATIONS_TABLE);
-        self.locked("switch", SWITCH_LOCK, Body::Switch(&sql))
-            .await?;
+        self.locked("switch", SWITCH_LOCK, Body(&sql)).await?;
         self.say("switched: Procrastinate's functions and triggers are now dawdle's".to_string());
         Ok(())
     }
@@ -1095,8 +1201,62 @@ impl Run<'_> {
 /// The locks the switch takes, in one statement so that it waits once.
 const SWITCH_LOCK: &str = "LOCK TABLE procrastinate_workers, procrastinate_jobs, \
      procrastinate_events, procrastinate_periodic_defers IN ACCESS EXCLUSIVE MODE";
-const COLUMNS_LOCK: &str =
-    "LOCK TABLE procrastinate_jobs, procrastinate_events IN ACCESS EXCLUSIVE MODE";
+
+/// dawdle's columns, added by the switch (no rewrite: the default is
+/// evaluated once).
+const COLUMNS: &str = "
+    ALTER TABLE procrastinate_jobs
+        ADD COLUMN IF NOT EXISTS worker_id bigint,
+        ADD COLUMN IF NOT EXISTS created_at timestamptz NOT NULL DEFAULT now(),
+        ADD COLUMN IF NOT EXISTS started_at timestamptz,
+        ADD COLUMN IF NOT EXISTS finished_at timestamptz;
+    ALTER TABLE procrastinate_events
+        ADD COLUMN IF NOT EXISTS error text,
+        ADD COLUMN IF NOT EXISTS error_message text,
+        ADD COLUMN IF NOT EXISTS error_traceback text;
+";
+
+/// Replaces every function kept in dawdle_adoption.fenced by one that finds
+/// no job (a row of NULLs, which callers read as "nothing to do").
+const FENCE: &str = "
+    DO $$
+    DECLARE
+        item record;
+    BEGIN
+        FOR item IN
+            SELECT to_regprocedure(f.key) AS oid
+            FROM dawdle_adoption AS a, jsonb_each_text(a.fenced) AS f
+            WHERE to_regprocedure(f.key) IS NOT NULL
+        LOOP
+            EXECUTE format(
+                'CREATE OR REPLACE FUNCTION %s(%s) RETURNS procrastinate_jobs '
+                'LANGUAGE plpgsql AS $fence$ BEGIN '
+                '/* dawdle adoption fence: no job until the switch */ '
+                'RETURN NULL; END $fence$',
+                item.oid::regproc, pg_get_function_arguments(item.oid));
+        END LOOP;
+    END;
+    $$;
+";
+
+/// Puts back the definition of every function still fenced.
+const UNFENCE: &str = "
+    DO $$
+    DECLARE
+        item record;
+    BEGIN
+        FOR item IN
+            SELECT f.value AS definition
+            FROM dawdle_adoption AS a, jsonb_each_text(a.fenced) AS f
+            WHERE to_regprocedure(f.key) IS NOT NULL
+              AND (SELECT prosrc FROM pg_proc WHERE oid = to_regprocedure(f.key))
+                  LIKE '%dawdle adoption fence%'
+        LOOP
+            EXECUTE item.definition;
+        END LOOP;
+    END;
+    $$;
+";
 
 /// One batch of the backfill: ids after $1 up to $2, at most $3 of them.
 /// A job's creation is its first `deferred` event (else its first event that
@@ -1135,43 +1295,29 @@ const BACKFILL: &str = "
     )
     SELECT (SELECT count(*) FROM filled), (SELECT max(id) FROM batch)";
 
-/// What a locking step runs once it has its locks.
-enum Body<'s> {
-    /// Statements, as they are.
-    Sql(&'s str),
-    /// The switch's statements, then dawdle's migrations recorded and the
-    /// later ones applied, and the adoption's boundary set.
-    Switch(&'s str),
-}
+/// What the switch runs once it has its locks: its statements, then
+/// dawdle's migrations recorded and the later ones applied, and the
+/// adoption's boundary set.
+struct Body<'s>(&'s str);
 
 impl Body<'_> {
     async fn run(&self, conn: &mut PgConnection) -> Result<(), AdoptError> {
-        match self {
-            Body::Sql(sql) => {
-                sqlx::raw_sql(sql)
-                    .execute(&mut *conn)
-                    .await
-                    .map_err(step("columns"))?;
-            }
-            Body::Switch(sql) => {
-                sqlx::raw_sql(sql)
-                    .execute(&mut *conn)
-                    .await
-                    .map_err(step("switch"))?;
-                for migration in MIGRATIONS.iter().filter(|m| m.version <= ADOPTED_THROUGH) {
-                    record(conn, migration).await.map_err(step("switch"))?;
-                }
-                apply_pending(conn).await?;
-                sqlx::query(
-                    "UPDATE dawdle_adoption
-                     SET switched_at = now(),
-                         boundary_id = (SELECT coalesce(max(id), 0) FROM procrastinate_jobs)",
-                )
-                .execute(&mut *conn)
-                .await
-                .map_err(step("switch"))?;
-            }
+        sqlx::raw_sql(self.0)
+            .execute(&mut *conn)
+            .await
+            .map_err(step("switch"))?;
+        for migration in MIGRATIONS.iter().filter(|m| m.version <= ADOPTED_THROUGH) {
+            record(conn, migration).await.map_err(step("switch"))?;
         }
+        apply_pending(conn).await?;
+        sqlx::query(
+            "UPDATE dawdle_adoption
+             SET switched_at = now(),
+                 boundary_id = (SELECT coalesce(max(id), 0) FROM procrastinate_jobs)",
+        )
+        .execute(&mut *conn)
+        .await
+        .map_err(step("switch"))?;
         Ok(())
     }
 }

@@ -2,12 +2,14 @@
 
 Usage:
     DAWDLE_COMPAT_DATABASE_URL=... <venv>/bin/python work.py [--deadline SECONDS]
-        [--concurrency N] [QUEUE ...]
+        [--concurrency N] [--wait] [QUEUE ...]
 
-With no QUEUE the worker takes jobs from every queue. It runs one-shot
-(`wait=False`): it fetches and runs jobs one at a time until
+With no QUEUE the worker takes jobs from every queue. By default it runs
+one-shot (`wait=False`): it fetches and runs jobs until
 procrastinate_fetch_job_v2 finds nothing runnable now, then unregisters and
-exits. Jobs scheduled in the future are left alone.
+exits. Jobs scheduled in the future are left alone. With --wait it runs as a
+service does, listening and polling, until SIGTERM or SIGINT stops it
+gracefully (which counts as stopping by itself).
 
 stdout gets exactly one JSON document: {"ok": true} when the worker stopped by
 itself, or {"ok": false, "error": "..."} (exit 1) when the deadline (default
@@ -47,6 +49,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument(
         "--concurrency", type=int, default=1, help="jobs run at the same time"
     )
+    parser.add_argument(
+        "--wait", action="store_true", help="run until SIGTERM instead of one-shot"
+    )
     parser.add_argument("queues", nargs="*", help="queues to work on (default: all)")
     return parser.parse_args(argv)
 
@@ -74,15 +79,19 @@ def start_watchdog(seconds: float) -> None:
     timer.start()
 
 
-async def run(queues: list[str] | None, deadline: float, concurrency: int) -> None:
+async def run(
+    queues: list[str] | None, deadline: float, concurrency: int, wait: bool
+) -> None:
     async with app.open_async():
         await asyncio.wait_for(
             app.run_worker_async(
                 queues=queues,
-                wait=False,  # stop once nothing is runnable
+                wait=wait,  # one-shot: stop once nothing is runnable
                 concurrency=concurrency,
-                # The test harness may kill us; no need for graceful signal handling.
-                install_signal_handlers=False,
+                fetch_job_polling_interval=0.2,
+                # One-shot runs may be killed by the harness; a waiting worker
+                # stops gracefully on SIGTERM, as a service would.
+                install_signal_handlers=wait,
                 # If the deadline cancels the worker mid-job, do not wait forever.
                 shutdown_graceful_timeout=5.0,
             ),
@@ -95,7 +104,7 @@ def main() -> int:
     args = parse_args(sys.argv[1:])
     start_watchdog(args.deadline + HARD_KILL_GRACE)
     try:
-        asyncio.run(run(args.queues or None, args.deadline, args.concurrency))
+        asyncio.run(run(args.queues or None, args.deadline, args.concurrency, args.wait))
     except asyncio.TimeoutError:  # the builtin TimeoutError on 3.11+
         report({"ok": False, "error": f"worker still running after {args.deadline} s"})
         return 1
