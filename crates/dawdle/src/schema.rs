@@ -73,6 +73,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "adoptable_procrastinate_databases",
         sql: include_str!("../migrations/0009_adoptable_procrastinate_databases.sql"),
     },
+    Migration {
+        version: 10,
+        name: "procrastinate_misuse_parity",
+        sql: include_str!("../migrations/0010_procrastinate_misuse_parity.sql"),
+    },
 ];
 
 /// The version a fully migrated database is at.

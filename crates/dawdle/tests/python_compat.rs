@@ -586,3 +586,196 @@ async fn the_functions_raise_what_the_python_librarys_schema_raises() {
         ))
     );
 }
+
+/// Where dawdle answers misuse differently from Procrastinate's own schema
+/// on purpose (ARCHITECTURE.md, "Deliberate differences", says why): case
+/// name prefix of tests/python/misuse.py, and the reason.
+const DELIBERATE: &[(&str, &str)] = &[
+    (
+        "cancel/doing_abort/abort_true/",
+        "a repeated abort request records no second event",
+    ),
+    (
+        "cancel/doing_abort_twice",
+        "a repeated abort request records no second event",
+    ),
+    (
+        "direct/abort_requested_again_on_doing_abort_job",
+        "a repeated abort request records no second event",
+    ),
+    (
+        "direct/status_doing_to_cancelled",
+        "a job cancelled while doing records its cancelled event",
+    ),
+    (
+        "defer/null_array",
+        "a batch defer of nothing returns an empty array",
+    ),
+    (
+        "defer/empty_array",
+        "a batch defer of nothing returns an empty array",
+    ),
+    (
+        "defer/null_priority",
+        "NULL priority and args default to 0 and {}",
+    ),
+    (
+        "defer/null_args",
+        "NULL priority and args default to 0 and {}",
+    ),
+    (
+        "periodic/null_priority",
+        "NULL priority and args default to 0 and {}",
+    ),
+    (
+        "periodic/null_args",
+        "NULL priority and args default to 0 and {}",
+    ),
+    ("defer/args_", "args must be a JSON object"),
+    ("periodic/args_", "args must be a JSON object"),
+    ("direct/args_array", "args must be a JSON object"),
+    ("direct/insert_job/args_array", "args must be a JSON object"),
+    (
+        "defer/queue_name_128_chars",
+        "queue names too long for a notification channel are deferred",
+    ),
+    (
+        "defer/queue_name_41_chars",
+        "queue names too long for a notification channel are deferred",
+    ),
+    (
+        "defer/queue_name_21_two_byte_chars",
+        "queue names too long for a notification channel are deferred",
+    ),
+    (
+        "periodic/queue_name_41_chars",
+        "queue names too long for a notification channel are deferred",
+    ),
+    (
+        "worker/direct_truncate_",
+        "TRUNCATE of the workers unlinks running jobs instead of failing",
+    ),
+    (
+        "direct/doing_abort_job_back_to_todo",
+        "a job put back to todo by hand drops its abort request",
+    ),
+    (
+        "direct/failed_abort_job_back_to_todo",
+        "a job put back to todo by hand drops its abort request",
+    ),
+    (
+        "direct/doing_job_to_todo_with_abort_requested",
+        "a job put back to todo by hand drops its abort request",
+    ),
+    (
+        "direct/worker_id_missing/",
+        "no foreign key from jobs to workers (statement-level checks)",
+    ),
+    (
+        "direct/insert_job/doing_missing_worker",
+        "no foreign key from jobs to workers (statement-level checks)",
+    ),
+    (
+        "direct/update_job_id_with_events",
+        "no foreign key from events to jobs (statement-level triggers)",
+    ),
+    (
+        "direct/insert_event_missing_job",
+        "no foreign key from events to jobs (statement-level triggers)",
+    ),
+    (
+        "direct/update_event_job_id_missing",
+        "no foreign key from events to jobs (statement-level triggers)",
+    ),
+    (
+        "direct/insert_event_type_error",
+        "the extra event type 'error'",
+    ),
+];
+
+/// One case's record, with what differs by design in every case evened
+/// out: dawdle's jobs hold a worker only while running, and one statement's
+/// events of several jobs may come in another order (each job's in its own).
+fn normalized(case: &Value) -> Value {
+    let mut case = case.clone();
+    if let Some(jobs) = case["after"]["jobs"].as_array_mut() {
+        for job in jobs {
+            if job["status"] != json!("doing") {
+                job["worker"] = Value::Null;
+            }
+        }
+    }
+    if let Some(events) = case["after"]["events"].as_array_mut() {
+        events.sort_by_key(|event| event[0].to_string());
+    }
+    case
+}
+
+#[tokio::test]
+async fn misuse_is_answered_as_procrastinate_s_own_schema_answers_it() {
+    let procrastinate = TestDatabase::empty().await;
+    common::run_python(
+        &procrastinate.url(),
+        &[
+            "-m",
+            "procrastinate",
+            "--app=compat_app.app",
+            "schema",
+            "--apply",
+        ],
+        "",
+    )
+    .await
+    .expect_success();
+    let ours = TestDatabase::with_schema().await;
+    let run = |url: String| async move {
+        common::run_script(&url, "misuse.py", &[], "")
+            .await
+            .expect_success()
+            .json()["cases"]
+            .as_array()
+            .expect("a list of cases")
+            .clone()
+    };
+    let theirs = run(procrastinate.url()).await;
+    let mine = run(ours.url()).await;
+    assert_eq!(theirs.len(), mine.len());
+    assert!(theirs.len() > 300, "only {} cases", theirs.len());
+
+    let mut unexpected = Vec::new();
+    let mut deliberate_seen = std::collections::BTreeSet::new();
+    for (their, my) in theirs.iter().zip(&mine) {
+        let name = their["case"].as_str().expect("a case name");
+        assert_eq!(my["case"], their["case"]);
+        let deliberate = DELIBERATE
+            .iter()
+            .find(|(prefix, _)| name.starts_with(prefix));
+        let same = normalized(their) == normalized(my);
+        match (same, deliberate) {
+            (true, None) => {}
+            (false, Some((prefix, _))) => {
+                deliberate_seen.insert(*prefix);
+            }
+            (false, None) => unexpected.push(format!(
+                "{name}:\n  Procrastinate: {}\n  dawdle:        {}",
+                normalized(their),
+                normalized(my)
+            )),
+            (true, Some((_, reason))) => unexpected.push(format!(
+                "{name}: now answered alike, though listed as \"{reason}\""
+            )),
+        }
+    }
+    assert!(
+        unexpected.is_empty(),
+        "{} cases differ unexpectedly:\n{}",
+        unexpected.len(),
+        unexpected.join("\n")
+    );
+    for (prefix, reason) in DELIBERATE {
+        assert!(
+            deliberate_seen.contains(prefix),
+            "no case matched {prefix} ({reason})"
+        );
+    }
+}

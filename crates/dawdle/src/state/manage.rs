@@ -8,11 +8,22 @@ use sqlx::PgPool;
 /// One failed job back to `todo`, runnable now, one more attempt counted
 /// (`procrastinate_retry_job_v2`, as the Python shell does it).
 pub(crate) async fn retry_one(pool: &PgPool, id: i64) -> Result<(), sqlx::Error> {
+    // A failed job may still carry the abort request of the attempt that
+    // failed; the retry starts afresh (the function itself refuses such a
+    // job, as Procrastinate's constraint does).
+    let mut tx = pool.begin().await?;
+    sqlx::query(
+        "UPDATE procrastinate_jobs SET abort_requested = false
+         WHERE id = $1 AND status = 'failed' AND abort_requested",
+    )
+    .bind(id)
+    .execute(&mut *tx)
+    .await?;
     sqlx::query("SELECT procrastinate_retry_job_v2($1, now(), NULL, NULL, NULL)")
         .bind(id)
-        .execute(pool)
+        .execute(&mut *tx)
         .await?;
-    Ok(())
+    tx.commit().await
 }
 
 /// [`retry_one`] for every failed job of `queue` and `task` (each `None`
