@@ -1088,3 +1088,246 @@ async fn a_switch_blocked_by_a_long_transaction_gives_up_cleanly_and_names_the_b
     let done = adopt(&url, &[]).await;
     assert!(done.contains("the schema is current"), "{done}");
 }
+
+/// The code blocks of docs/runbook.md tagged `adoption`, in order:
+/// (language, body).
+fn runbook_adoption_blocks() -> Vec<(String, String)> {
+    let runbook = std::fs::read_to_string(
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../docs/runbook.md"),
+    )
+    .expect("read docs/runbook.md");
+    let mut blocks = Vec::new();
+    let mut current: Option<(String, bool, String)> = None;
+    for line in runbook.lines() {
+        if let Some(info) = line.trim_start().strip_prefix("```") {
+            match current.take() {
+                Some((language, true, body)) => blocks.push((language, body)),
+                Some(_) => {}
+                None => {
+                    let mut words = info.split_whitespace();
+                    let language = words.next().unwrap_or("").to_string();
+                    let adoption = info.split_whitespace().any(|word| word == "adoption");
+                    current = Some((language, adoption, String::new()));
+                }
+            }
+        } else if let Some((_, _, body)) = current.as_mut() {
+            body.push_str(line);
+            body.push('\n');
+        }
+    }
+    blocks
+}
+
+/// Runs each command line of a runbook bash block as a reader would, with
+/// `dawdle`, `procrastinate` and `psql` on PATH.
+async fn run_bash_block(url: &str, body: &str) -> Vec<String> {
+    let dawdle_dir = PathBuf::from(env!("CARGO_BIN_EXE_dawdle"))
+        .parent()
+        .unwrap()
+        .to_path_buf();
+    let venv_bin = common::python().parent().unwrap().to_path_buf();
+    let path = std::env::join_paths([dawdle_dir, venv_bin].into_iter().chain(
+        std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default()),
+    ))
+    .unwrap();
+    let mut outputs = Vec::new();
+    for line in body.lines().map(str::trim) {
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let output = tokio::time::timeout(
+            Duration::from_secs(180),
+            Command::new("bash")
+                .args(["-o", "pipefail", "-c", line])
+                .env("JOB_QUEUE_DATABASE_URL", url)
+                .env("PATH", &path)
+                .env("RUST_LOG", "warn")
+                .stdin(Stdio::null())
+                .output(),
+        )
+        .await
+        .unwrap_or_else(|_| panic!("`{line}` did not finish within 180 s"))
+        .expect("run bash");
+        let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+        assert!(
+            output.status.success(),
+            "docs/runbook.md: `{line}` failed\nstdout:\n{stdout}\nstderr:\n{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        outputs.push(stdout);
+    }
+    outputs
+}
+
+#[tokio::test]
+async fn the_runbook_adopts_a_database_and_hands_it_back_to_procrastinate() {
+    let blocks = runbook_adoption_blocks();
+    let languages: Vec<&str> = blocks
+        .iter()
+        .map(|(language, _)| language.as_str())
+        .collect();
+    assert_eq!(
+        languages,
+        ["bash", "sql", "bash"],
+        "the runbook's adoption blocks"
+    );
+
+    let db = procrastinate_database().await;
+    let pool = db.pool();
+    let url = db.url();
+    let marker = Marker::new();
+    common::run_script(
+        &url,
+        "fill.py",
+        &[],
+        &json!({"history": 100, "python_jobs": 20, "dawdle_jobs": 0, "marker": marker.path()})
+            .to_string(),
+    )
+    .await
+    .expect_success();
+    marker.touch();
+    let statuses = status_counts(pool).await;
+    let events = event_counts(pool, 0).await;
+    let periodic = periodic_rows(pool).await;
+
+    // The adoption, as the runbook gives it.
+    let outputs = run_bash_block(&url, &blocks[0].1).await;
+    assert!(outputs[0].contains("dry run"), "{}", outputs[0]);
+    assert!(
+        outputs[1].contains("the schema is current"),
+        "{}",
+        outputs[1]
+    );
+    assert!(outputs[2].contains("schema is current"), "{}", outputs[2]);
+    // dawdle runs a job and records an error event (which Procrastinate
+    // cannot keep) before the database goes back.
+    let failing: i64 = sqlx::query_scalar(
+        "SELECT (procrastinate_defer_jobs_v1(ARRAY[
+             ROW('dawdle', 'dawdle.fail', 0, NULL, NULL, '{}'::jsonb, NULL)
+                 ::procrastinate_job_to_defer_v1]))[1]",
+    )
+    .fetch_one(pool)
+    .await
+    .unwrap();
+    let (ok, _, stderr) = run_dawdle(&url, &["worker", "--one-shot", "--queues", "dawdle"]).await;
+    assert!(!ok, "the failing job did not fail: {stderr}");
+    assert_eq!(common::status(pool, failing).await, "failed");
+
+    // And back, as the runbook gives it.
+    sqlx::raw_sql(&blocks[1].1)
+        .execute(pool)
+        .await
+        .unwrap_or_else(|error| panic!("docs/runbook.md, going back, step 1: {error}"));
+    run_bash_block(&url, &blocks[2].1).await;
+
+    // Nothing Procrastinate knows was lost...
+    let mut expected = statuses.clone();
+    *expected
+        .entry(("dawdle".to_string(), "failed".to_string()))
+        .or_default() += 1;
+    assert_eq!(status_counts(pool).await, expected);
+    let events_now = event_counts(pool, 0).await;
+    for (kind, count) in &events {
+        assert!(
+            events_now.get(kind).is_some_and(|now| now >= count),
+            "{kind}: {count} before, {events_now:?} after"
+        );
+    }
+    assert!(!events_now.contains_key("error"));
+    assert_eq!(periodic_rows(pool).await, periodic);
+
+    // ...the schema is the library's own (but for the enum value PostgreSQL
+    // cannot drop)...
+    let fresh = procrastinate_database().await;
+    let want = catalog_of_procrastinate(fresh.pool()).await;
+    let got = catalog_of_procrastinate(pool).await;
+    let mut differences = String::new();
+    for line in want.difference(&got) {
+        differences.push_str(&format!("  missing:  {line}\n"));
+    }
+    for line in got.difference(&want) {
+        differences.push_str(&format!("  extra:    {line}\n"));
+    }
+    let allowed = "  extra:    type procrastinate_job_event_type \
+         deferred,started,deferred_for_retry,failed,succeeded,cancelled,abort_requested,aborted,scheduled,retried,error\n  \
+         missing:  type procrastinate_job_event_type \
+         deferred,started,deferred_for_retry,failed,succeeded,cancelled,abort_requested,aborted,scheduled,retried\n";
+    let mut sorted_allowed: Vec<&str> = allowed.lines().collect();
+    sorted_allowed.sort();
+    let mut sorted_differences: Vec<&str> = differences.lines().collect();
+    sorted_differences.sort();
+    assert!(
+        sorted_differences.is_empty() || sorted_differences == sorted_allowed,
+        "the schema handed back differs from Procrastinate's:\n{differences}"
+    );
+
+    // ...and the library works on it: it defers, runs, and its shell lists.
+    common::run_script(
+        &url,
+        "defer.py",
+        &[],
+        &json!([{"task_name": "compat.succeed", "queue": "after"}]).to_string(),
+    )
+    .await
+    .expect_success();
+    let (ok, stdout, stderr) = python_worker(&url, &["after", "stuck"])
+        .finish(Duration::from_secs(120))
+        .await;
+    assert!(ok, "{stdout}\n{stderr}");
+    assert_eq!(
+        scalar(
+            pool,
+            "SELECT count(*) FROM procrastinate_jobs WHERE queue_name = 'after' AND status = 'succeeded'"
+        )
+        .await,
+        1
+    );
+    let shell = common::run_script(&url, "shell.py", &["list_jobs", "queue=after"], "")
+        .await
+        .expect_success()
+        .json();
+    assert_eq!(shell["lines"].as_array().map(Vec::len), Some(1), "{shell}");
+}
+
+/// The catalog of a database without dawdle's objects (no migrations table).
+async fn catalog_of_procrastinate(pool: &PgPool) -> BTreeSet<String> {
+    sqlx::query_scalar::<_, String>(
+        "SELECT format('column %s.%s %s not null=%s default=%s', c.relname, a.attname,
+                       format_type(a.atttypid, a.atttypmod), a.attnotnull,
+                       pg_get_expr(d.adbin, d.adrelid))
+         FROM pg_attribute AS a
+         JOIN pg_class AS c ON c.oid = a.attrelid
+         LEFT JOIN pg_attrdef AS d ON d.adrelid = a.attrelid AND d.adnum = a.attnum
+         WHERE c.relnamespace = 'public'::regnamespace AND c.relkind IN ('r', 'c')
+           AND a.attnum > 0 AND NOT a.attisdropped
+         UNION ALL
+         SELECT format('constraint %s %s %s', conrelid::regclass, conname,
+                       pg_get_constraintdef(oid))
+         FROM pg_constraint
+         WHERE connamespace = 'public'::regnamespace AND conrelid <> 0
+         UNION ALL
+         SELECT format('index %s', pg_get_indexdef(i.indexrelid))
+         FROM pg_index AS i JOIN pg_class AS c ON c.oid = i.indrelid
+         WHERE c.relnamespace = 'public'::regnamespace
+         UNION ALL
+         SELECT format('trigger %s', pg_get_triggerdef(oid))
+         FROM pg_trigger WHERE NOT tgisinternal
+         UNION ALL
+         SELECT format('function %s %s', oid::regprocedure, md5(prosrc))
+         FROM pg_proc WHERE pronamespace = 'public'::regnamespace
+         UNION ALL
+         SELECT format('type %s %s', t.typname,
+                       (SELECT string_agg(enumlabel, ',' ORDER BY enumsortorder)
+                        FROM pg_enum WHERE enumtypid = t.oid))
+         FROM pg_type AS t
+         WHERE t.typnamespace = 'public'::regnamespace AND t.typtype IN ('e', 'c')
+         UNION ALL
+         SELECT format('table %s', relname) FROM pg_class
+         WHERE relnamespace = 'public'::regnamespace AND relkind IN ('r', 'S')",
+    )
+    .fetch_all(pool)
+    .await
+    .unwrap()
+    .into_iter()
+    .collect()
+}
