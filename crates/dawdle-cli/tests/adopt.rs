@@ -1331,3 +1331,62 @@ async fn catalog_of_procrastinate(pool: &PgPool) -> BTreeSet<String> {
     .into_iter()
     .collect()
 }
+
+#[tokio::test]
+async fn bench_adopt_adopts_a_procrastinate_database_in_use_and_reports_what_clients_saw() {
+    let db = TestDatabase::empty().await;
+    let schema = common::run_python("unused", &["-m", "procrastinate", "schema", "--read"], "")
+        .await
+        .expect_success()
+        .stdout;
+    let file = std::env::temp_dir().join(format!(
+        "dawdle-bench-adopt-schema-{}-{:08x}.sql",
+        std::process::id(),
+        rand_suffix()
+    ));
+    std::fs::write(&file, schema).unwrap();
+    let (ok, stdout, stderr) = run_dawdle(
+        &db.url(),
+        &[
+            "bench",
+            "adopt",
+            "--procrastinate-schema",
+            file.to_str().unwrap(),
+            "--jobs",
+            "2000",
+            "--workers",
+            "2",
+            "--settle",
+            "1",
+            "--batch-size",
+            "500",
+            "--json",
+        ],
+    )
+    .await;
+    let _ = std::fs::remove_file(&file);
+    assert!(ok, "{stdout}\n{stderr}");
+    let report: Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(report["jobs"], json!(2000));
+    assert_eq!(report["client_errors"], json!(0), "{report}");
+    assert!(report["adopt_s"].as_f64().unwrap() > 0.0);
+    assert!(report["longest_lock_ms"].as_f64().unwrap() > 0.0);
+    assert!(
+        report["before"]["median_jobs_per_s"].as_f64().unwrap() > 0.0,
+        "{report}"
+    );
+    assert!(stderr.contains("backfill:"), "{stderr}");
+
+    let (ok, _, stderr) = run_dawdle(
+        &db.url(),
+        &[
+            "bench",
+            "adopt",
+            "--procrastinate-schema",
+            "/nonexistent.sql",
+        ],
+    )
+    .await;
+    assert!(!ok);
+    assert!(stderr.contains("procrastinate schema --read"), "{stderr}");
+}

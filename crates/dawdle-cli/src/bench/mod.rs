@@ -9,6 +9,7 @@
 //! missing, histories incomplete, variants that differ) is an error, since
 //! the numbers would then describe other work than they claim.
 
+mod adopt;
 mod drain;
 mod drain_worker;
 mod jobs_list;
@@ -44,6 +45,14 @@ pub(crate) enum BenchCommand {
     /// with --jobs jobs in every status, reads each filter's first page (and pages deep
     /// down) --repeat times, reports medians, and drops the database.
     JobsList(jobs_list::JobsListBenchArgs),
+    /// Time `dawdle schema adopt` on a large Procrastinate database in use.
+    ///
+    /// Creates a scratch database on the jobs database's server (dawdle_bench_adopt) with
+    /// Procrastinate's schema (from --procrastinate-schema) and --jobs finished jobs with their
+    /// history, runs Procrastinate-style workers and a deferring client on it, adopts it, and
+    /// reports the adoption's time and longest lock and what the clients saw before, during
+    /// and after. Checks that the history is unchanged. Drops the database.
+    Adopt(adopt::AdoptBenchArgs),
 }
 
 /// Runs a `dawdle bench` command.
@@ -55,6 +64,7 @@ pub(crate) async fn run(
         BenchCommand::Triggers(args) => triggers::run(explicit_url, args).await,
         BenchCommand::Drain(args) => drain::run(explicit_url, args).await,
         BenchCommand::JobsList(args) => jobs_list::run(explicit_url, args).await,
+        BenchCommand::Adopt(args) => adopt::run(explicit_url, args).await,
     }
 }
 
