@@ -19,26 +19,6 @@ use sqlx::PgPool;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 
-/// An empty database with Procrastinate's schema, applied by the library's
-/// own `procrastinate schema --apply`.
-async fn procrastinate_database() -> TestDatabase {
-    let db = TestDatabase::empty().await;
-    common::run_python(
-        &db.url(),
-        &[
-            "-m",
-            "procrastinate",
-            "--app=compat_app.app",
-            "schema",
-            "--apply",
-        ],
-        "",
-    )
-    .await
-    .expect_success();
-    db
-}
-
 fn dawdle(url: &str) -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_dawdle"));
     command
@@ -201,11 +181,23 @@ async fn timestamp_mismatches(pool: &PgPool, live: &[&str]) -> Vec<String> {
 }
 
 /// The schema as the catalog has it: columns, constraints, indexes,
-/// triggers, functions (with a digest of their bodies), types and
-/// sequences, one line each. The adoption's own bookkeeping table is left
-/// out: only an adopted database has it.
+/// triggers, functions (with a digest of their bodies), types, tables and
+/// sequences, and dawdle's migrations when it has any, one line each. The
+/// adoption's own bookkeeping table is left out: only an adopted database
+/// has it.
 async fn catalog(pool: &PgPool) -> BTreeSet<String> {
-    sqlx::query_scalar::<_, String>(
+    let migrations = if scalar(
+        pool,
+        "SELECT count(*) FROM pg_class WHERE relname = 'dawdle_migrations'",
+    )
+    .await
+        == 1
+    {
+        "SELECT format('migration %s %s', version, name) FROM dawdle_migrations"
+    } else {
+        "SELECT NULL::text WHERE false"
+    };
+    sqlx::query_scalar::<_, String>(&format!(
         "SELECT format('column %s.%s %s not null=%s default=%s', c.relname, a.attname,
                        format_type(a.atttypid, a.atttypmod), a.attnotnull,
                        pg_get_expr(d.adbin, d.adrelid))
@@ -238,12 +230,12 @@ async fn catalog(pool: &PgPool) -> BTreeSet<String> {
          WHERE t.typnamespace = 'public'::regnamespace AND t.typtype IN ('e', 'c')
            AND t.typname <> 'dawdle_adoption'
          UNION ALL
-         SELECT format('sequence %s', relname) FROM pg_class
-         WHERE relnamespace = 'public'::regnamespace AND relkind = 'S'
+         SELECT format('relation %s', relname) FROM pg_class
+         WHERE relnamespace = 'public'::regnamespace AND relkind IN ('r', 'S')
            AND relname NOT LIKE 'dawdle_adoption%'
          UNION ALL
-         SELECT format('migration %s %s', version, name) FROM dawdle_migrations",
-    )
+         {migrations}"
+    ))
     .fetch_all(pool)
     .await
     .unwrap()
@@ -392,7 +384,7 @@ fn rand_suffix() -> u32 {
 async fn a_live_procrastinate_database_is_adopted_while_python_and_dawdle_workers_drain_it() {
     const PYTHON_JOBS: i64 = 300;
     const DAWDLE_JOBS: i64 = 2000;
-    let db = procrastinate_database().await;
+    let db = common::procrastinate_database().await;
     let pool = db.pool();
     let url = db.url();
     let marker = Marker::new();
@@ -864,33 +856,18 @@ async fn every_procrastinate_3_schema_is_adopted_and_older_ones_are_refused_with
         ("03.00.00_01", "finish Procrastinate's 3.0 migration first"),
     ] {
         let db = migrated_to(&migrations, last).await;
-        let catalog_before = catalog_without_migrations(db.pool()).await;
+        let catalog_before = catalog(db.pool()).await;
         let (ok, stdout, stderr) = run_dawdle(&db.url(), &["schema", "adopt"]).await;
         assert!(!ok, "{last}: adopted\n{stdout}");
         assert!(stderr.contains(expected), "{last}: {stderr}");
         let (ok, check, _) = run_dawdle(&db.url(), &["schema", "check"]).await;
         assert!(!ok && check.contains(expected), "{last}: {check}");
         assert_eq!(
-            catalog_without_migrations(db.pool()).await,
+            catalog(db.pool()).await,
             catalog_before,
             "{last}: a refused adoption changed the database"
         );
     }
-}
-
-/// Tables, columns and functions, for databases without dawdle_migrations.
-async fn catalog_without_migrations(pool: &PgPool) -> Vec<String> {
-    sqlx::query_scalar(
-        "SELECT format('%s.%s', c.relname, a.attname) FROM pg_attribute AS a
-         JOIN pg_class AS c ON c.oid = a.attrelid
-         WHERE c.relnamespace = 'public'::regnamespace AND a.attnum > 0
-         UNION ALL
-         SELECT oid::regprocedure::text FROM pg_proc WHERE pronamespace = 'public'::regnamespace
-         ORDER BY 1",
-    )
-    .fetch_all(pool)
-    .await
-    .unwrap()
 }
 
 /// Months of history in a few seconds, through Procrastinate's own
@@ -953,7 +930,7 @@ async fn adopt_killed_at(url: &str, args: &[&str], at: &str) -> String {
 
 #[tokio::test]
 async fn an_adoption_killed_at_each_step_is_finished_by_the_next_run() {
-    let db = procrastinate_database().await;
+    let db = common::procrastinate_database().await;
     let pool = db.pool();
     let url = db.url();
     sqlx::raw_sql(HISTORY).execute(pool).await.unwrap();
@@ -1019,7 +996,7 @@ async fn an_adoption_killed_at_each_step_is_finished_by_the_next_run() {
 
 #[tokio::test]
 async fn a_switch_blocked_by_a_long_transaction_gives_up_cleanly_and_names_the_blocker() {
-    let db = procrastinate_database().await;
+    let db = common::procrastinate_database().await;
     let pool = db.pool();
     let url = db.url();
     sqlx::raw_sql(
@@ -1172,7 +1149,7 @@ async fn the_runbook_adopts_a_database_and_hands_it_back_to_procrastinate() {
         "the runbook's adoption blocks"
     );
 
-    let db = procrastinate_database().await;
+    let db = common::procrastinate_database().await;
     let pool = db.pool();
     let url = db.url();
     let marker = Marker::new();
@@ -1238,9 +1215,9 @@ async fn the_runbook_adopts_a_database_and_hands_it_back_to_procrastinate() {
 
     // ...the schema is the library's own (but for the enum value PostgreSQL
     // cannot drop)...
-    let fresh = procrastinate_database().await;
-    let want = catalog_of_procrastinate(fresh.pool()).await;
-    let got = catalog_of_procrastinate(pool).await;
+    let fresh = common::procrastinate_database().await;
+    let want = catalog(fresh.pool()).await;
+    let got = catalog(pool).await;
     let mut differences = String::new();
     for line in want.difference(&got) {
         differences.push_str(&format!("  missing:  {line}\n"));
@@ -1287,49 +1264,6 @@ async fn the_runbook_adopts_a_database_and_hands_it_back_to_procrastinate() {
         .expect_success()
         .json();
     assert_eq!(shell["lines"].as_array().map(Vec::len), Some(1), "{shell}");
-}
-
-/// The catalog of a database without dawdle's objects (no migrations table).
-async fn catalog_of_procrastinate(pool: &PgPool) -> BTreeSet<String> {
-    sqlx::query_scalar::<_, String>(
-        "SELECT format('column %s.%s %s not null=%s default=%s', c.relname, a.attname,
-                       format_type(a.atttypid, a.atttypmod), a.attnotnull,
-                       pg_get_expr(d.adbin, d.adrelid))
-         FROM pg_attribute AS a
-         JOIN pg_class AS c ON c.oid = a.attrelid
-         LEFT JOIN pg_attrdef AS d ON d.adrelid = a.attrelid AND d.adnum = a.attnum
-         WHERE c.relnamespace = 'public'::regnamespace AND c.relkind IN ('r', 'c')
-           AND a.attnum > 0 AND NOT a.attisdropped
-         UNION ALL
-         SELECT format('constraint %s %s %s', conrelid::regclass, conname,
-                       pg_get_constraintdef(oid))
-         FROM pg_constraint
-         WHERE connamespace = 'public'::regnamespace AND conrelid <> 0
-         UNION ALL
-         SELECT format('index %s', pg_get_indexdef(i.indexrelid))
-         FROM pg_index AS i JOIN pg_class AS c ON c.oid = i.indrelid
-         WHERE c.relnamespace = 'public'::regnamespace
-         UNION ALL
-         SELECT format('trigger %s', pg_get_triggerdef(oid))
-         FROM pg_trigger WHERE NOT tgisinternal
-         UNION ALL
-         SELECT format('function %s %s', oid::regprocedure, md5(prosrc))
-         FROM pg_proc WHERE pronamespace = 'public'::regnamespace
-         UNION ALL
-         SELECT format('type %s %s', t.typname,
-                       (SELECT string_agg(enumlabel, ',' ORDER BY enumsortorder)
-                        FROM pg_enum WHERE enumtypid = t.oid))
-         FROM pg_type AS t
-         WHERE t.typnamespace = 'public'::regnamespace AND t.typtype IN ('e', 'c')
-         UNION ALL
-         SELECT format('table %s', relname) FROM pg_class
-         WHERE relnamespace = 'public'::regnamespace AND relkind IN ('r', 'S')",
-    )
-    .fetch_all(pool)
-    .await
-    .unwrap()
-    .into_iter()
-    .collect()
 }
 
 #[tokio::test]

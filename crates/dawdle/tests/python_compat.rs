@@ -713,20 +713,7 @@ fn normalized(case: &Value) -> Value {
 
 #[tokio::test]
 async fn misuse_is_answered_as_procrastinate_s_own_schema_answers_it() {
-    let procrastinate = TestDatabase::empty().await;
-    common::run_python(
-        &procrastinate.url(),
-        &[
-            "-m",
-            "procrastinate",
-            "--app=compat_app.app",
-            "schema",
-            "--apply",
-        ],
-        "",
-    )
-    .await
-    .expect_success();
+    let procrastinate = common::procrastinate_database().await;
     let ours = TestDatabase::with_schema().await;
     let run = |url: String| async move {
         common::run_script(&url, "misuse.py", &[], "")

@@ -177,3 +177,23 @@ pub async fn run_script(database_url: &str, script: &str, args: &[&str], stdin: 
     all.extend_from_slice(args);
     run_python(database_url, &all, stdin).await
 }
+
+/// An empty database with Procrastinate's own schema, applied by the
+/// library's `procrastinate schema --apply`.
+pub async fn procrastinate_database() -> dawdle::testing::TestDatabase {
+    let db = dawdle::testing::TestDatabase::empty().await;
+    run_python(
+        &db.url(),
+        &[
+            "-m",
+            "procrastinate",
+            "--app=compat_app.app",
+            "schema",
+            "--apply",
+        ],
+        "",
+    )
+    .await
+    .expect_success();
+    db
+}
