@@ -108,29 +108,35 @@ async fn job_rows(pool: &PgPool) -> BTreeMap<i64, String> {
     } else {
         "NULL"
     };
-    sqlx::query_as::<_, (i64, String)>(&format!(
-        "SELECT id, concat_ws(' | ', queue_name, task_name, priority, lock, queueing_lock,
-                               args::text, status, scheduled_at, attempts, abort_requested,
-                               {worker})
-         FROM procrastinate_jobs"
-    ))
-    .fetch_all(pool)
+    lines_by_id(
+        pool,
+        &format!(
+            "SELECT id, concat_ws(' | ', queue_name, task_name, priority, lock, queueing_lock,
+                                   args::text, status, scheduled_at, attempts, abort_requested,
+                                   {worker})
+             FROM procrastinate_jobs"
+        ),
+    )
     .await
-    .unwrap()
-    .into_iter()
-    .collect()
 }
 
 /// Every event, one line each.
 async fn event_rows(pool: &PgPool) -> BTreeMap<i64, String> {
-    sqlx::query_as::<_, (i64, String)>(
+    lines_by_id(
+        pool,
         "SELECT id, concat_ws(' | ', job_id, type, at) FROM procrastinate_events",
     )
-    .fetch_all(pool)
     .await
-    .unwrap()
-    .into_iter()
-    .collect()
+}
+
+/// (id, line) rows of `sql`, by id.
+async fn lines_by_id(pool: &PgPool, sql: &str) -> BTreeMap<i64, String> {
+    sqlx::query_as::<_, (i64, String)>(sql)
+        .fetch_all(pool)
+        .await
+        .unwrap_or_else(|error| panic!("{sql}: {error}"))
+        .into_iter()
+        .collect()
 }
 
 async fn periodic_rows(pool: &PgPool) -> Vec<String> {
