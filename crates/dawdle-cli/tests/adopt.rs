@@ -1330,3 +1330,62 @@ async fn bench_adopt_adopts_a_procrastinate_database_in_use_and_reports_what_cli
     assert!(!ok);
     assert!(stderr.contains("procrastinate schema --read"), "{stderr}");
 }
+
+#[tokio::test]
+async fn a_backfill_batch_held_up_by_a_locked_row_waits_and_carries_on() {
+    let db = common::procrastinate_database().await;
+    let pool = db.pool();
+    let url = db.url();
+    sqlx::raw_sql(HISTORY).execute(pool).await.unwrap();
+    let last: i64 = scalar(pool, "SELECT max(id) FROM procrastinate_jobs").await;
+
+    let mut child = dawdle(&url)
+        .args([
+            "schema",
+            "adopt",
+            "--batch-size",
+            "1",
+            "--lock-timeout",
+            "100ms",
+        ])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start dawdle schema adopt");
+    let mut lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
+    let mut printed = String::new();
+    let mut holder = None;
+    let read = async {
+        while let Some(line) = lines.next_line().await.expect("read adopt's output") {
+            printed.push_str(&line);
+            printed.push('\n');
+            if line.contains("filling the timestamps") {
+                // A worker's transaction holding the last job's row.
+                let mut tx = pool.begin().await.unwrap();
+                sqlx::query("SELECT 1 FROM procrastinate_jobs WHERE id = $1 FOR UPDATE")
+                    .bind(last)
+                    .execute(&mut *tx)
+                    .await
+                    .unwrap();
+                holder = Some(tx);
+            }
+            if line.contains("stayed locked") {
+                if let Some(tx) = holder.take() {
+                    tx.rollback().await.unwrap();
+                }
+            }
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(120), read)
+        .await
+        .expect("adopt did not finish within 120 s");
+    let status = child.wait().await.unwrap();
+    assert!(status.success(), "adopt failed:\n{printed}");
+    assert!(
+        printed.contains("stayed locked"),
+        "no wait for the locked row:\n{printed}"
+    );
+    assert!(printed.contains("the schema is current"), "{printed}");
+    assert_eq!(timestamp_mismatches(pool, &[]).await, Vec::<String>::new());
+}

@@ -1147,29 +1147,31 @@ impl Run<'_> {
         let began = Instant::now();
         let mut last_report = Instant::now();
         let mut done = 0_i64;
+        let mut contended = 0_u32;
         while through < boundary {
-            let mut tx = self.conn.begin().await.map_err(step("backfill"))?;
-            sqlx::raw_sql(&format!(
-                "SET LOCAL dawdle.backfill = 'on'; SET LOCAL lock_timeout = '{}ms'",
-                self.options.lock_timeout.as_millis().max(1)
-            ))
-            .execute(&mut *tx)
-            .await
-            .map_err(step("backfill"))?;
-            let (count, last): (i64, Option<i64>) = sqlx::query_as(BACKFILL)
-                .bind(through)
-                .bind(boundary)
-                .bind(self.options.batch_size.max(1))
-                .fetch_one(&mut *tx)
-                .await
-                .map_err(step("backfill"))?;
-            let next = last.unwrap_or(boundary);
-            sqlx::query("UPDATE dawdle_adoption SET backfilled_through = $1")
-                .bind(next)
-                .execute(&mut *tx)
-                .await
-                .map_err(step("backfill"))?;
-            tx.commit().await.map_err(step("backfill"))?;
+            let (count, next) = match self.backfill_batch(through, boundary).await {
+                Ok(batch) => {
+                    contended = 0;
+                    batch
+                }
+                // A worker holds one of the batch's rows past the lock
+                // timeout: let go, and try the batch again shortly.
+                Err(error) if is_lock_contention(&error) => {
+                    contended += 1;
+                    if contended >= self.options.lock_attempts.max(1) {
+                        return Err(error);
+                    }
+                    self.say(format!(
+                        "backfill: rows after job {through} stayed locked for {:?} (try {contended} of {}); trying again",
+                        self.options.lock_timeout,
+                        self.options.lock_attempts
+                    ));
+                    tokio::time::sleep(Duration::from_millis(100 * u64::from(contended.min(10))))
+                        .await;
+                    continue;
+                }
+                Err(error) => return Err(error),
+            };
             through = next;
             done += count;
             if last_report.elapsed() >= Duration::from_secs(2) || through >= boundary {
@@ -1182,6 +1184,39 @@ impl Run<'_> {
             }
         }
         Ok(done)
+    }
+
+    /// One backfill transaction: the jobs after `through` up to `boundary`,
+    /// at most a batch of them, and the progress recorded with them.
+    /// Returns (jobs filled, the id the next batch starts after).
+    async fn backfill_batch(
+        &mut self,
+        through: i64,
+        boundary: i64,
+    ) -> Result<(i64, i64), AdoptError> {
+        let mut tx = self.conn.begin().await.map_err(step("backfill"))?;
+        sqlx::raw_sql(&format!(
+            "SET LOCAL dawdle.backfill = 'on'; SET LOCAL lock_timeout = '{}ms'",
+            self.options.lock_timeout.as_millis().max(1)
+        ))
+        .execute(&mut *tx)
+        .await
+        .map_err(step("backfill"))?;
+        let (count, last): (i64, Option<i64>) = sqlx::query_as(BACKFILL)
+            .bind(through)
+            .bind(boundary)
+            .bind(self.options.batch_size.max(1))
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(step("backfill"))?;
+        let next = last.unwrap_or(boundary);
+        sqlx::query("UPDATE dawdle_adoption SET backfilled_through = $1")
+            .bind(next)
+            .execute(&mut *tx)
+            .await
+            .map_err(step("backfill"))?;
+        tx.commit().await.map_err(step("backfill"))?;
+        Ok((count, next))
     }
 
     async fn vacuum(&mut self) -> Result<(), AdoptError> {
