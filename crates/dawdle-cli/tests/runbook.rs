@@ -16,41 +16,9 @@ use dawdle::{defer, NewJob};
 use serde_json::json;
 use sqlx::PgPool;
 
-struct Block {
-    language: String,
-    tested: bool,
-    /// Tagged `adoption`: the adoption and its reverse, which need a
-    /// database Procrastinate created (tests/adopt.rs runs them).
-    adoption: bool,
-    body: String,
-    line: usize,
-}
-
-fn blocks(markdown: &str) -> Vec<Block> {
-    let mut blocks = Vec::new();
-    let mut current: Option<Block> = None;
-    for (number, line) in markdown.lines().enumerate() {
-        if let Some(info) = line.trim_start().strip_prefix("```") {
-            match current.take() {
-                Some(block) => blocks.push(block),
-                None => {
-                    let mut words = info.split_whitespace();
-                    current = Some(Block {
-                        language: words.next().unwrap_or("").to_string(),
-                        tested: !info.split_whitespace().any(|w| w == "notest"),
-                        adoption: info.split_whitespace().any(|w| w == "adoption"),
-                        body: String::new(),
-                        line: number + 1,
-                    });
-                }
-            }
-        } else if let Some(block) = current.as_mut() {
-            block.body.push_str(line);
-            block.body.push('\n');
-        }
-    }
-    blocks
-}
+#[path = "support/runbook_blocks.rs"]
+mod runbook_blocks;
+use runbook_blocks::blocks;
 
 fn repo_root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -167,7 +135,7 @@ fn run_line(line: &str, url: &str, bin_dir: &Path) -> std::process::Output {
 
 #[tokio::test]
 async fn every_command_and_query_of_the_runbook_works_as_written() {
-    let runbook = std::fs::read_to_string(repo_root().join("docs/runbook.md")).unwrap();
+    let runbook = runbook_blocks::runbook();
     let blocks = blocks(&runbook);
     let (db, running) = busy_database().await;
     let url = db.url();
@@ -330,7 +298,7 @@ async fn check_effect(line: &str, pool: &PgPool, running: i64, stdout: &str) {
 
 #[test]
 fn the_quick_reference_names_every_script_and_each_exists() {
-    let runbook = std::fs::read_to_string(repo_root().join("docs/runbook.md")).unwrap();
+    let runbook = runbook_blocks::runbook();
     for script in [
         "queue-stats.sh",
         "list-failed.sh",
@@ -354,7 +322,7 @@ fn the_quick_reference_names_every_script_and_each_exists() {
 
 #[test]
 fn every_named_check_is_a_query_of_the_runbook_word_for_word() {
-    let runbook = std::fs::read_to_string(repo_root().join("docs/runbook.md")).unwrap();
+    let runbook = runbook_blocks::runbook();
     for check in dawdle::admin::CHECKS {
         assert!(
             runbook.contains(check.sql),

@@ -320,8 +320,10 @@ pub(crate) const EXPECTED_FUNCTIONS: &[&str] = &[
     "procrastinate_update_heartbeat_v1(bigint)",
     "procrastinate_prune_stalled_workers_v1(double precision)",
     "dawdle_fetch_jobs_v1(varchar[], bigint, integer)",
-    "dawdle_claim_jobs_v1(varchar[], bigint, integer)",
+    CLAIM_FUNCTION,
 ];
+/// The function dawdle's workers claim with: a worker starts once it exists.
+pub(crate) const CLAIM_FUNCTION: &str = "dawdle_claim_jobs_v1(varchar[], bigint, integer)";
 /// (table, column) pairs of the runbook's extensions.
 const EXPECTED_COLUMNS: &[(&str, &str)] = &[
     ("procrastinate_jobs", "created_at"),
@@ -346,9 +348,13 @@ pub async fn check(conn: &mut PgConnection) -> Result<CheckReport, SchemaError> 
     let version = recorded.iter().map(|row| row.version).max().unwrap_or(0);
     let mut fix = "run ./scripts/jobs/apply-schema.sh (or `dawdle schema apply`)".to_string();
     let mut notes = Vec::new();
+    // A Procrastinate database is adopted, not migrated: listing every
+    // migration as pending would bury the line that says so.
+    let mut foreign = false;
     if !has_table {
         let source = adopt::detect(&mut *conn).await?;
-        if source.is_procrastinate() {
+        foreign = source.is_procrastinate();
+        if foreign {
             problems.push(format!(
                 "this database has {}, which dawdle did not create",
                 source.describe()
@@ -368,9 +374,6 @@ pub async fn check(conn: &mut PgConnection) -> Result<CheckReport, SchemaError> 
                 .to_string(),
         );
     }
-    // A Procrastinate database is adopted, not migrated: listing every
-    // migration as pending would bury the line that says so.
-    let foreign = !has_table && problems.iter().any(|p| p.contains("dawdle did not create"));
     for migration in MIGRATIONS.iter().filter(|_| !foreign) {
         if !recorded.iter().any(|row| row.version == migration.version) {
             problems.push(format!(

@@ -136,14 +136,8 @@ async fn measure(
     schema: &str,
 ) -> Result<Report, BenchError> {
     let postgres_version = server_version(maintenance).await?;
-    sqlx::query(&format!("CREATE DATABASE {DATABASE}"))
-        .execute(&mut *maintenance)
-        .await
-        .or_failed_to(|| format!("create the scratch database {DATABASE}"))?;
+    let mut conn = scratch::create_empty_database(server, maintenance, DATABASE).await?;
     let options = server.clone().database(DATABASE);
-    let mut conn = PgConnection::connect_with(&options)
-        .await
-        .or_failed_to(|| format!("connect to {DATABASE}"))?;
     sqlx::raw_sql(schema)
         .execute(&mut conn)
         .await

@@ -76,6 +76,19 @@ pub(super) async fn create_database(
     maintenance: &mut PgConnection,
     database: &'static str,
 ) -> Result<PgConnection, BenchError> {
+    let mut conn = create_empty_database(server, maintenance, database).await?;
+    dawdle::schema::apply(&mut conn)
+        .await
+        .map_err(|source| BenchError::Schema { database, source })?;
+    Ok(conn)
+}
+
+/// Creates an empty scratch database and connects to it.
+pub(super) async fn create_empty_database(
+    server: &PgConnectOptions,
+    maintenance: &mut PgConnection,
+    database: &'static str,
+) -> Result<PgConnection, BenchError> {
     sqlx::query(&format!("CREATE DATABASE {database}"))
         .execute(&mut *maintenance)
         .await
@@ -85,13 +98,9 @@ pub(super) async fn create_database(
                  to create databases)"
             )
         })?;
-    let mut conn = PgConnection::connect_with(&server.clone().database(database))
+    PgConnection::connect_with(&server.clone().database(database))
         .await
-        .or_failed_to(|| format!("connect to {database}"))?;
-    dawdle::schema::apply(&mut conn)
-        .await
-        .map_err(|source| BenchError::Schema { database, source })?;
-    Ok(conn)
+        .or_failed_to(|| format!("connect to {database}"))
 }
 
 pub(super) async fn reset(conn: &mut PgConnection, database: &str) -> Result<(), BenchError> {

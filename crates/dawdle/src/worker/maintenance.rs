@@ -213,47 +213,55 @@ pub(super) async fn register<S: Future<Output = ()>>(
 ) -> Registered {
     let mut backoff = Backoff::new();
     let first_try = Instant::now();
-    let mut last_said = None;
+    let mut last_said: Option<Instant> = None;
     loop {
-        let attempt = match schema_not_ready(pool).await {
-            Ok(None) => register_once(pool).await,
-            Ok(Some(reason)) => {
-                if give_up_after.is_some_and(|limit| first_try.elapsed() >= limit) {
+        let failure = match schema_not_ready(pool).await {
+            Ok(None) => match register_once(pool).await {
+                Ok(id) => return Registered::Id(id),
+                Err(error) => NotRegistered::Database(error),
+            },
+            Ok(Some(reason)) => NotRegistered::Schema(reason),
+            Err(error) => NotRegistered::Database(error),
+        };
+        let gave_up = give_up_after.is_some_and(|limit| first_try.elapsed() >= limit);
+        let wait = match failure {
+            NotRegistered::Schema(reason) => {
+                if gave_up {
                     error!(reason = %reason, "the jobs database's schema is not ready for this worker; giving up");
                     return Registered::GaveUp;
                 }
                 // Checked often, so that the worker starts soon after the
                 // schema is applied or adopted; said once a minute.
-                let wait = backoff.next_wait().min(Duration::from_secs(5));
-                if last_said.is_none_or(|said: Instant| said.elapsed() >= Duration::from_secs(60)) {
+                if last_said.is_none_or(|said| said.elapsed() >= Duration::from_secs(60)) {
                     last_said = Some(Instant::now());
                     warn!(reason = %reason, "the jobs database's schema is not ready for this worker; waiting for it");
                 }
-                tokio::select! {
-                    _ = shutdown.as_mut() => return Registered::Stopped,
-                    _ = tokio::time::sleep(wait) => {}
+                backoff.next_wait().min(Duration::from_secs(5))
+            }
+            NotRegistered::Database(error) => {
+                if gave_up {
+                    error!(error = %error, "failed to register the worker with the jobs database; giving up");
+                    return Registered::GaveUp;
                 }
-                continue;
-            }
-            Err(error) => Err(error),
-        };
-        match attempt {
-            Ok(id) => return Registered::Id(id),
-            Err(error) if give_up_after.is_some_and(|limit| first_try.elapsed() >= limit) => {
-                error!(error = %error, "failed to register the worker with the jobs database; giving up");
-                return Registered::GaveUp;
-            }
-            Err(error) => {
                 let wait = backoff.next_wait();
                 warn!(error = %error, retry_in_ms = wait.as_millis() as u64,
                       "failed to register the worker with the jobs database; retrying");
-                tokio::select! {
-                    _ = shutdown.as_mut() => return Registered::Stopped,
-                    _ = tokio::time::sleep(wait) => {}
-                }
+                wait
             }
+        };
+        tokio::select! {
+            _ = shutdown.as_mut() => return Registered::Stopped,
+            _ = tokio::time::sleep(wait) => {}
         }
     }
+}
+
+/// Why a try at registering did not register.
+enum NotRegistered {
+    /// The schema is not ready for this worker (see [`schema_not_ready`]).
+    Schema(String),
+    /// The database failed.
+    Database(sqlx::Error),
 }
 
 /// Why this worker cannot start on the database yet (a Procrastinate
@@ -262,8 +270,9 @@ pub(super) async fn register<S: Future<Output = ()>>(
 async fn schema_not_ready(pool: &PgPool) -> Result<Option<String>, sqlx::Error> {
     let ready: bool = sqlx::query_scalar(
         "SELECT to_regclass('dawdle_migrations') IS NOT NULL
-            AND to_regprocedure('dawdle_claim_jobs_v1(varchar[], bigint, integer)') IS NOT NULL",
+            AND to_regprocedure($1) IS NOT NULL",
     )
+    .bind(crate::schema::CLAIM_FUNCTION)
     .fetch_one(pool)
     .await?;
     if ready {
