@@ -7,6 +7,8 @@
 
 #[path = "../../dawdle/tests/common/mod.rs"]
 mod common;
+#[path = "support/runbook_blocks.rs"]
+mod runbook_blocks;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
@@ -64,6 +66,17 @@ async fn scalar(pool: &PgPool, sql: &str) -> i64 {
         .unwrap_or_else(|error| panic!("{sql}: {error}"))
 }
 
+/// Jobs of `queue` that have not succeeded.
+async fn not_succeeded(pool: &PgPool, queue: &str) -> i64 {
+    sqlx::query_scalar(
+        "SELECT count(*) FROM procrastinate_jobs WHERE queue_name = $1 AND status <> 'succeeded'",
+    )
+    .bind(queue)
+    .fetch_one(pool)
+    .await
+    .unwrap()
+}
+
 /// (queue, status) → jobs.
 async fn status_counts(pool: &PgPool) -> BTreeMap<(String, String), i64> {
     sqlx::query_as::<_, (String, String, i64)>(
@@ -80,7 +93,8 @@ async fn status_counts(pool: &PgPool) -> BTreeMap<(String, String), i64> {
 /// event type → events, among events with ids in `ids`.
 async fn event_counts(pool: &PgPool, after_id: i64) -> BTreeMap<String, i64> {
     sqlx::query_as::<_, (String, i64)>(
-        "SELECT type::text, count(*) FROM procrastinate_events WHERE id > $1 GROUP BY 1",
+        "SELECT coalesce(type::text, '(none)'), count(*) FROM procrastinate_events
+         WHERE id > $1 GROUP BY 1",
     )
     .bind(after_id)
     .fetch_all(pool)
@@ -489,13 +503,7 @@ async fn a_live_procrastinate_database_is_adopted_while_python_and_dawdle_worker
         Duration::from_secs(60),
         "the Python worker to drain its queue",
         async || {
-            scalar(
-                pool,
-                "SELECT count(*) FROM procrastinate_jobs
-             WHERE queue_name = 'python' AND status <> 'succeeded'",
-            )
-            .await
-                == 0
+            not_succeeded(pool, "python").await == 0
                 || common::status(pool, hold).await == "aborted"
         },
     )
@@ -508,15 +516,7 @@ async fn a_live_procrastinate_database_is_adopted_while_python_and_dawdle_worker
     eventually(
         Duration::from_secs(60),
         "the dawdle worker to drain its queue",
-        async || {
-            scalar(
-                pool,
-                "SELECT count(*) FROM procrastinate_jobs
-             WHERE queue_name = 'dawdle' AND status <> 'succeeded'",
-            )
-            .await
-                == 0
-        },
+        async || not_succeeded(pool, "dawdle").await == 0,
     )
     .await;
     let (_, worker_report, worker_log) = rust.stop().await;
@@ -621,14 +621,7 @@ async fn a_live_procrastinate_database_is_adopted_while_python_and_dawdle_worker
         .finish(Duration::from_secs(120))
         .await;
     assert!(ok, "{stdout}\n{stderr}");
-    assert_eq!(
-        scalar(
-            pool,
-            "SELECT count(*) FROM procrastinate_jobs WHERE queue_name = 'stuck' AND status <> 'succeeded'"
-        )
-        .await,
-        0
-    );
+    assert_eq!(not_succeeded(pool, "stuck").await, 0);
     for check in dawdle::admin::CHECKS {
         sqlx::query(check.sql)
             .fetch_all(pool)
@@ -1075,30 +1068,11 @@ async fn a_switch_blocked_by_a_long_transaction_gives_up_cleanly_and_names_the_b
 /// The code blocks of docs/runbook.md tagged `adoption`, in order:
 /// (language, body).
 fn runbook_adoption_blocks() -> Vec<(String, String)> {
-    let runbook = std::fs::read_to_string(
-        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../docs/runbook.md"),
-    )
-    .expect("read docs/runbook.md");
-    let mut blocks = Vec::new();
-    let mut current: Option<(String, bool, String)> = None;
-    for line in runbook.lines() {
-        if let Some(info) = line.trim_start().strip_prefix("```") {
-            match current.take() {
-                Some((language, true, body)) => blocks.push((language, body)),
-                Some(_) => {}
-                None => {
-                    let mut words = info.split_whitespace();
-                    let language = words.next().unwrap_or("").to_string();
-                    let adoption = info.split_whitespace().any(|word| word == "adoption");
-                    current = Some((language, adoption, String::new()));
-                }
-            }
-        } else if let Some((_, _, body)) = current.as_mut() {
-            body.push_str(line);
-            body.push('\n');
-        }
-    }
-    blocks
+    runbook_blocks::blocks(&runbook_blocks::runbook())
+        .into_iter()
+        .filter(|block| block.adoption)
+        .map(|block| (block.language, block.body))
+        .collect()
 }
 
 /// Runs each command line of a runbook bash block as a reader would, with
@@ -1388,4 +1362,122 @@ async fn a_backfill_batch_held_up_by_a_locked_row_waits_and_carries_on() {
     );
     assert!(printed.contains("the schema is current"), "{printed}");
     assert_eq!(timestamp_mismatches(pool, &[]).await, Vec::<String>::new());
+}
+
+#[tokio::test]
+async fn hostile_rows_of_a_procrastinate_database_are_adopted_as_they_are() {
+    let db = common::procrastinate_database().await;
+    let pool = db.pool();
+    let url = db.url();
+    // What Procrastinate's schema accepts and dawdle's would not, or what a
+    // person at psql may leave: arguments that are not an object, deeply
+    // nested or a megabyte long, an infinite schedule, events without a type
+    // or a time, markup and a secret-looking URL in text columns.
+    let deep = format!("{}1{}", "[".repeat(2000), "]".repeat(2000));
+    sqlx::raw_sql(&format!(
+        "INSERT INTO procrastinate_jobs (queue_name, task_name, args, scheduled_at, lock)
+         VALUES ('hostile', 'array', '[1, 2]', NULL, NULL),
+                ('hostile', 'null', 'null', NULL, NULL),
+                ('hostile', 'deep', '{{\"a\": {deep}}}', NULL, NULL),
+                ('hostile', 'long', jsonb_build_object('s', repeat('x', 1048576)), NULL, NULL),
+                ('hostile', '<script>alert(1)</script>', '{{}}', 'infinity', 
+                 'postgresql://user:hunter2@db/x');
+         INSERT INTO procrastinate_events (job_id, type, at)
+         SELECT id, NULL, NULL FROM procrastinate_jobs WHERE task_name = 'array';
+         UPDATE procrastinate_events SET at = NULL WHERE job_id IN
+             (SELECT id FROM procrastinate_jobs WHERE task_name = 'null');"
+    ))
+    .execute(pool)
+    .await
+    .unwrap();
+    let statuses = status_counts(pool).await;
+    let events = event_counts(pool, 0).await;
+    let jobs = job_rows(pool).await;
+
+    let plan = adopt(&url, &["--dry-run"]).await;
+    assert!(plan.contains("(none): 1"), "{plan}");
+    let report = adopt(&url, &[]).await;
+    assert!(
+        report.contains("warning: 2 jobs have arguments that are not a JSON object"),
+        "{report}"
+    );
+    assert!(!report.contains("hunter2"), "{report}");
+    assert!(report.contains("the schema is current"), "{report}");
+    assert_eq!(status_counts(pool).await, statuses);
+    assert_eq!(event_counts(pool, 0).await, events);
+    assert_eq!(job_rows(pool).await, jobs);
+    // The check that would refuse every update of those rows is left out,
+    // and said so: the queue keeps flowing, each of them failing alone.
+    let (ok, check, _) = run_dawdle(&url, &["schema", "check"]).await;
+    assert!(ok, "{check}");
+    assert!(
+        check.contains("note: the check that job arguments are JSON objects was left out"),
+        "{check}"
+    );
+    // (Exit 1: the verdict may call such a queue unhealthy.)
+    let (_, stats, stderr) = run_dawdle(&url, &["stats", "--json"]).await;
+    assert_eq!(
+        serde_json::from_str::<Value>(&stats)
+            .unwrap_or_else(|_| panic!("dawdle stats: {stats}\n{stderr}"))["queues"]["hostile"]
+            ["todo"],
+        json!(5)
+    );
+    sqlx::query("UPDATE procrastinate_jobs SET scheduled_at = NULL WHERE queue_name = 'hostile'")
+        .execute(pool)
+        .await
+        .unwrap();
+    let (ok, _, stderr) = run_dawdle(&url, &["worker", "--one-shot", "--queues", "hostile"]).await;
+    assert!(!ok, "the unknown tasks did not fail: {stderr}");
+    assert!(!stderr.contains("hunter2"), "{stderr}");
+    assert_eq!(
+        status_counts(pool)
+            .await
+            .get(&("hostile".to_string(), "failed".to_string())),
+        Some(&5),
+        "{stderr}"
+    );
+
+    // Once they are fixed, the next run adds the check, validated.
+    sqlx::raw_sql(
+        "UPDATE procrastinate_jobs SET args = jsonb_build_object('value', args)
+         WHERE jsonb_typeof(args) <> 'object'",
+    )
+    .execute(pool)
+    .await
+    .unwrap();
+    let report = adopt(&url, &[]).await;
+    assert!(!report.contains("warning"), "{report}");
+    assert!(report.contains("adding the check"), "{report}");
+    let (ok, check, _) = run_dawdle(&url, &["schema", "check"]).await;
+    assert!(ok && !check.contains("note:"), "{check}");
+    assert_eq!(
+        scalar(
+            pool,
+            "SELECT count(*) FROM pg_constraint
+             WHERE conname = 'procrastinate_jobs_args_is_object' AND convalidated"
+        )
+        .await,
+        1
+    );
+}
+
+#[tokio::test]
+async fn bad_adopt_options_get_a_usage_error() {
+    for args in [
+        ["--batch-size", "0"],
+        ["--batch-size", "1e400"],
+        ["--lock-timeout", "banana"],
+        ["--lock-attempts", "0"],
+    ] {
+        let mut all = vec!["schema", "adopt"];
+        all.extend_from_slice(&args);
+        let output = dawdle("postgresql://nobody@/none?host=/nonexistent")
+            .args(&all)
+            .output()
+            .await
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(2), "{args:?}: {stderr}");
+        assert!(stderr.contains(args[0]), "{args:?}: {stderr}");
+    }
 }

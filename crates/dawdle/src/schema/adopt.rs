@@ -6,11 +6,16 @@
 //! row, while Python and dawdle workers keep working from it:
 //!
 //! 1. the adoption is recorded in `dawdle_adoption`, which makes it resumable;
-//! 2. the event types dawdle adds (`error`, and `retried` before 3.4) are added;
-//! 3. the runbook's columns are added (instant: no table rewrite);
-//! 4. dawdle's indexes are built concurrently (no write is blocked);
-//! 5. one short transaction replaces Procrastinate's per-row triggers, foreign
-//!    keys and functions by dawdle's, and records dawdle's migrations;
+//! 2. the event types dawdle adds (`error`, and `retried` before 3.4) are
+//!    added, and what 3.0 lacks (the batch-defer type, the workers table);
+//! 3. dawdle's indexes are built concurrently (no write is blocked);
+//! 4. the functions returning whole job rows (the fetch functions) are
+//!    fenced: they find no job until the switch, so that no call planned
+//!    before it can get back a row with the columns it adds;
+//! 5. one short transaction adds the runbook's columns (no table rewrite),
+//!    replaces Procrastinate's per-row triggers, foreign keys and functions
+//!    by dawdle's, puts back the fenced functions dawdle does not define, and
+//!    records dawdle's migrations;
 //! 6. the new constraints are validated, Procrastinate's unused indexes
 //!    dropped concurrently;
 //! 7. `created_at`, `started_at` and `finished_at` of the existing jobs are
@@ -19,10 +24,11 @@
 //!
 //! Every step checks what is already done, so running [`adopt`] again after an
 //! interruption finishes the work, and running it on an adopted database does
-//! nothing. The steps that lock a table (3 and 5) wait at most
-//! [`AdoptOptions::lock_timeout`] for their lock, then let go and try again, so
-//! a long transaction elsewhere delays the adoption instead of queueing every
-//! worker behind it.
+//! nothing. The switch and each backfill batch wait at most
+//! [`AdoptOptions::lock_timeout`] for their locks, then let go and try again,
+//! so a long transaction elsewhere delays the adoption instead of queueing
+//! every worker behind it; a switch that never gets its locks lifts the
+//! fence.
 
 use std::fmt::Write as _;
 use std::time::{Duration, Instant};
@@ -319,7 +325,12 @@ pub async fn unfinished_note(conn: &mut PgConnection) -> Result<Option<String>, 
         return Ok(None);
     };
     if state.finished {
-        return Ok(None);
+        return Ok((!args_check_exists(conn).await?).then(|| {
+            "the check that job arguments are JSON objects was left out by the adoption: \
+             some jobs' arguments are not (SELECT id, task_name FROM procrastinate_jobs WHERE \
+             jsonb_typeof(args) <> 'object'); fix them, then run `dawdle schema adopt` to add it"
+                .to_string()
+        }));
     }
     let boundary = state.boundary_id.unwrap_or(0);
     Ok(Some(format!(
@@ -619,10 +630,31 @@ pub async fn adopt(
     let started = Instant::now();
     let source = detect(conn).await?;
     let existing = state(conn).await?;
+    let args_check_left_out = existing.is_some() && !args_check_exists(conn).await?;
     match (&source, &existing) {
         (Source::Procrastinate3 { .. }, _) => {}
         (Source::Dawdle, Some(state)) if !state.finished => {
             progress("resuming the unfinished adoption".to_string());
+        }
+        (Source::Dawdle, Some(_)) if args_check_left_out => {
+            progress(
+                "adding the check that arguments are JSON objects, left out by the adoption"
+                    .to_string(),
+            );
+            let mut run = Run {
+                conn,
+                options,
+                progress,
+                longest_lock: Duration::ZERO,
+            };
+            let non_object_args = run.constraints().await?;
+            return Ok(AdoptReport {
+                source,
+                backfilled: 0,
+                longest_lock: run.longest_lock,
+                non_object_args,
+                elapsed: started.elapsed(),
+            });
         }
         (Source::Dawdle, _) => {
             progress("nothing to adopt: this database already has dawdle's schema".to_string());
@@ -954,12 +986,13 @@ impl Run<'_> {
         }
         sql.push_str(UNFENCE);
         sql.push_str(CREATE_MIGRATIONS_TABLE);
-        self.locked("switch", SWITCH_LOCK, Body(&sql)).await?;
+        self.locked("switch", SWITCH_LOCK, Body::Switch(&sql))
+            .await?;
         self.say("switched: Procrastinate's functions and triggers are now dawdle's".to_string());
         Ok(())
     }
 
-    /// Runs `body` in a transaction that first takes `lock` waiting at most
+    /// Runs `body` in a transaction that first takes `lock`, waiting at most
     /// the lock timeout; on a timeout (or a deadlock) lets go, says who held
     /// the tables, waits a little and tries again.
     async fn locked(
@@ -987,7 +1020,7 @@ impl Run<'_> {
                     .await
                     .map_err(step(name))?;
                 let began = Instant::now();
-                body.run(&mut tx).await?;
+                body.run(&mut tx, name).await?;
                 tx.commit().await.map_err(step(name))?;
                 Ok(began.elapsed())
             }
@@ -1059,9 +1092,12 @@ impl Run<'_> {
         text
     }
 
-    /// Validates the constraints the switch added as NOT VALID. Returns how
-    /// many jobs have arguments that are not a JSON object (then that check
-    /// stays NOT VALID: enforced for new rows, not yet for old ones).
+    /// Validates the constraints the switch added as NOT VALID (adding the
+    /// args check first if an earlier run left it out). Returns how many
+    /// jobs have arguments that are not a JSON object: then the args check
+    /// is taken off again, since it would refuse every update of those rows
+    /// (a claim, the backfill) and so stop the queue; a later run, once they
+    /// are fixed, adds it.
     async fn constraints(&mut self) -> Result<i64, AdoptError> {
         sqlx::raw_sql(
             "ALTER TABLE procrastinate_periodic_defers
@@ -1070,6 +1106,20 @@ impl Run<'_> {
         .execute(&mut *self.conn)
         .await
         .map_err(step("constraints"))?;
+        if !args_check_exists(self.conn)
+            .await
+            .map_err(step("constraints"))?
+        {
+            self.locked(
+                "constraints",
+                JOBS_LOCK,
+                Body::Statements(
+                    "ALTER TABLE procrastinate_jobs ADD CONSTRAINT procrastinate_jobs_args_is_object
+                         CHECK (jsonb_typeof(args) = 'object') NOT VALID",
+                ),
+            )
+            .await?;
+        }
         match sqlx::raw_sql(
             "ALTER TABLE procrastinate_jobs VALIDATE CONSTRAINT procrastinate_jobs_args_is_object",
         )
@@ -1080,6 +1130,15 @@ impl Run<'_> {
             Err(error)
                 if error.as_database_error().and_then(|e| e.code()).as_deref() == Some("23514") =>
             {
+                self.locked(
+                    "constraints",
+                    JOBS_LOCK,
+                    Body::Statements(
+                        "ALTER TABLE procrastinate_jobs
+                             DROP CONSTRAINT IF EXISTS procrastinate_jobs_args_is_object",
+                    ),
+                )
+                .await?;
                 let bad: i64 = sqlx::query_scalar(
                     "SELECT count(*) FROM procrastinate_jobs WHERE jsonb_typeof(args) <> 'object'",
                 )
@@ -1088,8 +1147,8 @@ impl Run<'_> {
                 .map_err(step("constraints"))?;
                 self.say(format!(
                     "warning: {bad} jobs have arguments that are not a JSON object; the check \
-                     procrastinate_jobs_args_is_object applies to new jobs only until they are \
-                     fixed (find them with: SELECT id, task_name FROM procrastinate_jobs WHERE \
+                     procrastinate_jobs_args_is_object is left out until they are fixed (find \
+                     them with: SELECT id, task_name FROM procrastinate_jobs WHERE \
                      jsonb_typeof(args) <> 'object'), then run `dawdle schema adopt` again"
                 ));
                 Ok(bad)
@@ -1233,6 +1292,20 @@ impl Run<'_> {
     }
 }
 
+/// The lock adding or dropping a check of the jobs table takes.
+const JOBS_LOCK: &str = "LOCK TABLE procrastinate_jobs IN ACCESS EXCLUSIVE MODE";
+
+/// Whether `procrastinate_jobs_args_is_object` is there, validated or not.
+async fn args_check_exists(conn: &mut PgConnection) -> Result<bool, sqlx::Error> {
+    sqlx::query_scalar(
+        "SELECT EXISTS (SELECT 1 FROM pg_constraint
+                        WHERE conrelid = 'procrastinate_jobs'::regclass
+                          AND conname = 'procrastinate_jobs_args_is_object')",
+    )
+    .fetch_one(conn)
+    .await
+}
+
 /// The locks the switch takes, in one statement so that it waits once.
 const SWITCH_LOCK: &str = "LOCK TABLE procrastinate_workers, procrastinate_jobs, \
      procrastinate_events, procrastinate_periodic_defers IN ACCESS EXCLUSIVE MODE";
@@ -1330,29 +1403,38 @@ const BACKFILL: &str = "
     )
     SELECT (SELECT count(*) FROM filled), (SELECT max(id) FROM batch)";
 
-/// What the switch runs once it has its locks: its statements, then
-/// dawdle's migrations recorded and the later ones applied, and the
-/// adoption's boundary set.
-struct Body<'s>(&'s str);
+/// What a locking step runs once it has its locks.
+enum Body<'s> {
+    /// The switch's statements, then dawdle's migrations recorded and the
+    /// later ones applied, and the adoption's boundary set.
+    Switch(&'s str),
+    /// Statements, as they are.
+    Statements(&'s str),
+}
 
 impl Body<'_> {
-    async fn run(&self, conn: &mut PgConnection) -> Result<(), AdoptError> {
-        sqlx::raw_sql(self.0)
+    async fn run(&self, conn: &mut PgConnection, name: &'static str) -> Result<(), AdoptError> {
+        let sql = match self {
+            Body::Switch(sql) | Body::Statements(sql) => sql,
+        };
+        sqlx::raw_sql(sql)
             .execute(&mut *conn)
             .await
-            .map_err(step("switch"))?;
-        for migration in MIGRATIONS.iter().filter(|m| m.version <= ADOPTED_THROUGH) {
-            record(conn, migration).await.map_err(step("switch"))?;
+            .map_err(step(name))?;
+        if let Body::Switch(_) = self {
+            for migration in MIGRATIONS.iter().filter(|m| m.version <= ADOPTED_THROUGH) {
+                record(conn, migration).await.map_err(step(name))?;
+            }
+            apply_pending(conn).await?;
+            sqlx::query(
+                "UPDATE dawdle_adoption
+                 SET switched_at = now(),
+                     boundary_id = (SELECT coalesce(max(id), 0) FROM procrastinate_jobs)",
+            )
+            .execute(&mut *conn)
+            .await
+            .map_err(step(name))?;
         }
-        apply_pending(conn).await?;
-        sqlx::query(
-            "UPDATE dawdle_adoption
-             SET switched_at = now(),
-                 boundary_id = (SELECT coalesce(max(id), 0) FROM procrastinate_jobs)",
-        )
-        .execute(&mut *conn)
-        .await
-        .map_err(step("switch"))?;
         Ok(())
     }
 }
