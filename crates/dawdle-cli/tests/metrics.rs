@@ -341,6 +341,12 @@ fn prometheus_server() -> Option<std::path::PathBuf> {
     found
 }
 
+/// The last lines of a log, for a failure message.
+fn tail(log: &str) -> String {
+    let lines: Vec<&str> = log.lines().collect();
+    lines[lines.len().saturating_sub(30)..].join("\n")
+}
+
 /// A PromQL query's single value, asked of Prometheus' HTTP API.
 fn query(prometheus: &str, promql: &str) -> Option<f64> {
     let encoded: String = promql
@@ -376,29 +382,33 @@ async fn a_real_prometheus_scrapes_the_counts_the_jobs_table_shows() {
     .unwrap();
     let (worker_address, gauges_address, prometheus_address) =
         (free_address(), free_address(), free_address());
-    let spawn = |args: &[&str]| {
+    let dir = std::env::temp_dir().join(format!("dawdle-prometheus-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let log_file = |name: &str| std::fs::File::create(dir.join(name)).unwrap();
+    let spawn = |log: &str, args: &[&str]| {
         Worker(
             Command::new(env!("CARGO_BIN_EXE_dawdle"))
                 .args(args)
                 .env("JOB_QUEUE_DATABASE_URL", db.url())
-                .stdout(std::process::Stdio::null())
-                .stderr(std::process::Stdio::null())
+                .stdout(log_file(log))
+                .stderr(log_file(log))
                 .spawn()
                 .unwrap(),
         )
     };
-    let _worker = spawn(&["worker", "--metrics-addr", &worker_address]);
-    let _gauges = spawn(&[
-        "metrics",
-        "serve",
-        "--bind",
-        &gauges_address,
-        "--refresh",
-        "0.5",
-    ]);
+    let _gauges = spawn(
+        "gauges.log",
+        &[
+            "metrics",
+            "serve",
+            "--bind",
+            &gauges_address,
+            "--refresh",
+            "0.5",
+        ],
+    );
 
-    let dir = std::env::temp_dir().join(format!("dawdle-prometheus-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
     std::fs::write(
         dir.join("prometheus.yml"),
         format!(
@@ -420,8 +430,8 @@ async fn a_real_prometheus_scrapes_the_counts_the_jobs_table_shows() {
                 dir.join("data").display()
             ))
             .arg(format!("--web.listen-address={prometheus_address}"))
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
+            .stdout(log_file("prometheus.log"))
+            .stderr(log_file("prometheus.log"))
             .spawn()
             .unwrap(),
     );
@@ -446,19 +456,52 @@ async fn a_real_prometheus_scrapes_the_counts_the_jobs_table_shows() {
                 .unwrap()
         }
     };
+    // The gauges are seen holding the waiting jobs before a worker starts:
+    // a queue that has never been seen with work has no series yet.
     eventually(
-        Duration::from_secs(90),
-        "Prometheus to hold the counts of the jobs table",
-        async || {
-            ask(r#"sum(dawdle_job_outcomes_total{outcome="succeeded"})"#).await
-                == Some(table("succeeded").await)
-                && ask(r#"sum(dawdle_job_outcomes_total{outcome="failed"})"#).await
-                    == Some(table("failed").await)
-                && ask(r#"sum(dawdle_queue_jobs{status="todo"})"#).await == Some(0.0)
-                && ask("max(dawdle_workers_live)").await == Some(1.0)
-        },
+        Duration::from_secs(60),
+        "Prometheus to scrape the 35 waiting jobs from the gauges",
+        async || ask(r#"sum(dawdle_queue_jobs{status="todo"})"#).await == Some(35.0),
     )
     .await;
+    let _worker = spawn("worker.log", &["worker", "--metrics-addr", &worker_address]);
+    let observed = std::sync::Mutex::new(String::new());
+    let waited = tokio::time::timeout(
+        Duration::from_secs(90),
+        eventually(
+            Duration::from_secs(3600),
+            "Prometheus to hold the counts of the jobs table",
+            async || {
+                let seen = [
+                    ask(r#"sum(dawdle_job_outcomes_total{outcome="succeeded"})"#).await,
+                    Some(table("succeeded").await),
+                    ask(r#"sum(dawdle_job_outcomes_total{outcome="failed"})"#).await,
+                    Some(table("failed").await),
+                    ask(r#"sum(dawdle_queue_jobs{status="todo"})"#).await,
+                    ask("max(dawdle_workers_live)").await,
+                    ask(r#"sum(up{job=~"dawdle-.*"})"#).await,
+                ];
+                *observed.lock().unwrap() = format!("{seen:?}");
+                seen[0] == seen[1]
+                    && seen[2] == seen[3]
+                    && seen[4] == Some(0.0)
+                    && seen[5] == Some(1.0)
+            },
+        ),
+    )
+    .await;
+    if waited.is_err() {
+        let log = |name: &str| std::fs::read_to_string(dir.join(name)).unwrap_or_default();
+        panic!(
+            "Prometheus never held the counts of the jobs table after 90 s; last seen \
+             [succeeded, table, failed, table, todo, workers live, up]: {}\n\
+             prometheus log:\n{}\nworker log:\n{}\ngauges log:\n{}",
+            observed.lock().unwrap(),
+            tail(&log("prometheus.log")),
+            tail(&log("worker.log")),
+            tail(&log("gauges.log")),
+        );
+    }
     assert_eq!(table("succeeded").await, 30.0);
     assert_eq!(table("failed").await, 5.0);
     assert_eq!(ask(r#"sum(up{job=~"dawdle-.*"})"#).await, Some(2.0));
