@@ -385,14 +385,20 @@ async fn a_real_prometheus_scrapes_the_counts_the_jobs_table_shows() {
     let dir = std::env::temp_dir().join(format!("dawdle-prometheus-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
-    let log_file = |name: &str| std::fs::File::create(dir.join(name)).unwrap();
+    // One file per process, stdout and stderr sharing its offset so that
+    // neither overwrites the other.
+    let log_file = |name: &str| {
+        let file = std::fs::File::create(dir.join(name)).unwrap();
+        (file.try_clone().unwrap(), file)
+    };
     let spawn = |log: &str, args: &[&str]| {
+        let (stdout, stderr) = log_file(log);
         Worker(
             Command::new(env!("CARGO_BIN_EXE_dawdle"))
                 .args(args)
                 .env("JOB_QUEUE_DATABASE_URL", db.url())
-                .stdout(log_file(log))
-                .stderr(log_file(log))
+                .stdout(stdout)
+                .stderr(stderr)
                 .spawn()
                 .unwrap(),
         )
@@ -419,6 +425,7 @@ async fn a_real_prometheus_scrapes_the_counts_the_jobs_table_shows() {
         ),
     )
     .unwrap();
+    let (prometheus_stdout, prometheus_stderr) = log_file("prometheus.log");
     let _prometheus = Worker(
         Command::new(&prometheus)
             .arg(format!(
@@ -430,8 +437,8 @@ async fn a_real_prometheus_scrapes_the_counts_the_jobs_table_shows() {
                 dir.join("data").display()
             ))
             .arg(format!("--web.listen-address={prometheus_address}"))
-            .stdout(log_file("prometheus.log"))
-            .stderr(log_file("prometheus.log"))
+            .stdout(prometheus_stdout)
+            .stderr(prometheus_stderr)
             .spawn()
             .unwrap(),
     );
