@@ -25,7 +25,7 @@ use serde::Serialize;
 use sqlx::postgres::PgConnectOptions;
 use sqlx::PgConnection;
 
-use super::drain_worker::{run_worker, scratch_url};
+use super::drain_worker::{run_workers, scratch_url, WorkerRun};
 use super::scratch::{self, create_database, disconnect, reset, server_version};
 use super::{median, print_report, BenchError, OrFailedTo};
 use crate::database::jobs_database;
@@ -36,6 +36,9 @@ pub(super) const DATABASE: &str = "dawdle_bench_drain";
 
 /// The queue the jobs go to and the worker takes from.
 pub(super) const QUEUE: &str = "bench";
+
+/// The queue of the finished jobs `--history` leaves in the table.
+const HISTORY_QUEUE: &str = "bench_history";
 
 /// The targets the numbers are read against, shown next to them so a reader
 /// does not have to remember them.
@@ -68,6 +71,22 @@ pub(crate) struct DrainBenchArgs {
     #[arg(long, default_value_t = dawdle::worker::DEFAULT_PREFETCH as u32, value_name = "JOBS",
           value_parser = clap::value_parser!(u32).range(0..=100_000))]
     prefetch: u32,
+    /// Worker processes draining side by side, each at the concurrency
+    /// measured: comma-separated or repeated, each measured in turn.
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_values_t = [1],
+        value_name = "N,...",
+        value_parser = clap::value_parser!(u32).range(1..=64)
+    )]
+    processes: Vec<u32>,
+    /// Finished jobs (with their history: deferred, started, succeeded) in
+    /// another queue, made once before the rounds by deferring and draining
+    /// them: a drain on a table with a past, as a deployment's is.
+    #[arg(long, default_value_t = 0, value_name = "JOBS",
+          value_parser = clap::value_parser!(i32).range(0..))]
+    history: i32,
     /// The worker serves its Prometheus metrics while it drains
     /// (`--metrics-addr 127.0.0.1:0`): measures what recording them costs.
     #[arg(long)]
@@ -112,6 +131,8 @@ struct Verdicts {
 #[derive(Debug, Serialize)]
 struct ConcurrencyResult {
     concurrency: u32,
+    /// Worker processes draining side by side, each at `concurrency`.
+    processes: u32,
     median_enqueue_jobs_per_second: f64,
     median_drain_jobs_per_second_db: f64,
     median_drain_jobs_per_second_wall: f64,
@@ -136,6 +157,11 @@ struct Report {
     rounds: i32,
     prefetch: u32,
     metrics: bool,
+    /// Finished jobs in another queue, with their events, under the drains.
+    history_jobs: i32,
+    /// Whether each drain started right after a checkpoint (it needs a
+    /// superuser or the pg_checkpoint role), as a settled database would.
+    checkpoint: bool,
     targets: Targets,
     results: Vec<ConcurrencyResult>,
 }
@@ -147,12 +173,8 @@ pub(super) async fn run(
 ) -> Result<ExitCode, Failure> {
     // `--concurrency 10,10` would measure the same thing twice and then
     // report it once.
-    let mut seen = Vec::new();
-    args.concurrency.retain(|c| {
-        let new = !seen.contains(c);
-        seen.push(*c);
-        new
-    });
+    dedup(&mut args.concurrency);
+    dedup(&mut args.processes);
     let database = jobs_database(explicit_url).await?;
     let worker_url = scratch_url(&database).map_err(|error| Failure::from_error(&error))?;
     let server = database.connect_options();
@@ -162,6 +184,16 @@ pub(super) async fn run(
     .await
     .map_err(|error| Failure::from_error(&error))?;
     Ok(print_report(&report, args.json, print_for_people))
+}
+
+/// Drops repeated values, keeping the first of each.
+fn dedup(values: &mut Vec<u32>) {
+    let mut seen = Vec::new();
+    values.retain(|value| {
+        let new = !seen.contains(value);
+        seen.push(*value);
+        new
+    });
 }
 
 async fn measure(
@@ -179,39 +211,66 @@ async fn measure(
     let job = NewJob::for_task(&Noop::default())
         .map_err(|error| BenchError::Check(format!("build the benchmark's job: {error}")))?
         .queue(QUEUE);
-    let batch = vec![job; args.enqueue_batch.min(args.jobs) as usize];
+    let batch = vec![job.clone(); args.enqueue_batch.min(args.jobs) as usize];
 
-    eprintln!(
-        "dawdle: {} round(s) of {} {} jobs per concurrency ({}), enqueued {} per statement, \
-         drained by one `dawdle worker --one-shot --prefetch {}` process",
-        args.rounds,
-        args.jobs,
-        Noop::NAME,
-        args.concurrency
+    if args.history > 0 {
+        make_history(&mut conn, worker_url, args, job).await?;
+    }
+    let checkpoint = sqlx::raw_sql("CHECKPOINT").execute(&mut conn).await.is_ok();
+    if !checkpoint {
+        eprintln!(
+            "dawdle: CHECKPOINT refused (it needs a superuser or the pg_checkpoint role); \
+             the drains start from whatever the server last wrote"
+        );
+    }
+
+    let list = |values: &[u32]| {
+        values
             .iter()
             .map(u32::to_string)
             .collect::<Vec<_>>()
-            .join(", "),
+            .join(", ")
+    };
+    eprintln!(
+        "dawdle: {} round(s) of {} {} jobs per concurrency ({}) and process count ({}), \
+         enqueued {} per statement, drained by `dawdle worker --one-shot --prefetch {}` \
+         processes",
+        args.rounds,
+        args.jobs,
+        Noop::NAME,
+        list(&args.concurrency),
+        list(&args.processes),
         batch.len(),
         args.prefetch
     );
-    let mut results: BTreeMap<u32, Vec<RoundResult>> = BTreeMap::new();
+    let mut cases = Vec::new();
+    for processes in &args.processes {
+        for concurrency in &args.concurrency {
+            cases.push((*concurrency, *processes));
+        }
+    }
+    let mut results: BTreeMap<(u32, u32), Vec<RoundResult>> = BTreeMap::new();
     for round in 1..=args.rounds {
-        // Alternate the order of the concurrencies, so drift on the machine
-        // (a checkpoint, autovacuum, a warming cache) is shared out instead
-        // of always landing on the same one.
-        let mut order = args.concurrency.clone();
+        // Alternate the order of the cases, so drift on the machine (a
+        // checkpoint, autovacuum, a warming cache) is shared out instead of
+        // always landing on the same one.
+        let mut order = cases.clone();
         if round % 2 == 0 {
             order.reverse();
         }
-        for concurrency in order {
-            let result =
-                timed_round(&mut conn, worker_url, args, &batch, concurrency, round).await?;
+        for (concurrency, processes) in order {
+            let case = Case {
+                concurrency,
+                processes,
+                round,
+                checkpoint,
+            };
+            let result = timed_round(&mut conn, worker_url, args, &batch, &case).await?;
             eprintln!(
-                "dawdle: round {round}/{}, concurrency {concurrency}: enqueue {:.0} jobs/s \
-                 ({:.2} s); drain {:.0} jobs/s by the jobs' timestamps ({:.2} s), {:.0} jobs/s \
-                 spawn to exit ({:.2} s); {} claims of {:.1} jobs, {} completions of {:.1} \
-                 jobs on average; peak RSS {}",
+                "dawdle: round {round}/{}, concurrency {concurrency}, {processes} \
+                 process(es): enqueue {:.0} jobs/s ({:.2} s); drain {:.0} jobs/s by the jobs' \
+                 timestamps ({:.2} s), {:.0} jobs/s spawn to exit ({:.2} s); {} claims of \
+                 {:.1} jobs, {} completions of {:.1} jobs on average; peak RSS {}",
                 args.rounds,
                 result.enqueue_jobs_per_second,
                 result.enqueue_seconds,
@@ -230,20 +289,17 @@ async fn measure(
                         kib_to_mib(kb)
                     ))
             );
-            results.entry(concurrency).or_default().push(result);
+            results
+                .entry((concurrency, processes))
+                .or_default()
+                .push(result);
         }
     }
     disconnect(conn, DATABASE).await?;
 
-    let results = args
-        .concurrency
+    let results = cases
         .iter()
-        .map(|concurrency| {
-            summarise(
-                *concurrency,
-                results.remove(concurrency).unwrap_or_default(),
-            )
-        })
+        .map(|case| summarise(*case, results.remove(case).unwrap_or_default()))
         .collect();
     Ok(Report {
         postgres_version,
@@ -252,6 +308,8 @@ async fn measure(
         rounds: args.rounds,
         prefetch: args.prefetch,
         metrics: args.metrics,
+        history_jobs: args.history,
+        checkpoint,
         targets: Targets {
             drain_jobs_per_second_at_least: TARGET_DRAIN_JOBS_PER_SECOND,
             enqueue_jobs_per_second_at_least: TARGET_ENQUEUE_JOBS_PER_SECOND,
@@ -261,11 +319,71 @@ async fn measure(
     })
 }
 
+/// Leaves `--history` finished jobs in their own queue, each with the
+/// events a real run records, by deferring them and draining them with a
+/// worker, then settles the table (VACUUM ANALYZE) as autovacuum would have.
+async fn make_history(
+    conn: &mut PgConnection,
+    worker_url: &str,
+    args: &DrainBenchArgs,
+    job: NewJob,
+) -> Result<(), BenchError> {
+    let started = Instant::now();
+    let job = job.queue(HISTORY_QUEUE);
+    let batch = vec![job; args.enqueue_batch.min(args.history) as usize];
+    let jobs = args.history as usize;
+    let mut enqueued = 0;
+    while enqueued < jobs {
+        let chunk = &batch[..batch.len().min(jobs - enqueued)];
+        let ids = dawdle::defer_batch(&mut *conn, chunk)
+            .await
+            .map_err(|error| BenchError::Check(format!("enqueue the history jobs: {error}")))?;
+        enqueued += ids.len();
+        if enqueued % 200_000 < ids.len() {
+            eprintln!("dawdle: history: {enqueued}/{jobs} jobs deferred");
+        }
+    }
+    eprintln!("dawdle: history: draining {jobs} jobs in queue {HISTORY_QUEUE}");
+    let (summary, _) = run_workers(&WorkerRun {
+        url: worker_url,
+        queue: HISTORY_QUEUE,
+        concurrency: 100,
+        prefetch: args.prefetch,
+        metrics: false,
+        processes: 1,
+        jobs: args.history,
+    })
+    .await?;
+    if summary.succeeded != jobs as u64 {
+        return Err(BenchError::Check(format!(
+            "drain the history jobs: the worker reports {} succeeded of {jobs}",
+            summary.succeeded
+        )));
+    }
+    sqlx::raw_sql("VACUUM ANALYZE procrastinate_jobs, procrastinate_events")
+        .execute(&mut *conn)
+        .await
+        .or_failed_to(|| "vacuum the history".to_string())?;
+    eprintln!(
+        "dawdle: history: {jobs} finished jobs with their events made in {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
+
+/// What one timed drain measures.
+struct Case {
+    concurrency: u32,
+    processes: u32,
+    round: i32,
+    checkpoint: bool,
+}
+
 fn kib_to_mib(kib: u64) -> f64 {
     kib as f64 / 1024.0
 }
 
-fn summarise(concurrency: u32, rounds: Vec<RoundResult>) -> ConcurrencyResult {
+fn summarise((concurrency, processes): (u32, u32), rounds: Vec<RoundResult>) -> ConcurrencyResult {
     let of = |field: fn(&RoundResult) -> f64| {
         median(&rounds.iter().map(field).collect::<Vec<_>>()).unwrap_or(0.0)
     };
@@ -279,6 +397,7 @@ fn summarise(concurrency: u32, rounds: Vec<RoundResult>) -> ConcurrencyResult {
         .map(kib_to_mib);
     ConcurrencyResult {
         concurrency,
+        processes,
         median_enqueue_jobs_per_second: enqueue,
         median_drain_jobs_per_second_db: drain_db,
         median_drain_jobs_per_second_wall: drain_wall,
@@ -293,19 +412,36 @@ fn summarise(concurrency: u32, rounds: Vec<RoundResult>) -> ConcurrencyResult {
     }
 }
 
-/// Empties the tables, enqueues the jobs (timed), then drains them with one
-/// worker process (timed) and checks that every job ran once, completely.
+/// Empties the queue, enqueues the jobs (timed), then drains them with the
+/// worker processes (timed) and checks that every job ran once, completely.
 async fn timed_round(
     conn: &mut PgConnection,
     worker_url: &str,
     args: &DrainBenchArgs,
     batch: &[NewJob],
-    concurrency: u32,
-    round: i32,
+    case: &Case,
 ) -> Result<RoundResult, BenchError> {
+    let Case {
+        concurrency,
+        processes,
+        round,
+        checkpoint,
+    } = *case;
     let jobs = args.jobs as usize;
-    let during = || format!("round {round} at concurrency {concurrency}");
-    reset(conn, DATABASE).await?;
+    let during = || format!("round {round} at concurrency {concurrency}, {processes} process(es)");
+    if args.history > 0 {
+        // The history stays; only the previous round's jobs go.
+        sqlx::raw_sql(&format!(
+            "DELETE FROM procrastinate_events WHERE job_id IN \
+                 (SELECT id FROM procrastinate_jobs WHERE queue_name = '{QUEUE}'); \
+             DELETE FROM procrastinate_jobs WHERE queue_name = '{QUEUE}'"
+        ))
+        .execute(&mut *conn)
+        .await
+        .or_failed_to(|| format!("delete the jobs of the round before {}", during()))?;
+    } else {
+        reset(conn, DATABASE).await?;
+    }
 
     let started = Instant::now();
     let mut enqueued = 0;
@@ -327,14 +463,28 @@ async fn timed_round(
         .execute(&mut *conn)
         .await
         .or_failed_to(|| format!("vacuum {DATABASE} before draining, {}", during()))?;
+    if checkpoint {
+        sqlx::raw_sql("CHECKPOINT")
+            .execute(&mut *conn)
+            .await
+            .or_failed_to(|| format!("checkpoint before draining, {}", during()))?;
+    }
+    // The events written from here on are the drain's.
+    let events_before: i64 =
+        sqlx::query_scalar("SELECT coalesce(max(id), 0) FROM procrastinate_events")
+            .fetch_one(&mut *conn)
+            .await
+            .or_failed_to(|| format!("read the last event id before {}", during()))?;
 
-    let (summary, wall) = run_worker(
-        worker_url,
+    let (summary, wall) = run_workers(&WorkerRun {
+        url: worker_url,
+        queue: QUEUE,
         concurrency,
-        args.prefetch,
-        args.metrics,
-        args.jobs,
-    )
+        prefetch: args.prefetch,
+        metrics: args.metrics,
+        processes,
+        jobs: args.jobs,
+    })
     .await?;
     if summary.succeeded != jobs as u64
         || summary.retried + summary.failed + summary.interrupted != 0
@@ -355,14 +505,18 @@ async fn timed_round(
     // and every event a statement's trigger writes carries that
     // transaction's now(): distinct times count the statements.
     let (claims, completions, drain_seconds_db): (i64, i64, Option<f64>) = sqlx::query_as(
-        "SELECT (SELECT count(DISTINCT at) FROM procrastinate_events WHERE type = 'started'),
-                (SELECT count(DISTINCT at) FROM procrastinate_events WHERE type = 'succeeded'),
+        "WITH drain AS (SELECT type, at FROM procrastinate_events WHERE id > $1)
+         SELECT (SELECT count(DISTINCT at) FROM drain WHERE type = 'started'),
+                (SELECT count(DISTINCT at) FROM drain WHERE type = 'succeeded'),
                 -- From the first claim (its `started` events), not the first
                 -- started_at, which moves to when a held job left the hold.
-                (SELECT extract(epoch FROM (SELECT max(finished_at) FROM procrastinate_jobs)
-                                         - (SELECT min(at) FROM procrastinate_events
+                (SELECT extract(epoch FROM (SELECT max(finished_at) FROM procrastinate_jobs
+                                            WHERE queue_name = $2)
+                                         - (SELECT min(at) FROM drain
                                             WHERE type = 'started'))::float8)",
     )
+    .bind(events_before)
+    .bind(QUEUE)
     .fetch_one(&mut *conn)
     .await
     .or_failed_to(|| format!("read the drain times of {}", during()))?;
@@ -394,20 +548,25 @@ async fn verify_histories(
     during: &dyn Fn() -> String,
 ) -> Result<(), BenchError> {
     let (rows, succeeded, complete, orphans, events): (i64, i64, i64, i64, i64) = sqlx::query_as(
-        "WITH history AS (
+        "WITH job AS (SELECT id, status FROM procrastinate_jobs WHERE queue_name = $2),
+         history AS (
              SELECT job_id, array_agg(type::text ORDER BY id) AS types
              FROM procrastinate_events
+             WHERE job_id IN (SELECT id FROM job)
              GROUP BY job_id
          )
-         SELECT count(job.id),
+         SELECT count(*),
                 count(*) FILTER (WHERE job.status = 'succeeded'),
                 count(*) FILTER (WHERE job.status = 'succeeded' AND history.types = $1),
-                count(*) FILTER (WHERE job.id IS NULL),
-                (SELECT count(*) FROM procrastinate_events)
-         FROM procrastinate_jobs AS job
-         FULL JOIN history ON history.job_id = job.id",
+                (SELECT count(*) FROM procrastinate_events AS event
+                 WHERE event.job_id IS NULL
+                    OR NOT EXISTS (SELECT FROM procrastinate_jobs WHERE id = event.job_id)),
+                (SELECT count(*) FROM procrastinate_events WHERE job_id IN (SELECT id FROM job))
+         FROM job
+         LEFT JOIN history ON history.job_id = job.id",
     )
     .bind(&COMPLETE_HISTORY[..])
+    .bind(QUEUE)
     .fetch_one(&mut *conn)
     .await
     .or_failed_to(|| format!("check the jobs and events of {}", during()))?;
@@ -421,8 +580,8 @@ async fn verify_histories(
     {
         return Err(BenchError::Check(format!(
             "drain {DATABASE}, {}: of {rows} jobs (expected {jobs}), {succeeded} succeeded and \
-             {complete} have exactly the events {COMPLETE_HISTORY:?}; {orphans} job ids have \
-             events but no job; {events} events in all (expected {expected_events})",
+             {complete} have exactly the events {COMPLETE_HISTORY:?}; {orphans} events belong \
+             to no job; the jobs have {events} events (expected {expected_events})",
             during()
         )));
     }
@@ -430,11 +589,11 @@ async fn verify_histories(
 }
 
 fn print_for_people(report: &Report) {
-    outln!("dawdle bench drain: defer_batch in, one `dawdle worker --one-shot` process out");
+    outln!("dawdle bench drain: defer_batch in, `dawdle worker --one-shot` processes out");
     outln!("  server:  {}", report.postgres_version);
     outln!(
-        "  work:    {} {} jobs per round, enqueued {} per statement; drained by a worker \
-         process at each concurrency, --prefetch {}, metrics {}",
+        "  work:    {} {} jobs per round, enqueued {} per statement; drained by worker \
+         processes at each concurrency, --prefetch {}, metrics {}",
         report.jobs,
         Noop::NAME,
         report.enqueue_batch,
@@ -442,8 +601,17 @@ fn print_for_people(report: &Report) {
         if report.metrics { "served" } else { "off" }
     );
     outln!(
-        "  rounds:  {}, alternating the order of the concurrencies; medians of the rounds, \
-         peak RSS is the largest",
+        "  table:   {} finished jobs of history beside them; VACUUM ANALYZE{} before each drain",
+        report.history_jobs,
+        if report.checkpoint {
+            " and CHECKPOINT"
+        } else {
+            " (CHECKPOINT refused)"
+        }
+    );
+    outln!(
+        "  rounds:  {}, alternating the order of the cases; medians of the rounds, peak RSS \
+         is the largest (of any one process)",
         report.rounds
     );
     outln!(
@@ -456,11 +624,24 @@ fn print_for_people(report: &Report) {
         .results
         .iter()
         .map(|result| {
+            // Against one process at the same concurrency, when measured.
+            let one = report
+                .results
+                .iter()
+                .find(|other| other.concurrency == result.concurrency && other.processes == 1);
             vec![
                 result.concurrency.to_string(),
+                result.processes.to_string(),
                 format!("{:.0}", result.median_enqueue_jobs_per_second),
                 format!("{:.0}", result.median_drain_jobs_per_second_db),
                 format!("{:.0}", result.median_drain_jobs_per_second_wall),
+                one.map_or("-".to_string(), |one| {
+                    format!(
+                        "{:.2}x",
+                        result.median_drain_jobs_per_second_db
+                            / one.median_drain_jobs_per_second_db
+                    )
+                }),
                 rss(result.max_peak_rss_mib),
             ]
         })
@@ -468,9 +649,11 @@ fn print_for_people(report: &Report) {
     output::print_table(
         &[
             "CONCURRENCY",
+            "PROCESSES",
             "ENQUEUE JOBS/S",
             "DRAIN JOBS/S (DB)",
             "DRAIN JOBS/S (WALL)",
+            "DB VS 1 PROCESS",
             "PEAK RSS MiB",
         ],
         &rows,
@@ -491,6 +674,7 @@ fn print_for_people(report: &Report) {
             let meets = &result.meets_targets;
             vec![
                 result.concurrency.to_string(),
+                result.processes.to_string(),
                 verdict(meets.enqueue),
                 verdict(meets.drain_db),
                 verdict(meets.drain_wall),
@@ -503,6 +687,7 @@ fn print_for_people(report: &Report) {
     output::print_table(
         &[
             "CONCURRENCY",
+            "PROCESSES",
             "ENQUEUE",
             "DRAIN (DB)",
             "DRAIN (WALL)",

@@ -8,11 +8,11 @@ use dawdle::database::DATABASE_URL_ENV;
 use dawdle::JobsDatabase;
 use serde::Deserialize;
 
-use super::drain::{DATABASE, QUEUE};
+use super::drain::DATABASE;
 use super::BenchError;
 
 /// What `dawdle worker --json` prints when it exits.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Default, Deserialize)]
 pub(super) struct WorkerSummary {
     pub(super) succeeded: u64,
     pub(super) retried: u64,
@@ -65,79 +65,112 @@ fn with_database(url: &str, name: &str) -> String {
     )
 }
 
-/// Spawns `dawdle worker --one-shot` on the scratch database and waits for
-/// it to exit; returns its summary and the time from spawn to exit.
-pub(super) async fn run_worker(
-    worker_url: &str,
-    concurrency: u32,
-    prefetch: u32,
-    metrics: bool,
-    jobs: i32,
+/// One `dawdle worker --one-shot` run: which queue, how wide, how many
+/// processes side by side.
+pub(super) struct WorkerRun<'a> {
+    pub(super) url: &'a str,
+    pub(super) queue: &'a str,
+    pub(super) concurrency: u32,
+    pub(super) prefetch: u32,
+    pub(super) metrics: bool,
+    /// Worker processes started together on the same queue.
+    pub(super) processes: u32,
+    /// Jobs waiting for them, to bound how long they may take.
+    pub(super) jobs: i32,
+}
+
+/// Spawns `processes` × `dawdle worker --one-shot` on the scratch database
+/// at once and waits for all of them to exit; returns their summaries added
+/// up (peak memory: the largest) and the time from the first spawn to the
+/// last exit.
+pub(super) async fn run_workers(
+    run: &WorkerRun<'_>,
 ) -> Result<(WorkerSummary, Duration), BenchError> {
     let executable = std::env::current_exe().map_err(|source| BenchError::Io {
         action: "find the dawdle executable to run the worker".to_string(),
         source,
     })?;
+    let concurrency = run.concurrency;
     let concurrency_arg = concurrency.to_string();
-    let prefetch_arg = prefetch.to_string();
-    let mut command = tokio::process::Command::new(&executable);
-    command
-        .args(["worker", "--one-shot", "--queues", QUEUE, "--json"])
-        .args(["--concurrency", &concurrency_arg])
-        .args(["--prefetch", &prefetch_arg])
-        .args(
-            metrics
-                .then_some(["--metrics-addr", "127.0.0.1:0"])
-                .into_iter()
-                .flatten(),
-        )
-        .env(DATABASE_URL_ENV, worker_url)
-        // One info line per job start and finish would make the benchmark
-        // measure the terminal; warnings still come through on stderr.
-        .env("RUST_LOG", "warn")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        // Should the wait below give up, dropping the child kills it rather
-        // than leaving a worker behind on the scratch database.
-        .kill_on_drop(true);
-    // The worker retries database errors forever, so a broken run would
+    let prefetch_arg = run.prefetch.to_string();
+    // The workers retry database errors forever, so a broken run would
     // otherwise hang the benchmark. Anything slower than a few hundred jobs
     // per second is a failure whatever the machine.
-    let limit = Duration::from_secs(120) + Duration::from_millis(5) * jobs.unsigned_abs();
+    let limit = Duration::from_secs(120) + Duration::from_millis(5) * run.jobs.unsigned_abs();
     let started = Instant::now();
-    let child = command.spawn().map_err(|source| BenchError::Io {
-        action: format!("start the worker {}", executable.display()),
-        source,
+    let mut children = Vec::new();
+    for _ in 0..run.processes.max(1) {
+        let mut command = tokio::process::Command::new(&executable);
+        command
+            .args(["worker", "--one-shot", "--queues", run.queue, "--json"])
+            .args(["--concurrency", &concurrency_arg])
+            .args(["--prefetch", &prefetch_arg])
+            .args(
+                run.metrics
+                    .then_some(["--metrics-addr", "127.0.0.1:0"])
+                    .into_iter()
+                    .flatten(),
+            )
+            .env(DATABASE_URL_ENV, run.url)
+            // One info line per job start and finish would make the benchmark
+            // measure the terminal; warnings still come through on stderr.
+            .env("RUST_LOG", "warn")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            // Should the wait below give up, dropping the child kills it
+            // rather than leaving a worker behind on the scratch database.
+            .kill_on_drop(true);
+        let child = command.spawn().map_err(|source| BenchError::Io {
+            action: format!("start the worker {}", executable.display()),
+            source,
+        })?;
+        children.push(child.wait_with_output());
+    }
+    // Waiting for them in turn costs nothing: they run side by side, and
+    // each prints its summary only as it exits.
+    let outputs = tokio::time::timeout(limit, async {
+        let mut outputs = Vec::new();
+        for child in children {
+            outputs.push(child.await);
+        }
+        outputs
+    })
+    .await
+    .map_err(|_| {
+        BenchError::Check(format!(
+            "drain {DATABASE} at concurrency {concurrency}: a worker had not exited \
+                 after {} s; every worker was killed",
+            limit.as_secs()
+        ))
     })?;
-    let output = tokio::time::timeout(limit, child.wait_with_output())
-        .await
-        .map_err(|_| {
-            BenchError::Check(format!(
-                "drain {DATABASE} at concurrency {concurrency}: the worker had not exited \
-                 after {} s; it was killed",
-                limit.as_secs()
-            ))
-        })?
-        .map_err(|source| BenchError::Io {
+    let wall = started.elapsed();
+    let mut total = WorkerSummary::default();
+    for output in outputs {
+        let output = output.map_err(|source| BenchError::Io {
             action: format!("wait for the worker at concurrency {concurrency}"),
             source,
         })?;
-    let wall = started.elapsed();
-    if !output.status.success() {
-        return Err(BenchError::Check(format!(
-            "drain {DATABASE} at concurrency {concurrency}: the worker exited with {} (its \
-             messages are above)",
-            output.status
-        )));
+        if !output.status.success() {
+            return Err(BenchError::Check(format!(
+                "drain {DATABASE} at concurrency {concurrency}: a worker exited with {} (its \
+                 messages are above)",
+                output.status
+            )));
+        }
+        let summary: WorkerSummary = serde_json::from_slice(&output.stdout).map_err(|error| {
+            BenchError::Check(format!(
+                "read the worker's summary at concurrency {concurrency}: {error}; it printed {:?}",
+                String::from_utf8_lossy(&output.stdout)
+            ))
+        })?;
+        total.succeeded += summary.succeeded;
+        total.retried += summary.retried;
+        total.failed += summary.failed;
+        total.interrupted += summary.interrupted;
+        total.peak_rss_kb = total.peak_rss_kb.max(summary.peak_rss_kb);
     }
-    let summary = serde_json::from_slice(&output.stdout).map_err(|error| {
-        BenchError::Check(format!(
-            "read the worker's summary at concurrency {concurrency}: {error}; it printed {:?}",
-            String::from_utf8_lossy(&output.stdout)
-        ))
-    })?;
-    Ok((summary, wall))
+    Ok((total, wall))
 }
 
 #[cfg(test)]
