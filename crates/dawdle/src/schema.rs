@@ -78,6 +78,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "procrastinate_misuse_parity",
         sql: include_str!("../migrations/0010_procrastinate_misuse_parity.sql"),
     },
+    Migration {
+        version: 11,
+        name: "claim_with_a_cached_plan",
+        sql: include_str!("../migrations/0011_claim_with_a_cached_plan.sql"),
+    },
 ];
 
 /// The version a fully migrated database is at.

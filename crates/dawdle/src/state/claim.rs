@@ -86,4 +86,71 @@ mod tests {
         assert_eq!(claimed[0].id, id);
         assert_eq!(claimed[0].trace_context, Some(context));
     }
+
+    /// Listed queues are read one queue at a time and merged: the claim
+    /// still takes the first jobs of all of them in one order (priority,
+    /// then id), skips paused and unlisted queues, and leaves every job it
+    /// looked at but did not take waiting.
+    #[tokio::test]
+    async fn listed_queues_are_claimed_in_one_order_and_the_rest_left_waiting() {
+        let db = TestDatabase::with_schema().await;
+        let worker_id: i64 = sqlx::query_scalar("SELECT procrastinate_register_worker_v1()")
+            .fetch_one(db.pool())
+            .await
+            .unwrap();
+        // (queue, priority) in id order.
+        let jobs = [
+            ("a", 0),
+            ("b", 5),
+            ("c", 9),
+            ("a", 5),
+            ("b", 0),
+            ("paused", 9),
+            ("a", 7),
+            ("b", 7),
+        ];
+        let mut ids = Vec::new();
+        for (queue, priority) in jobs {
+            let job = NewJob::new("t", serde_json::json!({}))
+                .unwrap()
+                .queue(queue)
+                .priority(priority);
+            ids.push(crate::defer(db.pool(), &job).await.unwrap());
+        }
+        sqlx::query("INSERT INTO dawdle_queue_pauses (queue_name) VALUES ('paused')")
+            .execute(db.pool())
+            .await
+            .unwrap();
+        let queues: Vec<String> = ["b", "a", "paused", "a", "nowhere"]
+            .map(String::from)
+            .to_vec();
+        let claim = async |limit| {
+            super::claim(db.pool(), Some(&queues), worker_id, limit)
+                .await
+                .unwrap()
+                .into_iter()
+                .map(|job| job.id)
+                .collect::<Vec<_>>()
+        };
+        let mut first = claim(3).await;
+        first.sort();
+        assert_eq!(
+            first,
+            vec![ids[1], ids[6], ids[7]],
+            "7, 7, then the older 5"
+        );
+        let waiting: i64 =
+            sqlx::query_scalar("SELECT count(*) FROM procrastinate_jobs WHERE status = 'todo'")
+                .fetch_one(db.pool())
+                .await
+                .unwrap();
+        assert_eq!(waiting, 5, "the jobs looked at but not taken still wait");
+        let mut second = claim(10).await;
+        second.sort();
+        assert_eq!(second, vec![ids[0], ids[3], ids[4]]);
+        assert!(
+            claim(10).await.is_empty(),
+            "c is not listed, paused is paused"
+        );
+    }
 }
