@@ -27,7 +27,7 @@ use sqlx::PgConnection;
 
 use super::drain_worker::{run_workers, scratch_url, WorkerRun};
 use super::scratch::{self, create_database, disconnect, reset, server_version};
-use super::{median, print_report, BenchError, OrFailedTo};
+use super::{dedup, median, print_report, BenchError, OrFailedTo};
 use crate::database::jobs_database;
 use crate::{output, Failure};
 
@@ -184,16 +184,6 @@ pub(super) async fn run(
     .await
     .map_err(|error| Failure::from_error(&error))?;
     Ok(print_report(&report, args.json, print_for_people))
-}
-
-/// Drops repeated values, keeping the first of each.
-fn dedup(values: &mut Vec<u32>) {
-    let mut seen = Vec::new();
-    values.retain(|value| {
-        let new = !seen.contains(value);
-        seen.push(*value);
-        new
-    });
 }
 
 async fn measure(

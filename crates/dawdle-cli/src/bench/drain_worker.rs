@@ -24,9 +24,14 @@ pub(super) struct WorkerSummary {
 /// The URL the worker process gets for the scratch database: the jobs
 /// database's URL with the database name swapped.
 pub(super) fn scratch_url(database: &JobsDatabase) -> Result<String, BenchError> {
+    scratch_url_for(database, DATABASE)
+}
+
+/// The URL of the scratch database `name` on the jobs database's server.
+pub(super) fn scratch_url_for(database: &JobsDatabase, name: &str) -> Result<String, BenchError> {
     let url = match database.embedded_cluster() {
-        Some(cluster) => cluster.url(DATABASE),
-        None => with_database(database.url(), DATABASE),
+        Some(cluster) => cluster.url(name),
+        None => with_database(database.url(), name),
     };
     // A `dbname` query parameter would win over the path and send the worker
     // to the real jobs database, to drain whatever it finds on queue `bench`.
@@ -34,9 +39,9 @@ pub(super) fn scratch_url(database: &JobsDatabase) -> Result<String, BenchError>
     let names = dawdle::database::parse_connection_string(&url)
         .ok()
         .and_then(|options| options.get_database().map(str::to_string));
-    if names.as_deref() != Some(DATABASE) {
+    if names.as_deref() != Some(name) {
         return Err(BenchError::Check(format!(
-            "point the worker at {DATABASE}: the jobs database URL {} names its database in \
+            "point the worker at {name}: the jobs database URL {} names its database in \
              a way the benchmark cannot swap (a dbname parameter?); pass a plain \
              postgresql://user@host:port/database URL",
             database.display_url()

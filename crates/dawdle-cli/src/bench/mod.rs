@@ -13,6 +13,7 @@ mod adopt;
 mod drain;
 mod drain_worker;
 mod jobs_list;
+mod latency;
 mod scratch;
 mod trigger_events;
 mod triggers;
@@ -53,6 +54,14 @@ pub(crate) enum BenchCommand {
     /// reports the adoption's time and longest lock and what the clients saw before, during
     /// and after. Checks that the history is unchanged. Drops the database.
     Adopt(adopt::AdoptBenchArgs),
+    /// Time from defer to start when jobs arrive one at a time at a fixed rate.
+    ///
+    /// Creates a scratch database on the jobs database's server (dawdle_bench_latency), runs
+    /// a `dawdle worker` process on it, defers one job per statement at each --rate for
+    /// --seconds, optionally with a session left `idle in transaction` throughout, and
+    /// reports each job's started_at - created_at as p50/p95/p99, for the whole run and its
+    /// last 10 s. Drops the database.
+    Latency(latency::LatencyBenchArgs),
 }
 
 /// Runs a `dawdle bench` command.
@@ -65,6 +74,7 @@ pub(crate) async fn run(
         BenchCommand::Drain(args) => drain::run(explicit_url, args).await,
         BenchCommand::JobsList(args) => jobs_list::run(explicit_url, args).await,
         BenchCommand::Adopt(args) => adopt::run(explicit_url, args).await,
+        BenchCommand::Latency(args) => latency::run(explicit_url, args).await,
     }
 }
 
@@ -118,6 +128,18 @@ impl<T> OrFailedTo<T> for Result<T, sqlx::Error> {
             source,
         })
     }
+}
+
+/// Drops repeated values from a list of cases to measure, keeping the first
+/// of each: `--concurrency 10,10` would measure the same thing twice and
+/// then report it once.
+pub(crate) fn dedup<T: PartialEq + Copy>(values: &mut Vec<T>) {
+    let mut seen = Vec::new();
+    values.retain(|value| {
+        let new = !seen.contains(value);
+        seen.push(*value);
+        new
+    });
 }
 
 /// The median of `values`, or `None` when there are none. With an even count

@@ -1,0 +1,570 @@
+//! `dawdle bench latency`: how long a job waits between its defer and its
+//! start, when jobs arrive one at a time at a steady rate, as a web
+//! application defers them.
+//!
+//! `bench drain` measures throughput on a backlog; this measures pickup on a
+//! queue that is kept empty: a `dawdle worker` process (LISTEN wake-ups, its
+//! defaults) runs on the scratch database while a client defers one job per
+//! statement at a fixed rate. The latency of each job is read from its own
+//! row, `started_at - created_at`, both the server's clock. Optionally a
+//! session sits `idle in transaction` with a snapshot for the whole run, the
+//! classic way a PostgreSQL queue slows down: vacuum cannot remove the rows
+//! the claims leave dead while it stays open.
+
+use std::process::{ExitCode, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use clap::{Args, ValueEnum};
+use dawdle::database::DATABASE_URL_ENV;
+use dawdle::diagnostics::Noop;
+use dawdle::NewJob;
+use serde::Serialize;
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::{Connection, PgConnection, PgPool};
+
+use super::drain_worker::scratch_url_for;
+use super::scratch::{self, create_database, disconnect, reset, server_version};
+use super::{dedup, print_report, BenchError, OrFailedTo};
+use crate::database::jobs_database;
+use crate::{output, Failure};
+
+/// The scratch database, on the jobs database's server.
+const DATABASE: &str = "dawdle_bench_latency";
+
+/// The queue the jobs go to and the worker takes from.
+const QUEUE: &str = "bench";
+
+/// The targets the numbers are read against.
+const TARGET_P99_MS: f64 = 10.0;
+const TARGET_IDLE_P50_MS: f64 = 10.0;
+const TARGET_IDLE_P99_MS: f64 = 25.0;
+
+/// The tail of the run reported on its own: where an open transaction has
+/// done the most harm.
+const TAIL_SECONDS: f64 = 10.0;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Serialize)]
+#[serde(rename_all = "lowercase")]
+enum IdleTransaction {
+    /// Nothing else on the database.
+    Without,
+    /// A session `idle in transaction` with a snapshot for the whole run.
+    With,
+}
+
+impl IdleTransaction {
+    fn word(self) -> &'static str {
+        match self {
+            IdleTransaction::Without => "without",
+            IdleTransaction::With => "with",
+        }
+    }
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct LatencyBenchArgs {
+    /// Jobs deferred per second, one per statement: comma-separated or
+    /// repeated, each measured in turn.
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_values_t = [200, 1000],
+        value_name = "JOBS_PER_SECOND,...",
+        value_parser = clap::value_parser!(u32).range(1..=20_000)
+    )]
+    rate: Vec<u32>,
+    /// How long each case defers jobs.
+    #[arg(long, default_value_t = 60, value_parser = clap::value_parser!(u32).range(5..=3600))]
+    seconds: u32,
+    /// Whether a session stays `idle in transaction` through the run:
+    /// `without`, `with`, or both (each measured in turn).
+    #[arg(long, value_delimiter = ',', default_values = ["without", "with"], value_name = "without|with,...")]
+    idle_transaction: Vec<IdleTransaction>,
+    /// The worker's --concurrency.
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    concurrency: u32,
+    /// Print the results as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+/// Pickup latency percentiles, in milliseconds.
+#[derive(Debug, Serialize, Clone, Copy)]
+struct Percentiles {
+    jobs: i64,
+    p50_ms: f64,
+    p95_ms: f64,
+    p99_ms: f64,
+    max_ms: f64,
+}
+
+#[derive(Debug, Serialize)]
+struct CaseResult {
+    rate: u32,
+    idle_transaction: IdleTransaction,
+    /// Jobs deferred per second, as achieved.
+    deferred_per_second: f64,
+    /// Defer statements that took longer than a tick (so the client fell
+    /// behind and caught up), and the slowest.
+    slowest_defer_ms: f64,
+    whole_run: Percentiles,
+    /// The jobs deferred in the last 10 s of the run.
+    last_10_seconds: Percentiles,
+    /// p50 of each 10 s of the run, in order: how latency moved.
+    p50_per_10_seconds_ms: Vec<f64>,
+    /// The size of the claim's index at the end of the run: it grows while
+    /// vacuum is held back.
+    claim_index_kib: i64,
+}
+
+#[derive(Debug, Serialize)]
+struct Targets {
+    p99_ms_at_most: f64,
+    with_idle_transaction_last_10_seconds_p50_ms_at_most: f64,
+    with_idle_transaction_last_10_seconds_p99_ms_at_most: f64,
+}
+
+#[derive(Debug, Serialize)]
+struct Report {
+    postgres_version: String,
+    seconds: u32,
+    concurrency: u32,
+    targets: Targets,
+    results: Vec<CaseResult>,
+}
+
+/// Runs `dawdle bench latency`.
+pub(super) async fn run(
+    explicit_url: Option<&str>,
+    mut args: LatencyBenchArgs,
+) -> Result<ExitCode, Failure> {
+    dedup(&mut args.rate);
+    dedup(&mut args.idle_transaction);
+    let database = jobs_database(explicit_url).await?;
+    let worker_url =
+        scratch_url_for(&database, DATABASE).map_err(|error| Failure::from_error(&error))?;
+    let server = database.connect_options();
+    let report = scratch::with_databases(server, &[DATABASE], async |maintenance| {
+        measure(server, maintenance, &worker_url, &args).await
+    })
+    .await
+    .map_err(|error| Failure::from_error(&error))?;
+    Ok(print_report(&report, args.json, print_for_people))
+}
+
+async fn measure(
+    server: &PgConnectOptions,
+    maintenance: &mut PgConnection,
+    worker_url: &str,
+    args: &LatencyBenchArgs,
+) -> Result<Report, BenchError> {
+    let postgres_version = server_version(maintenance).await?;
+    let mut conn = create_database(server, maintenance, DATABASE).await?;
+    let scratch = server.clone().database(DATABASE);
+    // Enough connections that a slow defer does not hold up the next one:
+    // the client keeps its rate whatever one statement costs.
+    let pool = PgPoolOptions::new()
+        .max_connections(8)
+        .connect_with(scratch.clone())
+        .await
+        .or_failed_to(|| format!("connect the deferring client to {DATABASE}"))?;
+    let job = NewJob::for_task(&Noop::default())
+        .map_err(|error| BenchError::Check(format!("build the benchmark's job: {error}")))?
+        .queue(QUEUE);
+
+    let mut results = Vec::new();
+    for rate in &args.rate {
+        for idle in &args.idle_transaction {
+            eprintln!(
+                "dawdle: {rate} jobs/s for {} s, {} an idle transaction, one `dawdle worker \
+                 --concurrency {}` process",
+                args.seconds,
+                idle.word(),
+                args.concurrency
+            );
+            let result = measure_case(
+                &mut conn, &scratch, &pool, worker_url, &job, args, *rate, *idle,
+            )
+            .await?;
+            eprintln!(
+                "dawdle: {} jobs, p50 {:.1} ms, p95 {:.1} ms, p99 {:.1} ms; last {TAIL_SECONDS} \
+                 s: p50 {:.1} ms, p99 {:.1} ms",
+                result.whole_run.jobs,
+                result.whole_run.p50_ms,
+                result.whole_run.p95_ms,
+                result.whole_run.p99_ms,
+                result.last_10_seconds.p50_ms,
+                result.last_10_seconds.p99_ms
+            );
+            results.push(result);
+        }
+    }
+    pool.close().await;
+    disconnect(conn, DATABASE).await?;
+    Ok(Report {
+        postgres_version,
+        seconds: args.seconds,
+        concurrency: args.concurrency,
+        targets: Targets {
+            p99_ms_at_most: TARGET_P99_MS,
+            with_idle_transaction_last_10_seconds_p50_ms_at_most: TARGET_IDLE_P50_MS,
+            with_idle_transaction_last_10_seconds_p99_ms_at_most: TARGET_IDLE_P99_MS,
+        },
+        results,
+    })
+}
+
+#[expect(
+    clippy::too_many_arguments,
+    reason = "one case of the run: its connections and its parameters"
+)]
+async fn measure_case(
+    conn: &mut PgConnection,
+    scratch: &PgConnectOptions,
+    pool: &PgPool,
+    worker_url: &str,
+    job: &NewJob,
+    args: &LatencyBenchArgs,
+    rate: u32,
+    idle: IdleTransaction,
+) -> Result<CaseResult, BenchError> {
+    reset(conn, DATABASE).await?;
+    for statement in [
+        "DELETE FROM procrastinate_workers",
+        "VACUUM ANALYZE procrastinate_jobs",
+    ] {
+        sqlx::raw_sql(statement)
+            .execute(&mut *conn)
+            .await
+            .or_failed_to(|| format!("settle {DATABASE} before the run"))?;
+    }
+
+    let mut worker = start_worker(worker_url, args.concurrency)?;
+    wait_until_listening(conn, &mut worker).await?;
+
+    // The open transaction: a snapshot taken and held, so vacuum may not
+    // remove anything that dies after it.
+    let mut idle_session = match idle {
+        IdleTransaction::Without => None,
+        IdleTransaction::With => {
+            let mut session = PgConnection::connect_with(scratch)
+                .await
+                .or_failed_to(|| "connect the idle session".to_string())?;
+            sqlx::raw_sql(
+                "BEGIN ISOLATION LEVEL REPEATABLE READ; SELECT count(*) FROM procrastinate_jobs",
+            )
+            .execute(&mut session)
+            .await
+            .or_failed_to(|| "open the idle transaction".to_string())?;
+            Some(session)
+        }
+    };
+
+    let deferred = Arc::new(AtomicU64::new(0));
+    let slowest_micros = Arc::new(AtomicU64::new(0));
+    let failures = Arc::new(AtomicU64::new(0));
+    let mut ticks = tokio::time::interval(Duration::from_secs_f64(1.0 / f64::from(rate)));
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+    let run_for = Duration::from_secs(u64::from(args.seconds));
+    let started = Instant::now();
+    let mut next_report = Duration::from_secs(10);
+    let mut in_flight = tokio::task::JoinSet::new();
+    while started.elapsed() < run_for {
+        ticks.tick().await;
+        let (pool, job) = (pool.clone(), job.clone());
+        let (counted, slowest, failed) =
+            (deferred.clone(), slowest_micros.clone(), failures.clone());
+        in_flight.spawn(async move {
+            let sent = Instant::now();
+            match dawdle::defer(&pool, &job).await {
+                Ok(_) => {
+                    counted.fetch_add(1, Ordering::Relaxed);
+                    slowest.fetch_max(sent.elapsed().as_micros() as u64, Ordering::Relaxed);
+                }
+                Err(error) => {
+                    if failed.fetch_add(1, Ordering::Relaxed) == 0 {
+                        eprintln!("dawdle: a defer failed: {error}");
+                    }
+                }
+            }
+        });
+        while in_flight.try_join_next().is_some() {}
+        if started.elapsed() >= next_report {
+            next_report += Duration::from_secs(10);
+            let recent = percentiles(conn, Some(10.0))
+                .await?
+                .map_or("no job started yet".to_string(), |p| {
+                    format!("p50 {:.1} ms, p99 {:.1} ms", p.p50_ms, p.p99_ms)
+                });
+            eprintln!(
+                "dawdle:   {:>4.0} s: {} deferred; jobs deferred in the last 10 s: {recent}",
+                started.elapsed().as_secs_f64(),
+                deferred.load(Ordering::Relaxed)
+            );
+        }
+    }
+    while in_flight.join_next().await.is_some() {}
+    let elapsed = started.elapsed().as_secs_f64();
+    let deferred = deferred.load(Ordering::Relaxed);
+    let failures = failures.load(Ordering::Relaxed);
+    if failures > 0 {
+        return Err(BenchError::Check(format!(
+            "{failures} of the defers failed (the first is above)"
+        )));
+    }
+
+    wait_until_done(conn, &mut worker, deferred as i64).await?;
+    let whole_run = percentiles(conn, None).await?;
+    let last = percentiles(conn, Some(TAIL_SECONDS)).await?;
+    let p50_per_10_seconds_ms: Vec<Option<f64>> = sqlx::query_scalar(
+        "WITH latency AS (
+             SELECT floor(extract(epoch FROM created_at - first.at) / 10) AS slot,
+                    extract(epoch FROM started_at - created_at)::float8 * 1000 AS ms
+             FROM procrastinate_jobs,
+                  (SELECT min(created_at) AS at FROM procrastinate_jobs) AS first
+             WHERE started_at IS NOT NULL
+         )
+         SELECT percentile_cont(0.5) WITHIN GROUP (ORDER BY ms)
+         FROM latency GROUP BY slot ORDER BY slot",
+    )
+    .fetch_all(&mut *conn)
+    .await
+    .or_failed_to(|| "read the latency of each 10 s".to_string())?;
+    let claim_index_kib: i64 = sqlx::query_scalar(
+        "SELECT coalesce(pg_relation_size(to_regclass('dawdle_jobs_claim_order_idx')) / 1024, 0)",
+    )
+    .fetch_one(&mut *conn)
+    .await
+    .or_failed_to(|| "read the claim index's size".to_string())?;
+
+    if let Some(mut session) = idle_session.take() {
+        sqlx::raw_sql("ROLLBACK")
+            .execute(&mut session)
+            .await
+            .or_failed_to(|| "end the idle transaction".to_string())?;
+        session
+            .close()
+            .await
+            .or_failed_to(|| "disconnect the idle session".to_string())?;
+    }
+    stop_worker(worker).await;
+
+    let missing = || BenchError::Check("no job has a start time".to_string());
+    Ok(CaseResult {
+        rate,
+        idle_transaction: idle,
+        deferred_per_second: deferred as f64 / elapsed,
+        slowest_defer_ms: slowest_micros.load(Ordering::Relaxed) as f64 / 1000.0,
+        whole_run: whole_run.ok_or_else(missing)?,
+        last_10_seconds: last.ok_or_else(missing)?,
+        p50_per_10_seconds_ms: p50_per_10_seconds_ms.into_iter().flatten().collect(),
+        claim_index_kib,
+    })
+}
+
+/// Pickup latency of the jobs that started, all of them or those deferred
+/// in the last `tail_seconds` of the run.
+async fn percentiles(
+    conn: &mut PgConnection,
+    tail_seconds: Option<f64>,
+) -> Result<Option<Percentiles>, BenchError> {
+    let row: (i64, Option<Vec<f64>>, Option<f64>) = sqlx::query_as(
+        "WITH latency AS (
+             SELECT extract(epoch FROM started_at - created_at)::float8 * 1000 AS ms
+             FROM procrastinate_jobs
+             WHERE started_at IS NOT NULL
+               AND ($1::float8 IS NULL
+                    OR created_at >= (SELECT max(created_at) FROM procrastinate_jobs)
+                                     - make_interval(secs => $1))
+         )
+         SELECT count(*),
+                percentile_cont(ARRAY[0.5, 0.95, 0.99]) WITHIN GROUP (ORDER BY ms),
+                max(ms)
+         FROM latency",
+    )
+    .bind(tail_seconds)
+    .fetch_one(&mut *conn)
+    .await
+    .or_failed_to(|| "read the jobs' pickup latency".to_string())?;
+    Ok(match row {
+        (jobs, Some(p), Some(max_ms)) if jobs > 0 && p.len() == 3 => Some(Percentiles {
+            jobs,
+            p50_ms: p[0],
+            p95_ms: p[1],
+            p99_ms: p[2],
+            max_ms,
+        }),
+        _ => None,
+    })
+}
+
+fn start_worker(worker_url: &str, concurrency: u32) -> Result<tokio::process::Child, BenchError> {
+    let executable = std::env::current_exe().map_err(|source| BenchError::Io {
+        action: "find the dawdle executable to run the worker".to_string(),
+        source,
+    })?;
+    tokio::process::Command::new(&executable)
+        .args(["worker", "--queues", QUEUE])
+        .args(["--concurrency", &concurrency.to_string()])
+        .env(DATABASE_URL_ENV, worker_url)
+        .env("RUST_LOG", "warn")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .kill_on_drop(true)
+        .spawn()
+        .map_err(|source| BenchError::Io {
+            action: format!("start the worker {}", executable.display()),
+            source,
+        })
+}
+
+/// Polls until `done` holds, failing if the worker exits or `limit` passes.
+async fn poll_until(
+    conn: &mut PgConnection,
+    worker: &mut tokio::process::Child,
+    limit: Duration,
+    what: &str,
+    done: &str,
+) -> Result<(), BenchError> {
+    let deadline = Instant::now() + limit;
+    loop {
+        let reached: bool = sqlx::query_scalar(done)
+            .fetch_one(&mut *conn)
+            .await
+            .or_failed_to(|| format!("check whether {what}"))?;
+        if reached {
+            return Ok(());
+        }
+        if let Ok(Some(status)) = worker.try_wait() {
+            return Err(BenchError::Check(format!(
+                "the worker exited with {status} before {what} (its messages are above)"
+            )));
+        }
+        if Instant::now() > deadline {
+            return Err(BenchError::Check(format!(
+                "{what} had not happened after {} s",
+                limit.as_secs()
+            )));
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Until the worker is registered and listens for new jobs: jobs deferred
+/// before would wait for its poll instead of its wake-up.
+async fn wait_until_listening(
+    conn: &mut PgConnection,
+    worker: &mut tokio::process::Child,
+) -> Result<(), BenchError> {
+    poll_until(
+        conn,
+        worker,
+        Duration::from_secs(60),
+        "the worker listens for new jobs",
+        "SELECT EXISTS (SELECT FROM procrastinate_workers)
+            AND EXISTS (SELECT FROM pg_stat_activity
+                        WHERE datname = current_database()
+                          AND pid <> pg_backend_pid()
+                          AND query ILIKE 'LISTEN%')",
+    )
+    .await
+}
+
+async fn wait_until_done(
+    conn: &mut PgConnection,
+    worker: &mut tokio::process::Child,
+    deferred: i64,
+) -> Result<(), BenchError> {
+    poll_until(
+        conn,
+        worker,
+        Duration::from_secs(120),
+        "every deferred job succeeded",
+        &format!(
+            "SELECT count(*) FILTER (WHERE status = 'succeeded') >= {deferred}
+             FROM procrastinate_jobs"
+        ),
+    )
+    .await
+}
+
+async fn stop_worker(mut worker: tokio::process::Child) {
+    // Every job has succeeded and the scratch database is dropped after
+    // the run: nothing is lost by not waiting for a graceful stop.
+    let _ = worker.start_kill();
+    let _ = worker.wait().await;
+}
+
+fn print_for_people(report: &Report) {
+    outln!("dawdle bench latency: one job per defer at a fixed rate, one `dawdle worker` process");
+    outln!("  server:  {}", report.postgres_version);
+    outln!(
+        "  work:    {} s per case, worker concurrency {}; latency = started_at - created_at \
+         of each job (server clock)",
+        report.seconds,
+        report.concurrency
+    );
+    outln!();
+    let rows: Vec<Vec<String>> = report
+        .results
+        .iter()
+        .map(|result| {
+            let ms = |value: f64| format!("{value:.1}");
+            vec![
+                result.rate.to_string(),
+                result.idle_transaction.word().to_string(),
+                format!("{:.0}", result.deferred_per_second),
+                ms(result.whole_run.p50_ms),
+                ms(result.whole_run.p95_ms),
+                ms(result.whole_run.p99_ms),
+                ms(result.last_10_seconds.p50_ms),
+                ms(result.last_10_seconds.p99_ms),
+                ms(result.whole_run.max_ms),
+                result.claim_index_kib.to_string(),
+            ]
+        })
+        .collect();
+    output::print_table(
+        &[
+            "RATE",
+            "IDLE TX",
+            "DEFERRED/S",
+            "P50 MS",
+            "P95 MS",
+            "P99 MS",
+            "LAST 10S P50",
+            "LAST 10S P99",
+            "MAX MS",
+            "CLAIM INDEX KiB",
+        ],
+        &rows,
+    );
+    outln!();
+    for result in &report.results {
+        let trend: Vec<String> = result
+            .p50_per_10_seconds_ms
+            .iter()
+            .map(|ms| format!("{ms:.1}"))
+            .collect();
+        outln!(
+            "p50 per 10 s at {} jobs/s {} an idle transaction: {} ms",
+            result.rate,
+            result.idle_transaction.word().to_string(),
+            trend.join(", ")
+        );
+    }
+    outln!(
+        "targets: p99 <= {:.0} ms at 1000 jobs/s; with an idle transaction open, the last 10 s \
+         p50 <= {:.0} ms and p99 <= {:.0} ms",
+        report.targets.p99_ms_at_most,
+        report
+            .targets
+            .with_idle_transaction_last_10_seconds_p50_ms_at_most,
+        report
+            .targets
+            .with_idle_transaction_last_10_seconds_p99_ms_at_most
+    );
+}
