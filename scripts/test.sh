@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Runs the whole test suite from a fresh clone: installs what it needs (the
-# PostgreSQL server binaries, promtool and chromium when missing and we are root, a Python virtual
+# PostgreSQL server binaries, promtool, pgbouncer and chromium when missing and we are root, a Python virtual
 # environment with the Procrastinate library the compatibility tests use),
 # starts nothing by hand (the tests start one throwaway PostgreSQL cluster for
 # the run), and removes that cluster afterwards.
@@ -48,6 +48,19 @@ if ! command -v promtool >/dev/null 2>&1; then
             log "could not install prometheus: the alert-rule tests will SKIP"
     else
         log "promtool is not installed and we are not root: the alert-rule tests will SKIP (install it with: sudo apt-get install prometheus)"
+    fi
+fi
+
+# The PgBouncer tests run Debian's pgbouncer on a port of their own. The
+# package may start (or enable) its own service on 6432; we never use it.
+if ! command -v pgbouncer >/dev/null 2>&1 && [ ! -x /usr/sbin/pgbouncer ]; then
+    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+        log "installing pgbouncer (apt-get install pgbouncer) for the worker's PgBouncer tests"
+        { apt-get update -qq &&
+            DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends pgbouncer >/dev/null; } ||
+            log "could not install pgbouncer: the PgBouncer tests will SKIP"
+    else
+        log "pgbouncer is not installed and we are not root: the PgBouncer tests will SKIP (install it with: sudo apt-get install pgbouncer)"
     fi
 fi
 

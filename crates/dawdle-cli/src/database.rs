@@ -43,6 +43,20 @@ pub(crate) async fn worker_pool(
     max_connections: u32,
 ) -> Result<sqlx::PgPool, Failure> {
     let pool = database.connect_for_worker(max_connections).await?;
+    if database.is_behind_pgbouncer() {
+        // Through PgBouncer in transaction pooling, statements are safe
+        // only inside a transaction, with what they prepared closed before
+        // it ends (see `dawdle::database::pinned`).
+        use sqlx::Connection;
+        let mut conn = pool.acquire().await?;
+        let mut tx = conn.begin().await?;
+        let present = dawdle::schema::ensure_present(&mut tx).await;
+        tx.clear_cached_statements().await?;
+        tx.rollback().await?;
+        present?;
+        drop(conn);
+        return Ok(pool);
+    }
     ensure_schema(pool).await
 }
 

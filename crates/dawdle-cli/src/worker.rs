@@ -66,6 +66,21 @@ pub(crate) struct WorkerArgs {
     /// hundred milliseconds of them, and those jobs run again.
     #[arg(long, value_enum, default_value_t = SynchronousCommit::On, value_name = "on|off")]
     synchronous_commit: SynchronousCommit,
+    /// The jobs database URL leads to PgBouncer in transaction pooling: no
+    /// LISTEN (new jobs are found by polling every --poll-interval, abort
+    /// requests every --heartbeat-interval), and every statement of the
+    /// worker in a transaction of its own. Not with --synchronous-commit off.
+    #[arg(
+        long,
+        env = "JOB_QUEUE_PGBOUNCER",
+        value_name = "BOOL",
+        num_args = 0..=1,
+        default_value = "false",
+        default_missing_value = "true",
+        value_parser = clap::builder::BoolishValueParser::new(),
+        action = clap::ArgAction::Set
+    )]
+    pgbouncer: bool,
     /// Serve the worker's metrics in Prometheus' text format at
     /// http://ADDR/metrics (e.g. 127.0.0.1:9187). Off when not given.
     #[arg(long, value_name = "ADDR")]
@@ -155,7 +170,15 @@ pub(crate) async fn run(explicit_url: Option<&str>, args: WorkerArgs) -> Result<
         entry.periodic_id = cron.trim().to_string();
         periodic.push(entry);
     }
+    if args.pgbouncer && matches!(args.synchronous_commit, SynchronousCommit::Off) {
+        return Err(Failure::new(
+            "failed to start the worker: --synchronous-commit off cannot be used with \
+             --pgbouncer (PgBouncer refuses the startup parameter that carries it); \
+             set synchronous_commit for the database or role instead",
+        ));
+    }
     let config = WorkerConfig::default()
+        .pgbouncer(args.pgbouncer)
         .queues(args.queues)
         .concurrency(args.concurrency as usize)
         .prefetch(args.prefetch as usize)
@@ -178,6 +201,9 @@ pub(crate) async fn run(explicit_url: Option<&str>, args: WorkerArgs) -> Result<
             let mut database = jobs_database(explicit_url).await?;
             if let SynchronousCommit::Off = args.synchronous_commit {
                 database = database.with_synchronous_commit_off();
+            }
+            if args.pgbouncer {
+                database = database.behind_pgbouncer();
             }
             worker_pool(database, 8).await
         };

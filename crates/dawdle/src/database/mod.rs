@@ -5,6 +5,7 @@
 //! [`parse_connection_string`] and shown only through [`redact_password`].
 
 mod connection_string;
+pub(crate) mod pinned;
 mod redact;
 mod syntax;
 
@@ -52,6 +53,8 @@ pub struct JobsDatabase {
     /// cluster, the socket URL.
     url: String,
     embedded: Option<LocalCluster>,
+    /// Reached through PgBouncer in transaction pooling.
+    pgbouncer: bool,
 }
 
 // By hand: the connect options and the URL hold the password.
@@ -60,6 +63,7 @@ impl std::fmt::Debug for JobsDatabase {
         f.debug_struct("JobsDatabase")
             .field("display_url", &self.display_url)
             .field("embedded", &self.embedded)
+            .field("pgbouncer", &self.pgbouncer)
             .finish_non_exhaustive()
     }
 }
@@ -74,6 +78,7 @@ impl JobsDatabase {
             display_url: redact_password(url),
             url: url.to_string(),
             embedded: None,
+            pgbouncer: false,
         })
     }
 
@@ -98,6 +103,7 @@ impl JobsDatabase {
             display_url: url.clone(),
             url,
             embedded: Some(cluster),
+            pgbouncer: false,
         })
     }
 
@@ -140,6 +146,26 @@ impl JobsDatabase {
     pub fn with_synchronous_commit_off(mut self) -> Self {
         self.options = self.options.options([("synchronous_commit", "off")]);
         self
+    }
+
+    /// The URL leads to PgBouncer in transaction pooling (PgBouncer 1.18
+    /// and later; no `ignore_startup_parameters` needed): connections send
+    /// no `extra_float_digits` startup parameter, which PgBouncer refuses.
+    /// A worker on a pool of this database needs
+    /// `WorkerConfig::pgbouncer(true)`, which runs each of its statements in
+    /// a transaction of its own and polls instead of LISTENing.
+    /// [`with_synchronous_commit_off`](Self::with_synchronous_commit_off)
+    /// is not available this way: PgBouncer refuses the startup parameter
+    /// that carries it (`options`), and `dawdle worker` refuses the pair.
+    pub fn behind_pgbouncer(mut self) -> Self {
+        self.options = self.options.extra_float_digits(None);
+        self.pgbouncer = true;
+        self
+    }
+
+    /// Whether [`behind_pgbouncer`](Self::behind_pgbouncer) was called.
+    pub fn is_behind_pgbouncer(&self) -> bool {
+        self.pgbouncer
     }
 
     pub fn connect_options(&self) -> &PgConnectOptions {

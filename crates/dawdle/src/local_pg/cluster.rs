@@ -15,7 +15,7 @@ use super::{fnv1a, quote_identifier, LocalPgError, PgBinaries};
 
 /// The port number in the socket file name. Nothing listens on TCP, so the
 /// value only has to agree between server and clients.
-const SOCKET_PORT: u16 = 5432;
+pub(crate) const SOCKET_PORT: u16 = 5432;
 
 /// Longest socket directory we use in place; a Unix socket path (directory plus
 /// `/.s.PGSQL.5432`) must fit in 107 bytes.
@@ -115,6 +115,13 @@ impl LocalCluster {
 
     pub fn socket_dir(&self) -> &Path {
         &self.socket_dir
+    }
+
+    #[cfg(feature = "testing")]
+    /// The user and group the server runs as (`postgres`), when this
+    /// process is root; `None` otherwise.
+    pub(crate) fn run_as_ids(&self) -> Option<(u32, u32)> {
+        self.run_as.map(|user| (user.uid, user.gid))
     }
 
     pub fn log_file(&self) -> PathBuf {

@@ -21,6 +21,8 @@ mod cluster;
 use std::path::PathBuf;
 
 pub use binaries::PgBinaries;
+#[cfg(feature = "testing")]
+pub(crate) use cluster::SOCKET_PORT;
 pub use cluster::{LocalCluster, LocalClusterConfig};
 
 /// Failures of the local cluster, worded to read after "failed to …".

@@ -1,7 +1,5 @@
 //! Claiming: `todo` jobs become `doing` under one worker, in one statement.
 
-use sqlx::PgPool;
-
 use crate::job::{Job, JOB_COLUMNS};
 
 /// Claims up to `limit` runnable jobs of `queues` (all queues when `None`)
@@ -10,7 +8,7 @@ use crate::job::{Job, JOB_COLUMNS};
 /// commits before it returns, so no row lock outlives it. Each job comes
 /// with the trace context it was deferred with, if any.
 pub(crate) async fn claim(
-    pool: &PgPool,
+    executor: impl sqlx::PgExecutor<'_>,
     queues: Option<&[String]>,
     worker_id: i64,
     limit: usize,
@@ -27,7 +25,7 @@ pub(crate) async fn claim(
         .bind(queues)
         .bind(worker_id)
         .bind(i32::try_from(limit).unwrap_or(i32::MAX))
-        .fetch_all(pool)
+        .fetch_all(executor)
         .await
 }
 

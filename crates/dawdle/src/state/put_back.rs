@@ -9,8 +9,6 @@
 
 use std::time::Duration;
 
-use sqlx::PgPool;
-
 use crate::task_error::ErrorKind;
 
 /// Which `doing` jobs go back. Every field narrows the selection.
@@ -44,7 +42,7 @@ pub(crate) struct PutBack<'a> {
 /// and returns `(id, task name)` of each. Rows locked by someone else are
 /// skipped, so two rescuers never put one job back twice.
 pub(crate) async fn put_back(
-    pool: &PgPool,
+    executor: impl sqlx::PgExecutor<'_>,
     put_back: &PutBack<'_>,
 ) -> Result<Vec<(i64, String)>, sqlx::Error> {
     let which = &put_back.which;
@@ -93,6 +91,6 @@ pub(crate) async fn put_back(
     // Planned with its parameters each time: the unused conditions fold
     // away and the used ones can use the indexes.
     .persistent(false)
-    .fetch_all(pool)
+    .fetch_all(executor)
     .await
 }

@@ -4,8 +4,8 @@
 
 use std::time::Duration;
 
+use crate::database::pinned::Db;
 use chrono::{DateTime, Utc};
-use sqlx::PgPool;
 use tracing::warn;
 
 use crate::task_error::TaskError;
@@ -71,7 +71,7 @@ fn refused_for_its_data(error: &sqlx::Error) -> bool {
 /// replaced by why they could not be stored, and without follow-ups; one
 /// refused even so is logged and left `doing`, to be rescued once this
 /// worker stops.
-pub(crate) async fn record(pool: &PgPool, batch: &[Outcome]) -> Result<(), sqlx::Error> {
+pub(crate) async fn record(pool: &Db, batch: &[Outcome]) -> Result<(), sqlx::Error> {
     let error = match write(pool, batch).await {
         Ok(()) => return Ok(()),
         Err(error) if batch.len() > 1 && refused_for_its_data(&error) => error,
@@ -96,7 +96,7 @@ pub(crate) async fn record(pool: &PgPool, batch: &[Outcome]) -> Result<(), sqlx:
 
 /// Records `outcome` with its error replaced by why it could not be stored.
 async fn write_plain(
-    pool: &PgPool,
+    pool: &Db,
     outcome: &Outcome,
     refused: &sqlx::Error,
 ) -> Result<(), sqlx::Error> {
@@ -137,7 +137,15 @@ async fn write_plain(
 /// timestamps, and an `error` event for each failed attempt. The statement's
 /// trigger records `succeeded`, `failed` and `deferred_for_retry` (and
 /// `scheduled`) after the error events, so a job's history reads in order.
-async fn write(pool: &PgPool, batch: &[Outcome]) -> Result<(), sqlx::Error> {
+async fn write(pool: &Db, batch: &[Outcome]) -> Result<(), sqlx::Error> {
+    let mut conn = pool.begin().await?;
+    let written = write_on(&mut conn, batch).await;
+    conn.finish(written).await
+}
+
+async fn write_on(conn: &mut sqlx::PgConnection, batch: &[Outcome]) -> Result<(), sqlx::Error> {
+    use sqlx::Connection;
+
     let has_follow_ups = batch.iter().any(|outcome| !outcome.follow_ups.is_empty());
     let mut ids = Vec::with_capacity(batch.len());
     let mut statuses = Vec::with_capacity(batch.len());
@@ -227,12 +235,12 @@ async fn write(pool: &PgPool, batch: &[Outcome]) -> Result<(), sqlx::Error> {
     // quadratic in the batch (seconds for two thousand outcomes).
     .persistent(false);
     if !has_follow_ups {
-        statement.fetch_all(pool).await?;
+        statement.fetch_all(&mut *conn).await?;
         return Ok(());
     }
     // Follow-up jobs exist only if the success they follow is recorded: same
     // transaction, and only for jobs the statement actually changed.
-    let mut tx = pool.begin().await?;
+    let mut tx = conn.begin().await?;
     let changed: Vec<i64> = statement.fetch_all(&mut *tx).await?;
     let follow_ups: Vec<(i64, &crate::job::NewJob)> = batch
         .iter()

@@ -15,9 +15,11 @@
 
 pub mod kit;
 pub mod otlp_sink;
+pub mod pgbouncer;
 
 pub use kit::{assert_deferred, deferred_jobs, drain, drain_with, perform, Performed, TaskRunner};
 pub use otlp_sink::OtlpSink;
+pub use pgbouncer::PgBouncer;
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU32, Ordering};

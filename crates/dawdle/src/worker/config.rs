@@ -35,6 +35,11 @@ pub struct WorkerConfig {
     pub one_shot: bool,
     /// LISTEN for new jobs (otherwise only poll).
     pub listen: bool,
+    /// The pool reaches the jobs database through PgBouncer in transaction
+    /// pooling (see `JobsDatabase::behind_pgbouncer`): no LISTEN (new jobs
+    /// are found by the poll, abort requests by the heartbeat's check), and
+    /// each of the worker's statements runs in a transaction of its own.
+    pub pgbouncer: bool,
     /// A worker whose heartbeat is older than this is considered dead: it is
     /// pruned and its running jobs are put back (by any live worker).
     pub stalled_after: Duration,
@@ -69,6 +74,7 @@ impl Default for WorkerConfig {
             shutdown_timeout: Duration::from_secs(30),
             one_shot: false,
             listen: true,
+            pgbouncer: false,
             stalled_after: Duration::from_secs(30),
             abort_grace: Duration::from_secs(10),
             retention: Retention::KeepAll,
@@ -128,6 +134,12 @@ impl WorkerConfig {
     /// Sets [`WorkerConfig::listen`].
     pub fn listen(mut self, listen: bool) -> Self {
         self.listen = listen;
+        self
+    }
+
+    /// Sets [`WorkerConfig::pgbouncer`].
+    pub fn pgbouncer(mut self, pgbouncer: bool) -> Self {
+        self.pgbouncer = pgbouncer;
         self
     }
 

@@ -3,6 +3,7 @@
 //! putting their running jobs back, noticing abort requests that arrived
 //! while the notification was lost, and deferring periodic jobs.
 
+use crate::database::pinned::Db;
 use crate::state::{self, PutBack, Selection};
 use crate::task_error::ErrorKind;
 use crate::text::printable;
@@ -12,7 +13,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use chrono::Utc;
-use sqlx::PgPool;
+use sqlx::PgConnection;
 use tokio::sync::mpsc;
 use tracing::{debug, error, info, warn};
 
@@ -24,7 +25,7 @@ use super::registry::Periodic;
 /// prune workers silent for `stalled_after`, rescue their jobs, and forward
 /// abort requests for this worker's jobs.
 pub(crate) async fn run(
-    pool: PgPool,
+    pool: Db,
     worker_id: Arc<AtomicI64>,
     interval: Duration,
     stalled_after: Duration,
@@ -50,14 +51,20 @@ pub(crate) async fn run(
     }
 }
 
-async fn heartbeat(pool: &PgPool, worker_id: &AtomicI64) {
+async fn heartbeat(pool: &Db, worker_id: &AtomicI64) {
     let id = worker_id.load(Ordering::Relaxed);
-    let updated: Result<Option<i64>, sqlx::Error> = sqlx::query_scalar(
-        "UPDATE procrastinate_workers SET last_heartbeat = now() WHERE id = $1 RETURNING id",
-    )
-    .bind(id)
-    .fetch_optional(pool)
-    .await;
+    let updated: Result<Option<i64>, sqlx::Error> = pool
+        .run(|conn| {
+            Box::pin(
+                sqlx::query_scalar(
+                    "UPDATE procrastinate_workers SET last_heartbeat = now() WHERE id = $1 \
+                     RETURNING id",
+                )
+                .bind(id)
+                .fetch_optional(conn),
+            )
+        })
+        .await;
     match updated {
         Ok(Some(_)) => debug!(worker_id = id, "heartbeat"),
         Ok(None) => {
@@ -77,13 +84,19 @@ async fn heartbeat(pool: &PgPool, worker_id: &AtomicI64) {
 /// back to `todo` (one attempt counted, an `error` event of kind `Stalled`).
 /// Row locks with SKIP LOCKED make concurrent rescuers share the work: no
 /// job is rescued twice.
-async fn rescue_stalled(pool: &PgPool, stalled_after: Duration) -> Result<(), sqlx::Error> {
+async fn rescue_stalled(pool: &Db, stalled_after: Duration) -> Result<(), sqlx::Error> {
     let seconds = stalled_after.as_secs_f64();
-    let pruned: Vec<i64> =
-        sqlx::query_scalar("SELECT worker_id FROM procrastinate_prune_stalled_workers_v1($1)")
-            .bind(seconds)
-            .fetch_all(pool)
-            .await?;
+    let pruned: Vec<i64> = pool
+        .run(|conn| {
+            Box::pin(
+                sqlx::query_scalar(
+                    "SELECT worker_id FROM procrastinate_prune_stalled_workers_v1($1)",
+                )
+                .bind(seconds)
+                .fetch_all(conn),
+            )
+        })
+        .await?;
     for worker in &pruned {
         warn!(
             pruned_worker_id = worker,
@@ -91,25 +104,24 @@ async fn rescue_stalled(pool: &PgPool, stalled_after: Duration) -> Result<(), sq
             "pruned a worker that stopped sending heartbeats"
         );
     }
-    let rescued = state::put_back(
-        pool,
-        &PutBack {
-            which: Selection {
-                orphaned: true,
-                started_before: Some(stalled_after),
-                ..Selection::default()
-            },
-            count_attempt: true,
-            note: Some((
-                ErrorKind::Stalled,
-                format!(
-                    "the worker running the job stopped sending heartbeats for {seconds} s; \
-                     the job runs again"
-                ),
-            )),
+    let rescue = PutBack {
+        which: Selection {
+            orphaned: true,
+            started_before: Some(stalled_after),
+            ..Selection::default()
         },
-    )
-    .await?;
+        count_attempt: true,
+        note: Some((
+            ErrorKind::Stalled,
+            format!(
+                "the worker running the job stopped sending heartbeats for {seconds} s; \
+                     the job runs again"
+            ),
+        )),
+    };
+    let mut conn = pool.begin().await?;
+    let rescued = state::put_back(&mut *conn, &rescue).await;
+    let rescued = conn.finish(rescued).await?;
     super::metrics::rescued(rescued.len());
     for (job_id, task) in &rescued {
         warn!(job_id, task = %printable(task), "put back a job whose worker stopped; it runs again");
@@ -118,13 +130,17 @@ async fn rescue_stalled(pool: &PgPool, stalled_after: Duration) -> Result<(), sq
 }
 
 /// This worker's running jobs whose abort was requested.
-async fn aborts_requested(pool: &PgPool, worker_id: i64) -> Result<Vec<i64>, sqlx::Error> {
-    sqlx::query_scalar(
-        "SELECT id FROM procrastinate_jobs
-         WHERE status = 'doing' AND worker_id = $1 AND abort_requested",
-    )
-    .bind(worker_id)
-    .fetch_all(pool)
+async fn aborts_requested(pool: &Db, worker_id: i64) -> Result<Vec<i64>, sqlx::Error> {
+    pool.run(|conn| {
+        Box::pin(
+            sqlx::query_scalar(
+                "SELECT id FROM procrastinate_jobs
+                 WHERE status = 'doing' AND worker_id = $1 AND abort_requested",
+            )
+            .bind(worker_id)
+            .fetch_all(conn),
+        )
+    })
     .await
 }
 
@@ -132,7 +148,7 @@ async fn aborts_requested(pool: &PgPool, worker_id: i64) -> Result<Vec<i64>, sql
 /// missed while no worker ran are not replayed. Every worker does this; the
 /// unique (task, periodic id, tick) row in `procrastinate_periodic_defers`
 /// makes one of them win each tick.
-pub(crate) async fn defer_periodic(pool: PgPool, periodic: Vec<Periodic>) {
+pub(crate) async fn defer_periodic(pool: Db, periodic: Vec<Periodic>) {
     let now = Utc::now();
     let mut next: Vec<Option<chrono::DateTime<Utc>>> = periodic
         .iter()
@@ -159,9 +175,16 @@ pub(crate) async fn defer_periodic(pool: PgPool, periodic: Vec<Periodic>) {
     }
 }
 
-async fn defer_tick(pool: &PgPool, entry: &Periodic, tick: i64) {
+async fn defer_tick(pool: &Db, entry: &Periodic, tick: i64) {
     let mut args = entry.args.clone();
     args.insert("timestamp".to_string(), serde_json::Value::from(tick));
+    let mut conn = match pool.begin().await {
+        Ok(conn) => conn,
+        Err(error) => {
+            warn!(task = %printable(&entry.task_name), tick, error = %error, "failed to defer a periodic job");
+            return;
+        }
+    };
     let deferred: Result<Option<i64>, sqlx::Error> = sqlx::query_scalar(
         "SELECT procrastinate_defer_periodic_job_v2($1, $2, $3, $4, $5, $6, $7, $8)",
     )
@@ -173,8 +196,9 @@ async fn defer_tick(pool: &PgPool, entry: &Periodic, tick: i64) {
     .bind(&entry.periodic_id)
     .bind(tick)
     .bind(sqlx::types::Json(&args))
-    .fetch_one(pool)
+    .fetch_one(&mut *conn)
     .await;
+    let deferred = conn.finish(deferred).await;
     match deferred {
         Ok(Some(job_id)) => {
             info!(job_id, task = %printable(&entry.task_name), tick, "periodic job deferred")
@@ -207,7 +231,7 @@ pub(super) enum Registered {
 /// completes, or (when `give_up_after` is set) the database has failed for
 /// that long.
 pub(super) async fn register<S: Future<Output = ()>>(
-    pool: &PgPool,
+    pool: &Db,
     shutdown: &mut std::pin::Pin<&mut S>,
     give_up_after: Option<Duration>,
 ) -> Registered {
@@ -215,7 +239,7 @@ pub(super) async fn register<S: Future<Output = ()>>(
     let first_try = Instant::now();
     let mut last_said: Option<Instant> = None;
     loop {
-        let failure = match schema_not_ready(pool).await {
+        let failure = match pool.run(|conn| Box::pin(schema_not_ready(conn))).await {
             Ok(None) => match register_once(pool).await {
                 Ok(id) => return Registered::Id(id),
                 Err(error) => NotRegistered::Database(error),
@@ -267,19 +291,18 @@ enum NotRegistered {
 /// Why this worker cannot start on the database yet (a Procrastinate
 /// database not adopted, a schema never applied or missing migrations),
 /// with what to run; `None` when dawdle's claim function is there.
-async fn schema_not_ready(pool: &PgPool) -> Result<Option<String>, sqlx::Error> {
+async fn schema_not_ready(conn: &mut PgConnection) -> Result<Option<String>, sqlx::Error> {
     let ready: bool = sqlx::query_scalar(
         "SELECT to_regclass('dawdle_migrations') IS NOT NULL
             AND to_regprocedure($1) IS NOT NULL",
     )
     .bind(crate::schema::CLAIM_FUNCTION)
-    .fetch_one(pool)
+    .fetch_one(&mut *conn)
     .await?;
     if ready {
         return Ok(None);
     }
-    let mut conn = pool.acquire().await?;
-    Ok(Some(match crate::schema::check(&mut conn).await {
+    Ok(Some(match crate::schema::check(conn).await {
         Ok(report) => format!(
             "{}; {}",
             report
@@ -299,8 +322,12 @@ async fn schema_not_ready(pool: &PgPool) -> Result<Option<String>, sqlx::Error> 
     }))
 }
 
-pub(super) async fn register_once(pool: &PgPool) -> Result<i64, sqlx::Error> {
-    sqlx::query_scalar("SELECT worker_id FROM procrastinate_register_worker_v1()")
-        .fetch_one(pool)
-        .await
+pub(super) async fn register_once(pool: &Db) -> Result<i64, sqlx::Error> {
+    pool.run(|conn| {
+        Box::pin(
+            sqlx::query_scalar("SELECT worker_id FROM procrastinate_register_worker_v1()")
+                .fetch_one(conn),
+        )
+    })
+    .await
 }

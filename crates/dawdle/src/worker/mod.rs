@@ -64,7 +64,8 @@ pub use handle::{JobEvent, JobOutcome, WorkerHandle, WorkerStopped};
 pub use middleware::{Attempt, AttemptEnd, BoxAttempt, LogJobs, Middleware};
 pub use registry::{Periodic, Registry, TaskOptions};
 
-use crate::state::{self, PutBack, Selection};
+use crate::database::pinned::Db;
+use crate::state::{PutBack, Selection};
 use completion::Completer;
 use executor::panic_message;
 use handle::{Control, Stop};
@@ -73,6 +74,7 @@ use maintenance::{register, Registered};
 use notifier::{channels, listen};
 use pace::Pace;
 use producer::Loop;
+use store::Store;
 
 /// A worker over one jobs database.
 pub struct Worker {
@@ -214,7 +216,8 @@ impl Worker {
         // A one-shot run (a script, a cron job) must end: it gives up on a
         // database that stays away as long as it takes to count as stalled.
         let give_up = self.config.one_shot.then_some(self.config.stalled_after);
-        let worker_id = match register(&self.pool, &mut shutdown, give_up).await {
+        let db = Db::new(self.pool.clone(), self.config.pgbouncer);
+        let worker_id = match register(&db, &mut shutdown, give_up).await {
             Registered::Id(id) => id,
             Registered::Stopped => return Ok(WorkerReport::default()),
             Registered::GaveUp => {
@@ -228,7 +231,9 @@ impl Worker {
         let retries_written = Arc::new(Notify::new());
         let (abort_sender, mut abort_requests) = mpsc::unbounded_channel::<notifier::Request>();
         let mut helpers = JoinSet::new();
-        if self.config.listen {
+        // Behind PgBouncer in transaction pooling a LISTEN would hold a
+        // server connection for good and hear nothing: polling only.
+        if self.config.listen && !self.config.pgbouncer {
             helpers.spawn(listen(
                 self.pool.clone(),
                 channels(&self.config.queues),
@@ -237,7 +242,7 @@ impl Worker {
             ));
         }
         helpers.spawn(maintenance::run(
-            self.pool.clone(),
+            db.clone(),
             worker_id.clone(),
             self.config.heartbeat_interval,
             self.config.stalled_after,
@@ -245,12 +250,12 @@ impl Worker {
         ));
         if !self.registry.periodic().is_empty() {
             helpers.spawn(maintenance::defer_periodic(
-                self.pool.clone(),
+                db.clone(),
                 self.registry.periodic().to_vec(),
             ));
         }
         let (completer, completer_task) = Completer::spawn(
-            self.pool.clone(),
+            db.clone(),
             self.config.shutdown_timeout,
             retries_written.clone(),
             control.events.clone(),
@@ -268,7 +273,7 @@ impl Worker {
 
         let mut state = Loop {
             worker: &self,
-            store: self.pool.clone(),
+            store: db.clone(),
             worker_id: worker_id.clone(),
             completer: completer.clone(),
             running: JoinSet::new(),
@@ -318,13 +323,18 @@ impl Worker {
         helpers.abort_all();
         let id = worker_id.load(Ordering::Relaxed);
         if failure.is_some() {
-            put_back_unfinished(&self.pool, id).await;
+            put_back_unfinished(&db, id).await;
         }
-        if let Err(error) = sqlx::query("SELECT procrastinate_unregister_worker_v1($1)")
-            .bind(id)
-            .execute(&self.pool)
-            .await
-        {
+        let unregistered = db
+            .run(|conn| {
+                Box::pin(
+                    sqlx::query("SELECT procrastinate_unregister_worker_v1($1)")
+                        .bind(id)
+                        .execute(conn),
+                )
+            })
+            .await;
+        if let Err(error) = unregistered {
             warn!(worker_id = id, error = %error, "failed to unregister the worker; it will be pruned as stalled");
         }
         info!(
@@ -345,7 +355,7 @@ impl Worker {
 /// After the loop ended abnormally: every `doing` job still under this
 /// worker goes back to `todo` (not an attempt), so none waits for the
 /// stalled-worker rescue. Outcomes were written before this runs.
-async fn put_back_unfinished(pool: &PgPool, worker_id: i64) {
+async fn put_back_unfinished(db: &Db, worker_id: i64) {
     let everything = PutBack {
         which: Selection {
             worker_id: Some(worker_id),
@@ -354,7 +364,7 @@ async fn put_back_unfinished(pool: &PgPool, worker_id: i64) {
         count_attempt: false,
         note: None,
     };
-    match state::put_back(pool, &everything).await {
+    match Store::put_back(db, &everything).await {
         Ok(jobs) if !jobs.is_empty() => warn!(
             jobs = jobs.len(),
             "put back jobs the stopped worker still held"

@@ -1,13 +1,12 @@
 //! What the worker asks of the jobs database while it runs, as two traits:
-//! the pool implements them through `crate::state` (the only writer of job
+//! the jobs database (`Db`) implements them through `crate::state` (the only writer of job
 //! rows), and the unit tests of the claiming loop's and the completer's
 //! timing implement them in memory.
 
 use std::future::Future;
 use std::time::Duration;
 
-use sqlx::PgPool;
-
+use crate::database::pinned::Db;
 use crate::job::Job;
 use crate::state::{self, Outcome, PutBack};
 
@@ -44,39 +43,45 @@ pub(crate) trait Store: Recorder + Clone {
     fn register(&self) -> impl Future<Output = Result<i64, sqlx::Error>> + Send;
 }
 
-impl Recorder for PgPool {
+impl Recorder for Db {
     async fn record(&self, batch: &[Outcome]) -> Result<(), sqlx::Error> {
         state::record(self, batch).await
     }
 }
 
-impl Store for PgPool {
+impl Store for Db {
     async fn claim(
         &self,
         queues: Option<&[String]>,
         worker_id: i64,
         limit: usize,
     ) -> Result<Vec<Job>, sqlx::Error> {
-        state::claim(self, queues, worker_id, limit).await
+        let mut conn = self.begin().await?;
+        let claimed = state::claim(&mut *conn, queues, worker_id, limit).await;
+        conn.finish(claimed).await
     }
 
     async fn put_back(&self, put_back: &PutBack<'_>) -> Result<Vec<(i64, String)>, sqlx::Error> {
-        state::put_back(self, put_back).await
+        let mut conn = self.begin().await?;
+        let put = state::put_back(&mut *conn, put_back).await;
+        conn.finish(put).await
     }
 
     async fn next_scheduled(
         &self,
         queues: Option<&[String]>,
     ) -> Result<Option<Duration>, sqlx::Error> {
-        let seconds: Option<f64> = sqlx::query_scalar(
+        let mut conn = self.begin().await?;
+        let seconds: Result<Option<f64>, sqlx::Error> = sqlx::query_scalar(
             "SELECT EXTRACT(EPOCH FROM min(scheduled_at) - now())::float8
              FROM procrastinate_jobs
              WHERE status = 'todo' AND scheduled_at IS NOT NULL AND scheduled_at > now()
                AND ($1::varchar[] IS NULL OR queue_name = ANY ($1))",
         )
         .bind(queues)
-        .fetch_one(self)
-        .await?;
+        .fetch_one(&mut *conn)
+        .await;
+        let seconds = conn.finish(seconds).await?;
         Ok(seconds.and_then(|seconds| Duration::try_from_secs_f64(seconds.max(0.0)).ok()))
     }
 
