@@ -83,6 +83,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "claim_with_a_cached_plan",
         sql: include_str!("../migrations/0011_claim_with_a_cached_plan.sql"),
     },
+    Migration {
+        version: 12,
+        name: "claim_from_a_floor",
+        sql: include_str!("../migrations/0012_claim_from_a_floor.sql"),
+    },
 ];
 
 /// The version a fully migrated database is at.

@@ -1,23 +1,26 @@
 //! Claiming: `todo` jobs become `doing` under one worker, in one statement.
 
 use crate::job::{Job, JOB_COLUMNS};
+use crate::worker::floor::Floor;
 
 /// Claims up to `limit` runnable jobs of `queues` (all queues when `None`)
-/// for `worker_id`, with `dawdle_claim_jobs_v1`: highest priority first,
-/// never two jobs of one lock, never a job whose lock is busy. The claim
-/// commits before it returns, so no row lock outlives it. Each job comes
-/// with the trace context it was deferred with, if any.
+/// for `worker_id`, with `dawdle_claim_jobs_v2`: highest priority first,
+/// never two jobs of one lock, never a job whose lock is busy; from `floor`
+/// on when given (see `worker::floor`). The claim commits before it
+/// returns, so no row lock outlives it. Each job comes with the trace
+/// context it was deferred with, if any.
 pub(crate) async fn claim(
     executor: impl sqlx::PgExecutor<'_>,
     queues: Option<&[String]>,
     worker_id: i64,
     limit: usize,
+    floor: Option<Floor>,
 ) -> Result<Vec<Job>, sqlx::Error> {
     static SQL: std::sync::OnceLock<String> = std::sync::OnceLock::new();
     let sql = SQL.get_or_init(|| {
         format!(
             "SELECT {JOB_COLUMNS}, claimed.traceparent, claimed.tracestate
-             FROM dawdle_claim_jobs_v1($1, $2, $3) AS claimed,
+             FROM dawdle_claim_jobs_v2($1, $2, $3, $4, $5) AS claimed,
                   LATERAL (SELECT (claimed.job).*) AS job"
         )
     });
@@ -25,6 +28,8 @@ pub(crate) async fn claim(
         .bind(queues)
         .bind(worker_id)
         .bind(i32::try_from(limit).unwrap_or(i32::MAX))
+        .bind(floor.map(|floor| floor.priority))
+        .bind(floor.map(|floor| floor.id))
         .fetch_all(executor)
         .await
 }
@@ -36,6 +41,7 @@ mod tests {
     use sqlx::Connection;
 
     use crate::testing::{eventually, TestDatabase};
+    use crate::worker::floor::Floor;
     use crate::{NewJob, TraceContext};
 
     /// The claim's statements take snapshots of their own: a job deferred
@@ -57,11 +63,12 @@ mod tests {
             .await
             .unwrap();
         let pool = db.pool().clone();
-        let claim = tokio::spawn(async move { super::claim(&pool, None, worker_id, 10).await });
+        let claim =
+            tokio::spawn(async move { super::claim(&pool, None, worker_id, 10, None).await });
         eventually(Duration::from_secs(10), "the claim to wait on the worker row", async || {
             sqlx::query_scalar::<_, bool>(
                 "SELECT EXISTS (SELECT 1 FROM pg_stat_activity
-                                WHERE wait_event_type = 'Lock' AND query LIKE '%dawdle_claim_jobs_v1%')",
+                                WHERE wait_event_type = 'Lock' AND query LIKE '%dawdle_claim_jobs_v2%')",
             )
             .fetch_one(db.pool())
             .await
@@ -123,7 +130,7 @@ mod tests {
             .map(String::from)
             .to_vec();
         let claim = async |limit| {
-            super::claim(db.pool(), Some(&queues), worker_id, limit)
+            super::claim(db.pool(), Some(&queues), worker_id, limit, None)
                 .await
                 .unwrap()
                 .into_iter()
@@ -149,6 +156,90 @@ mod tests {
         assert!(
             claim(10).await.is_empty(),
             "c is not listed, paused is paused"
+        );
+    }
+
+    /// From a floor, the claim leaves out the jobs of the floor's priority
+    /// below its id, and takes every other job in claim order: higher
+    /// priorities from the head, lower ones after the floor's, for every
+    /// queue and for listed queues alike.
+    #[tokio::test]
+    async fn a_claim_from_a_floor_leaves_out_only_the_floors_priority_below_it() {
+        let db = TestDatabase::with_schema().await;
+        let worker_id: i64 = sqlx::query_scalar("SELECT procrastinate_register_worker_v1()")
+            .fetch_one(db.pool())
+            .await
+            .unwrap();
+        // Priorities in id order.
+        let priorities = [0, 5, 0, -3, 0, 5, -3, 0];
+        let queues = [None, Some(vec!["q".to_string()])];
+        for queues in &queues {
+            let mut ids = Vec::new();
+            for priority in priorities {
+                let job = NewJob::new("t", serde_json::json!({}))
+                    .unwrap()
+                    .queue("q")
+                    .priority(priority);
+                ids.push(crate::defer(db.pool(), &job).await.unwrap());
+            }
+            let floor = Floor {
+                priority: 0,
+                id: ids[4],
+            };
+            let claimed: Vec<i64> =
+                super::claim(db.pool(), queues.as_deref(), worker_id, 10, Some(floor))
+                    .await
+                    .unwrap()
+                    .into_iter()
+                    .map(|job| job.id)
+                    .collect();
+            let mut expected = vec![ids[1], ids[5], ids[4], ids[7], ids[3], ids[6]];
+            let mut got = claimed.clone();
+            expected.sort();
+            got.sort();
+            assert_eq!(
+                got, expected,
+                "queues {queues:?}: all but the 0s below the floor"
+            );
+            // What the floor left out is still there for a claim without one.
+            let rest: Vec<i64> = super::claim(db.pool(), queues.as_deref(), worker_id, 10, None)
+                .await
+                .unwrap()
+                .into_iter()
+                .map(|job| job.id)
+                .collect();
+            let mut rest_sorted = rest.clone();
+            rest_sorted.sort();
+            assert_eq!(
+                rest_sorted,
+                vec![ids[0], ids[2]],
+                "without a floor, the rest"
+            );
+        }
+        // The size counts across the parts, in claim order.
+        let mut ids = Vec::new();
+        for priority in [0, 0, 5, 0, -1] {
+            let job = NewJob::new("t", serde_json::json!({}))
+                .unwrap()
+                .queue("q")
+                .priority(priority);
+            ids.push(crate::defer(db.pool(), &job).await.unwrap());
+        }
+        let floor = Floor {
+            priority: 0,
+            id: ids[1],
+        };
+        let mut first: Vec<i64> = super::claim(db.pool(), None, worker_id, 3, Some(floor))
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|job| job.id)
+            .collect();
+        first.sort();
+        assert_eq!(
+            first,
+            vec![ids[1], ids[2], ids[3]],
+            "5, then the 0s from the floor"
         );
     }
 }

@@ -35,6 +35,7 @@ mod backoff;
 mod completion;
 mod config;
 mod executor;
+pub(crate) mod floor;
 mod handle;
 mod held;
 mod maintenance;
@@ -231,6 +232,7 @@ impl Worker {
         let retries_written = Arc::new(Notify::new());
         let (abort_sender, mut abort_requests) = mpsc::unbounded_channel::<notifier::Request>();
         let mut helpers = JoinSet::new();
+        let announced = floor::Announced::default();
         // Behind PgBouncer in transaction pooling a LISTEN would hold a
         // server connection for good and hear nothing: polling only.
         if self.config.listen && !self.config.pgbouncer {
@@ -238,6 +240,7 @@ impl Worker {
                 self.pool.clone(),
                 channels(&self.config.queues),
                 wake.clone(),
+                announced.clone(),
                 abort_sender.clone(),
             ));
         }
@@ -284,6 +287,7 @@ impl Worker {
             report: WorkerReport::default(),
             labels: metrics::Labeller::new(self.registry.clone(), self.config.queues.as_deref()),
             reconcile: false,
+            floor: floor::ClaimFloor::new(announced),
         };
         // The loop runs code that is not the worker's (the shutdown future,
         // middleware): whatever happens in it, every job it holds is

@@ -5,6 +5,7 @@
 
 use std::sync::Arc;
 
+use super::floor::Announced;
 use sqlx::postgres::PgListener;
 use sqlx::PgPool;
 use tokio::sync::{mpsc, Notify};
@@ -37,6 +38,7 @@ pub(super) async fn listen(
     pool: PgPool,
     channels: Vec<String>,
     wake: Arc<Notify>,
+    announced: Announced,
     requests: mpsc::UnboundedSender<Request>,
 ) {
     let mut backoff = Backoff::new();
@@ -51,7 +53,9 @@ pub(super) async fn listen(
         match connected {
             Ok(mut listener) => {
                 backoff.reset();
-                // Anything inserted while we were not listening.
+                // Anything inserted while we were not listening, wherever
+                // it lies in claim order.
+                announced.job(None);
                 wake.notify_one();
                 loop {
                     match listener.try_recv().await {
@@ -65,7 +69,10 @@ pub(super) async fn listen(
                                 Some(request) => {
                                     let _ = requests.send(request);
                                 }
-                                None => wake.notify_one(),
+                                None => {
+                                    announced.job(job_id(notification.payload()));
+                                    wake.notify_one();
+                                }
                             }
                         }
                         // The connection dropped; the next call reconnects.
@@ -99,6 +106,13 @@ fn request(payload: &str) -> Option<Request> {
     }
 }
 
+/// The job a wake-up names (`job_inserted`: the first job of a queue that
+/// became runnable); `None` when it names none or cannot be read.
+fn job_id(payload: &str) -> Option<i64> {
+    let payload: serde_json::Value = serde_json::from_str(payload).ok()?;
+    payload["job_id"].as_i64()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -123,6 +137,20 @@ mod tests {
             "",
         ] {
             assert_eq!(read(wake_up), None, "{wake_up}");
+        }
+    }
+
+    #[test]
+    fn a_wake_up_names_its_job_or_none() {
+        assert_eq!(job_id(r#"{"type": "job_inserted", "job_id": 3}"#), Some(3));
+        for unnamed in [
+            r#"{"type": "job_inserted", "job_id": null}"#,
+            r#"{"type": "job_inserted", "job_id": "3"}"#,
+            r#"{"type": "queue_resumed", "queue": "mail"}"#,
+            "not json",
+            "",
+        ] {
+            assert_eq!(job_id(unnamed), None, "{unnamed}");
         }
     }
 }

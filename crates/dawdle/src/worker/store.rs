@@ -6,6 +6,7 @@
 use std::future::Future;
 use std::time::Duration;
 
+use super::floor::Floor;
 use crate::database::pinned::Db;
 use crate::job::Job;
 use crate::state::{self, Outcome, PutBack};
@@ -24,6 +25,7 @@ pub(crate) trait Store: Recorder + Clone {
         queues: Option<&[String]>,
         worker_id: i64,
         limit: usize,
+        floor: Option<Floor>,
     ) -> impl Future<Output = Result<Vec<Job>, sqlx::Error>> + Send;
 
     /// [`state::put_back`]: the ids and task names of the jobs put back.
@@ -55,9 +57,10 @@ impl Store for Db {
         queues: Option<&[String]>,
         worker_id: i64,
         limit: usize,
+        floor: Option<Floor>,
     ) -> Result<Vec<Job>, sqlx::Error> {
         let mut conn = self.begin().await?;
-        let claimed = state::claim(&mut *conn, queues, worker_id, limit).await;
+        let claimed = state::claim(&mut *conn, queues, worker_id, limit, floor).await;
         conn.finish(claimed).await
     }
 

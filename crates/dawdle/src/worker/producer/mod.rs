@@ -18,6 +18,7 @@ use super::backoff::Backoff;
 use super::completion::Completer;
 use super::config::{WorkerError, WorkerReport};
 use super::executor::Running;
+use super::floor::{ClaimFloor, Floor};
 use super::held::{claim_size, Held, HeldJobs};
 use super::metrics::{self, Labeller};
 use super::notifier::Request;
@@ -50,6 +51,8 @@ pub(super) struct Loop<'w, S> {
     /// committed without us seeing its rows, leaving jobs in `doing` that
     /// nobody runs. The next claim first puts those back.
     pub(super) reconcile: bool,
+    /// Where the next claim starts reading.
+    pub(super) floor: ClaimFloor,
 }
 
 /// What a claim statement returns, with what it asked for.
@@ -68,10 +71,13 @@ fn claim_jobs<S: Store>(
     queues: Arc<Option<Vec<String>>>,
     worker_id: i64,
     limit: usize,
+    floor: Option<Floor>,
 ) -> ClaimFuture {
     Box::pin(async move {
         let sent = Instant::now();
-        let jobs = store.claim(queues.as_deref(), worker_id, limit).await;
+        let jobs = store
+            .claim(queues.as_deref(), worker_id, limit, floor)
+            .await;
         Claimed {
             jobs,
             limit,
@@ -173,6 +179,7 @@ impl<S: Store> Loop<'_, S> {
                                 // Outcomes not yet written may be retries
                                 // runnable now: write them, then look once more.
                                 self.completer.flush().await;
+                                self.floor.want_full_pass();
                                 let again = self.claim(config.concurrency).await;
                                 match self.claimed(again).await {
                                     Ok((0, _)) => return Ok(()),
@@ -207,7 +214,14 @@ impl<S: Store> Loop<'_, S> {
                     Request::Paused(queue) => self.release_paused(&queue),
                 },
                 _ = wake.notified() => claim_due = true,
-                _ = poll.tick() => claim_due = true,
+                _ = poll.tick() => {
+                    // Without notifications nothing lowers the floor: each
+                    // poll reads from the head of the claim order.
+                    if !config.listen || config.pgbouncer {
+                        self.floor.want_full_pass();
+                    }
+                    claim_due = true;
+                }
                 // A retry was recorded: its time may come before the timer's.
                 _ = retries_written.notified() => {
                     let due = self.next_scheduled().await;
@@ -217,11 +231,14 @@ impl<S: Store> Loop<'_, S> {
                     };
                 }
                 _ = sleep_until_some(next_scheduled), if next_scheduled.is_some() => {
+                    // A job scheduled for now may lie below the floor.
                     next_scheduled = None;
+                    self.floor.want_full_pass();
                     claim_due = true;
                 }
                 _ = sleep_until_some(retry_at), if retry_at.is_some() => {
                     retry_at = None;
+                    self.floor.want_full_pass();
                     claim_due = true;
                 }
                 _ = sleep_until_some(hold_expires), if hold_expires.is_some() => {
@@ -271,6 +288,7 @@ impl<S: Store> Loop<'_, S> {
             Ok(jobs) => jobs,
             Err(error) => {
                 use sqlx::error::ErrorKind;
+                self.floor.want_full_pass();
                 metrics::database_error("claim");
                 match error.as_database_error().map(|e| e.kind()) {
                     // Another claimer took the last job of a lock between our
@@ -295,6 +313,7 @@ impl<S: Store> Loop<'_, S> {
                 return Err(error);
             }
         };
+        self.floor.claimed(&jobs);
         self.pace.claim_answered(round_trip, Instant::now());
         metrics::claimed(jobs.len(), round_trip);
         jobs.sort_by(|a, b| b.priority.cmp(&a.priority).then(a.id.cmp(&b.id)));
@@ -304,13 +323,16 @@ impl<S: Store> Loop<'_, S> {
         Ok((count, limit))
     }
 
-    /// Claims up to `limit` jobs for this worker.
-    fn claim(&self, limit: usize) -> ClaimFuture {
+    /// Claims up to `limit` jobs for this worker, from the floor on or
+    /// from the head of the claim order (see [`ClaimFloor::for_claim`]).
+    fn claim(&mut self, limit: usize) -> ClaimFuture {
+        let floor = self.floor.for_claim(Instant::now());
         claim_jobs(
             self.store.clone(),
             self.queues.clone(),
             self.worker_id.load(Ordering::Relaxed),
             limit,
+            floor,
         )
     }
 
@@ -365,6 +387,8 @@ impl<S: Store> Loop<'_, S> {
     /// Hands a held job back to the queue: not an attempt, no error.
     pub(super) fn release(&mut self, held: Held) {
         let job = &held.job;
+        // Waiting again, below where the next claim would start.
+        self.floor.lower_to(job.id);
         info!(job_id = job.id, task = %printable(&job.task_name), queue = %printable(&job.queue_name),
               attempt = job.attempts + 1,
               held_ms = held.claimed.elapsed().as_secs_f64() * 1000.0,
@@ -406,6 +430,9 @@ impl<S: Store> Loop<'_, S> {
         match result {
             Ok(done) => {
                 self.reconcile = false;
+                if let Some(lowest) = done.iter().map(|(id, _)| *id).min() {
+                    self.floor.lower_to(lowest);
+                }
                 if !done.is_empty() {
                     warn!(
                         jobs = done.len(),

@@ -12,6 +12,7 @@ use crate::context::JobContext;
 use crate::state::Outcome;
 use crate::task::Task;
 use crate::worker::config::WorkerConfig;
+use crate::worker::floor::Announced;
 use crate::worker::handle::Stop;
 use crate::worker::registry::Registry;
 use crate::worker::store::Recorder;
@@ -138,6 +139,7 @@ impl Store for FakeState {
         _queues: Option<&[String]>,
         _worker_id: i64,
         limit: usize,
+        _floor: Option<Floor>,
     ) -> Result<Vec<Job>, sqlx::Error> {
         let takes = {
             let mut inner = self.0.lock().unwrap();
@@ -251,6 +253,7 @@ where
         report: WorkerReport::default(),
         labels: Labeller::new(worker.registry.clone(), None),
         reconcile: false,
+        floor: ClaimFloor::new(Announced::default()),
     };
     state_loop.hold(held);
     let shutdown = tokio::time::sleep(run_for);
