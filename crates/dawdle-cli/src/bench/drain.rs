@@ -25,7 +25,7 @@ use serde::Serialize;
 use sqlx::postgres::PgConnectOptions;
 use sqlx::PgConnection;
 
-use super::drain_worker::{run_workers, scratch_url, WorkerRun};
+use super::drain_worker::{run_workers, scratch_url, through_pgbouncer, WorkerRun};
 use super::scratch::{self, create_database, disconnect, reset, server_version};
 use super::{dedup, median, print_report, BenchError, OrFailedTo};
 use crate::database::jobs_database;
@@ -87,6 +87,12 @@ pub(crate) struct DrainBenchArgs {
     #[arg(long, default_value_t = 0, value_name = "JOBS",
           value_parser = clap::value_parser!(i32).range(0..))]
     history: i32,
+    /// The worker processes reach the database through PgBouncer in
+    /// transaction pooling at this URL (its database name is replaced by
+    /// the scratch database's, which PgBouncer must route, e.g. with a
+    /// `* = host=...` fallback entry) and run with `--pgbouncer`.
+    #[arg(long, value_name = "URL")]
+    pgbouncer: Option<String>,
     /// The worker serves its Prometheus metrics while it drains
     /// (`--metrics-addr 127.0.0.1:0`): measures what recording them costs.
     #[arg(long)]
@@ -157,6 +163,8 @@ struct Report {
     rounds: i32,
     prefetch: u32,
     metrics: bool,
+    /// Whether the workers went through PgBouncer.
+    pgbouncer: bool,
     /// Finished jobs in another queue, with their events, under the drains.
     history_jobs: i32,
     /// Whether each drain started right after a checkpoint (it needs a
@@ -176,7 +184,11 @@ pub(super) async fn run(
     dedup(&mut args.concurrency);
     dedup(&mut args.processes);
     let database = jobs_database(explicit_url).await?;
-    let worker_url = scratch_url(&database).map_err(|error| Failure::from_error(&error))?;
+    let worker_url = match &args.pgbouncer {
+        Some(url) => through_pgbouncer(url),
+        None => scratch_url(&database),
+    }
+    .map_err(|error| Failure::from_error(&error))?;
     let server = database.connect_options();
     let report = scratch::with_databases(server, &[DATABASE], async |maintenance| {
         measure(server, maintenance, &worker_url, &args).await
@@ -298,6 +310,7 @@ async fn measure(
         rounds: args.rounds,
         prefetch: args.prefetch,
         metrics: args.metrics,
+        pgbouncer: args.pgbouncer.is_some(),
         history_jobs: args.history,
         checkpoint,
         targets: Targets {
@@ -342,6 +355,7 @@ async fn make_history(
         metrics: false,
         processes: 1,
         jobs: args.history,
+        pgbouncer: args.pgbouncer.is_some(),
     })
     .await?;
     if summary.succeeded != jobs as u64 {
@@ -474,6 +488,7 @@ async fn timed_round(
         metrics: args.metrics,
         processes,
         jobs: args.jobs,
+        pgbouncer: args.pgbouncer.is_some(),
     })
     .await?;
     if summary.succeeded != jobs as u64
@@ -590,6 +605,9 @@ fn print_for_people(report: &Report) {
         report.prefetch,
         if report.metrics { "served" } else { "off" }
     );
+    if report.pgbouncer {
+        outln!("  through: PgBouncer in transaction pooling (workers run with --pgbouncer)");
+    }
     outln!(
         "  table:   {} finished jobs of history beside them; VACUUM ANALYZE{} before each drain",
         report.history_jobs,

@@ -50,6 +50,24 @@ pub(super) fn scratch_url_for(database: &JobsDatabase, name: &str) -> Result<Str
     Ok(url)
 }
 
+/// The URL of the scratch database through PgBouncer, whose `url` names
+/// some database behind it (PgBouncer must route the scratch database's
+/// name too, e.g. with a `* = host=...` fallback entry).
+pub(super) fn through_pgbouncer(url: &str) -> Result<String, BenchError> {
+    let url = with_database(url, DATABASE);
+    let names = dawdle::database::parse_connection_string(&url)
+        .ok()
+        .and_then(|options| options.get_database().map(str::to_string));
+    if names.as_deref() != Some(DATABASE) {
+        return Err(BenchError::Check(format!(
+            "point the workers at {DATABASE} through PgBouncer: --pgbouncer needs a plain \
+             postgresql://user@host:port/database URL, got {}",
+            dawdle::database::redact_password(&url)
+        )));
+    }
+    Ok(url)
+}
+
 /// `url` with its path (the database name) replaced by `name`, keeping the
 /// scheme, credentials, host and query parameters.
 fn with_database(url: &str, name: &str) -> String {
@@ -82,6 +100,9 @@ pub(super) struct WorkerRun<'a> {
     pub(super) processes: u32,
     /// Jobs waiting for them, to bound how long they may take.
     pub(super) jobs: i32,
+    /// `url` leads to PgBouncer in transaction pooling: the workers run
+    /// with `--pgbouncer`.
+    pub(super) pgbouncer: bool,
 }
 
 /// Spawns `processes` × `dawdle worker --one-shot` on the scratch database
@@ -110,6 +131,7 @@ pub(super) async fn run_workers(
             .args(["worker", "--one-shot", "--queues", run.queue, "--json"])
             .args(["--concurrency", &concurrency_arg])
             .args(["--prefetch", &prefetch_arg])
+            .args(run.pgbouncer.then_some("--pgbouncer"))
             .args(
                 run.metrics
                     .then_some(["--metrics-addr", "127.0.0.1:0"])
