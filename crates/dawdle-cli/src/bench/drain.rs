@@ -27,7 +27,10 @@ use sqlx::PgConnection;
 
 use super::drain_worker::{run_workers, scratch_url, through_pgbouncer, WorkerRun};
 use super::scratch::{self, create_database, disconnect, reset, server_version};
-use super::{dedup, median, print_report, BenchError, OrFailedTo};
+use super::{
+    close_idle_transaction, dedup, median, open_idle_transaction, print_report, BenchError,
+    IdleTransaction, OrFailedTo,
+};
 use crate::database::jobs_database;
 use crate::{output, Failure};
 
@@ -87,6 +90,10 @@ pub(crate) struct DrainBenchArgs {
     #[arg(long, default_value_t = 0, value_name = "JOBS",
           value_parser = clap::value_parser!(i32).range(0..))]
     history: i32,
+    /// Whether a session stays `idle in transaction` (a snapshot held)
+    /// through each drain: `without`, `with`, or both, each measured in turn.
+    #[arg(long, value_delimiter = ',', default_values = ["without"], value_name = "without|with,...")]
+    idle_transaction: Vec<IdleTransaction>,
     /// The worker processes reach the database through PgBouncer in
     /// transaction pooling at this URL (its database name is replaced by
     /// the scratch database's, which PgBouncer must route, e.g. with a
@@ -139,6 +146,8 @@ struct ConcurrencyResult {
     concurrency: u32,
     /// Worker processes draining side by side, each at `concurrency`.
     processes: u32,
+    /// Whether a session sat idle in a transaction through the drains.
+    idle_transaction: IdleTransaction,
     median_enqueue_jobs_per_second: f64,
     median_drain_jobs_per_second_db: f64,
     median_drain_jobs_per_second_wall: f64,
@@ -183,6 +192,7 @@ pub(super) async fn run(
     // report it once.
     dedup(&mut args.concurrency);
     dedup(&mut args.processes);
+    dedup(&mut args.idle_transaction);
     let database = jobs_database(explicit_url).await?;
     let worker_url = match &args.pgbouncer {
         Some(url) => through_pgbouncer(url),
@@ -246,12 +256,14 @@ async fn measure(
         args.prefetch
     );
     let mut cases = Vec::new();
-    for processes in &args.processes {
-        for concurrency in &args.concurrency {
-            cases.push((*concurrency, *processes));
+    for idle in &args.idle_transaction {
+        for processes in &args.processes {
+            for concurrency in &args.concurrency {
+                cases.push((*concurrency, *processes, *idle));
+            }
         }
     }
-    let mut results: BTreeMap<(u32, u32), Vec<RoundResult>> = BTreeMap::new();
+    let mut results: BTreeMap<(u32, u32, IdleTransaction), Vec<RoundResult>> = BTreeMap::new();
     for round in 1..=args.rounds {
         // Alternate the order of the cases, so drift on the machine (a
         // checkpoint, autovacuum, a warming cache) is shared out instead of
@@ -260,20 +272,22 @@ async fn measure(
         if round % 2 == 0 {
             order.reverse();
         }
-        for (concurrency, processes) in order {
+        for (concurrency, processes, idle) in order {
             let case = Case {
                 concurrency,
                 processes,
+                idle,
                 round,
                 checkpoint,
             };
-            let result = timed_round(&mut conn, worker_url, args, &batch, &case).await?;
+            let result = timed_round(&mut conn, server, worker_url, args, &batch, &case).await?;
             eprintln!(
                 "dawdle: round {round}/{}, concurrency {concurrency}, {processes} \
-                 process(es): enqueue {:.0} jobs/s ({:.2} s); drain {:.0} jobs/s by the jobs' \
+                 process(es), {} an idle transaction: enqueue {:.0} jobs/s ({:.2} s); drain {:.0} jobs/s by the jobs' \
                  timestamps ({:.2} s), {:.0} jobs/s spawn to exit ({:.2} s); {} claims of \
                  {:.1} jobs, {} completions of {:.1} jobs on average; peak RSS {}",
                 args.rounds,
+                idle.word(),
                 result.enqueue_jobs_per_second,
                 result.enqueue_seconds,
                 result.drain_jobs_per_second_db,
@@ -292,7 +306,7 @@ async fn measure(
                     ))
             );
             results
-                .entry((concurrency, processes))
+                .entry((concurrency, processes, idle))
                 .or_default()
                 .push(result);
         }
@@ -379,6 +393,7 @@ async fn make_history(
 struct Case {
     concurrency: u32,
     processes: u32,
+    idle: IdleTransaction,
     round: i32,
     checkpoint: bool,
 }
@@ -387,7 +402,10 @@ fn kib_to_mib(kib: u64) -> f64 {
     kib as f64 / 1024.0
 }
 
-fn summarise((concurrency, processes): (u32, u32), rounds: Vec<RoundResult>) -> ConcurrencyResult {
+fn summarise(
+    (concurrency, processes, idle_transaction): (u32, u32, IdleTransaction),
+    rounds: Vec<RoundResult>,
+) -> ConcurrencyResult {
     let of = |field: fn(&RoundResult) -> f64| {
         median(&rounds.iter().map(field).collect::<Vec<_>>()).unwrap_or(0.0)
     };
@@ -402,6 +420,7 @@ fn summarise((concurrency, processes): (u32, u32), rounds: Vec<RoundResult>) -> 
     ConcurrencyResult {
         concurrency,
         processes,
+        idle_transaction,
         median_enqueue_jobs_per_second: enqueue,
         median_drain_jobs_per_second_db: drain_db,
         median_drain_jobs_per_second_wall: drain_wall,
@@ -420,6 +439,7 @@ fn summarise((concurrency, processes): (u32, u32), rounds: Vec<RoundResult>) -> 
 /// worker processes (timed) and checks that every job ran once, completely.
 async fn timed_round(
     conn: &mut PgConnection,
+    server: &PgConnectOptions,
     worker_url: &str,
     args: &DrainBenchArgs,
     batch: &[NewJob],
@@ -428,6 +448,7 @@ async fn timed_round(
     let Case {
         concurrency,
         processes,
+        idle,
         round,
         checkpoint,
     } = *case;
@@ -480,6 +501,12 @@ async fn timed_round(
             .await
             .or_failed_to(|| format!("read the last event id before {}", during()))?;
 
+    let idle_session = match idle {
+        IdleTransaction::Without => None,
+        IdleTransaction::With => {
+            Some(open_idle_transaction(&server.clone().database(DATABASE)).await?)
+        }
+    };
     let (summary, wall) = run_workers(&WorkerRun {
         url: worker_url,
         queue: QUEUE,
@@ -491,6 +518,9 @@ async fn timed_round(
         pgbouncer: args.pgbouncer.is_some(),
     })
     .await?;
+    if let Some(session) = idle_session {
+        close_idle_transaction(session).await?;
+    }
     if summary.succeeded != jobs as u64
         || summary.retried + summary.failed + summary.interrupted != 0
     {
@@ -632,14 +662,17 @@ fn print_for_people(report: &Report) {
         .results
         .iter()
         .map(|result| {
-            // Against one process at the same concurrency, when measured.
-            let one = report
-                .results
-                .iter()
-                .find(|other| other.concurrency == result.concurrency && other.processes == 1);
+            // Against one process at the same concurrency without an idle
+            // transaction, when measured.
+            let one = report.results.iter().find(|other| {
+                other.concurrency == result.concurrency
+                    && other.processes == 1
+                    && other.idle_transaction == IdleTransaction::Without
+            });
             vec![
                 result.concurrency.to_string(),
                 result.processes.to_string(),
+                result.idle_transaction.word().to_string(),
                 format!("{:.0}", result.median_enqueue_jobs_per_second),
                 format!("{:.0}", result.median_drain_jobs_per_second_db),
                 format!("{:.0}", result.median_drain_jobs_per_second_wall),
@@ -658,10 +691,11 @@ fn print_for_people(report: &Report) {
         &[
             "CONCURRENCY",
             "PROCESSES",
+            "IDLE TX",
             "ENQUEUE JOBS/S",
             "DRAIN JOBS/S (DB)",
             "DRAIN JOBS/S (WALL)",
-            "DB VS 1 PROCESS",
+            "DB VS 1 PROCESS, NO IDLE TX",
             "PEAK RSS MiB",
         ],
         &rows,
@@ -683,6 +717,7 @@ fn print_for_people(report: &Report) {
             vec![
                 result.concurrency.to_string(),
                 result.processes.to_string(),
+                result.idle_transaction.word().to_string(),
                 verdict(meets.enqueue),
                 verdict(meets.drain_db),
                 verdict(meets.drain_wall),
@@ -696,6 +731,7 @@ fn print_for_people(report: &Report) {
         &[
             "CONCURRENCY",
             "PROCESSES",
+            "IDLE TX",
             "ENQUEUE",
             "DRAIN (DB)",
             "DRAIN (WALL)",

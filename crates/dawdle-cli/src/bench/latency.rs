@@ -16,17 +16,20 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use clap::{Args, ValueEnum};
+use clap::Args;
 use dawdle::database::DATABASE_URL_ENV;
 use dawdle::diagnostics::Noop;
 use dawdle::NewJob;
 use serde::Serialize;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
-use sqlx::{Connection, PgConnection, PgPool};
+use sqlx::{PgConnection, PgPool};
 
 use super::drain_worker::scratch_url_for;
 use super::scratch::{self, create_database, disconnect, reset, server_version};
-use super::{dedup, print_report, BenchError, OrFailedTo};
+use super::{
+    close_idle_transaction, dedup, open_idle_transaction, print_report, BenchError,
+    IdleTransaction, OrFailedTo,
+};
 use crate::database::jobs_database;
 use crate::{output, Failure};
 
@@ -44,24 +47,6 @@ const TARGET_IDLE_P99_MS: f64 = 25.0;
 /// The tail of the run reported on its own: where an open transaction has
 /// done the most harm.
 const TAIL_SECONDS: f64 = 10.0;
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Serialize)]
-#[serde(rename_all = "lowercase")]
-enum IdleTransaction {
-    /// Nothing else on the database.
-    Without,
-    /// A session `idle in transaction` with a snapshot for the whole run.
-    With,
-}
-
-impl IdleTransaction {
-    fn word(self) -> &'static str {
-        match self {
-            IdleTransaction::Without => "without",
-            IdleTransaction::With => "with",
-        }
-    }
-}
 
 #[derive(Debug, Args)]
 pub(crate) struct LatencyBenchArgs {
@@ -248,18 +233,7 @@ async fn measure_case(
     // remove anything that dies after it.
     let mut idle_session = match idle {
         IdleTransaction::Without => None,
-        IdleTransaction::With => {
-            let mut session = PgConnection::connect_with(scratch)
-                .await
-                .or_failed_to(|| "connect the idle session".to_string())?;
-            sqlx::raw_sql(
-                "BEGIN ISOLATION LEVEL REPEATABLE READ; SELECT count(*) FROM procrastinate_jobs",
-            )
-            .execute(&mut session)
-            .await
-            .or_failed_to(|| "open the idle transaction".to_string())?;
-            Some(session)
-        }
+        IdleTransaction::With => Some(open_idle_transaction(scratch).await?),
     };
 
     let deferred = Arc::new(AtomicU64::new(0));
@@ -339,15 +313,8 @@ async fn measure_case(
     .await
     .or_failed_to(|| "read the claim index's size".to_string())?;
 
-    if let Some(mut session) = idle_session.take() {
-        sqlx::raw_sql("ROLLBACK")
-            .execute(&mut session)
-            .await
-            .or_failed_to(|| "end the idle transaction".to_string())?;
-        session
-            .close()
-            .await
-            .or_failed_to(|| "disconnect the idle session".to_string())?;
+    if let Some(session) = idle_session.take() {
+        close_idle_transaction(session).await?;
     }
     stop_worker(worker).await;
 

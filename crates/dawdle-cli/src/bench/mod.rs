@@ -78,6 +78,56 @@ pub(crate) async fn run(
     }
 }
 
+/// Whether a session sits `idle in transaction` during a measurement, holding
+/// a snapshot that keeps vacuum from removing what the measured work leaves
+/// dead.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, clap::ValueEnum, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub(crate) enum IdleTransaction {
+    /// Nothing else on the database.
+    Without,
+    /// A session `idle in transaction` with a snapshot for the whole run.
+    With,
+}
+
+impl IdleTransaction {
+    pub(crate) fn word(self) -> &'static str {
+        match self {
+            IdleTransaction::Without => "without",
+            IdleTransaction::With => "with",
+        }
+    }
+}
+
+/// Opens the idle transaction of [`IdleTransaction::With`] on a connection
+/// of its own: a snapshot taken and held until the connection is closed.
+async fn open_idle_transaction(
+    options: &sqlx::postgres::PgConnectOptions,
+) -> Result<sqlx::PgConnection, BenchError> {
+    use sqlx::Connection;
+    let mut session = sqlx::PgConnection::connect_with(options)
+        .await
+        .or_failed_to(|| "connect the idle session".to_string())?;
+    sqlx::raw_sql("BEGIN ISOLATION LEVEL REPEATABLE READ; SELECT count(*) FROM procrastinate_jobs")
+        .execute(&mut session)
+        .await
+        .or_failed_to(|| "open the idle transaction".to_string())?;
+    Ok(session)
+}
+
+/// Ends the idle transaction and its connection.
+async fn close_idle_transaction(mut session: sqlx::PgConnection) -> Result<(), BenchError> {
+    use sqlx::Connection;
+    sqlx::raw_sql("ROLLBACK")
+        .execute(&mut session)
+        .await
+        .or_failed_to(|| "end the idle transaction".to_string())?;
+    session
+        .close()
+        .await
+        .or_failed_to(|| "disconnect the idle session".to_string())
+}
+
 /// Prints a benchmark's report, as JSON or for people. The command succeeds
 /// whatever the numbers say.
 fn print_report<R: Serialize>(report: &R, json: bool, for_people: fn(&R)) -> ExitCode {
