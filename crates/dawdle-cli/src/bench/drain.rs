@@ -349,17 +349,7 @@ async fn make_history(
     let job = job.queue(HISTORY_QUEUE);
     let batch = vec![job; args.enqueue_batch.min(args.history) as usize];
     let jobs = args.history as usize;
-    let mut enqueued = 0;
-    while enqueued < jobs {
-        let chunk = &batch[..batch.len().min(jobs - enqueued)];
-        let ids = dawdle::defer_batch(&mut *conn, chunk)
-            .await
-            .map_err(|error| BenchError::Check(format!("enqueue the history jobs: {error}")))?;
-        enqueued += ids.len();
-        if enqueued % 200_000 < ids.len() {
-            eprintln!("dawdle: history: {enqueued}/{jobs} jobs deferred");
-        }
-    }
+    enqueue(conn, &batch, jobs, true, &|| "the history jobs".to_string()).await?;
     eprintln!("dawdle: history: draining {jobs} jobs in queue {HISTORY_QUEUE}");
     let (summary, _) = run_workers(&WorkerRun {
         url: worker_url,
@@ -386,6 +376,29 @@ async fn make_history(
         "dawdle: history: {jobs} finished jobs with their events made in {:.1} s",
         started.elapsed().as_secs_f64()
     );
+    Ok(())
+}
+
+/// Defers `jobs` copies of the batch's job, `batch.len()` per statement;
+/// with `progress`, a line every 200,000.
+async fn enqueue(
+    conn: &mut PgConnection,
+    batch: &[NewJob],
+    jobs: usize,
+    progress: bool,
+    what: &dyn Fn() -> String,
+) -> Result<(), BenchError> {
+    let mut enqueued = 0;
+    while enqueued < jobs {
+        let chunk = &batch[..batch.len().min(jobs - enqueued)];
+        let ids = dawdle::defer_batch(&mut *conn, chunk)
+            .await
+            .map_err(|error| BenchError::Check(format!("enqueue {}: {error}", what())))?;
+        enqueued += ids.len();
+        if progress && enqueued % 200_000 < ids.len() {
+            eprintln!("dawdle: {}: {enqueued}/{jobs} jobs deferred", what());
+        }
+    }
     Ok(())
 }
 
@@ -469,16 +482,10 @@ async fn timed_round(
     }
 
     let started = Instant::now();
-    let mut enqueued = 0;
-    while enqueued < jobs {
-        let chunk = &batch[..batch.len().min(jobs - enqueued)];
-        let ids = dawdle::defer_batch(&mut *conn, chunk)
-            .await
-            .map_err(|error| {
-                BenchError::Check(format!("enqueue the jobs of {}: {error}", during()))
-            })?;
-        enqueued += ids.len();
-    }
+    enqueue(conn, batch, jobs, false, &|| {
+        format!("the jobs of {}", during())
+    })
+    .await?;
     let enqueue_seconds = started.elapsed().as_secs_f64();
 
     // Fresh statistics and a clean visibility map before every drain, so

@@ -35,11 +35,7 @@ pub(super) fn scratch_url_for(database: &JobsDatabase, name: &str) -> Result<Str
     };
     // A `dbname` query parameter would win over the path and send the worker
     // to the real jobs database, to drain whatever it finds on queue `bench`.
-    // Read as the worker will read it, so that the check is of what it does.
-    let names = dawdle::database::parse_connection_string(&url)
-        .ok()
-        .and_then(|options| options.get_database().map(str::to_string));
-    if names.as_deref() != Some(name) {
+    if !leads_to(&url, name) {
         return Err(BenchError::Check(format!(
             "point the worker at {name}: the jobs database URL {} names its database in \
              a way the benchmark cannot swap (a dbname parameter?); pass a plain \
@@ -55,10 +51,7 @@ pub(super) fn scratch_url_for(database: &JobsDatabase, name: &str) -> Result<Str
 /// name too, e.g. with a `* = host=...` fallback entry).
 pub(super) fn through_pgbouncer(url: &str) -> Result<String, BenchError> {
     let url = with_database(url, DATABASE);
-    let names = dawdle::database::parse_connection_string(&url)
-        .ok()
-        .and_then(|options| options.get_database().map(str::to_string));
-    if names.as_deref() != Some(DATABASE) {
+    if !leads_to(&url, DATABASE) {
         return Err(BenchError::Check(format!(
             "point the workers at {DATABASE} through PgBouncer: --pgbouncer needs a plain \
              postgresql://user@host:port/database URL, got {}",
@@ -66,6 +59,15 @@ pub(super) fn through_pgbouncer(url: &str) -> Result<String, BenchError> {
         )));
     }
     Ok(url)
+}
+
+/// Whether `url`, read as the worker will read it, names the database
+/// `name`: a `dbname` parameter would win over the path the benchmark
+/// swapped, so the check is of what the worker does.
+fn leads_to(url: &str, name: &str) -> bool {
+    dawdle::database::parse_connection_string(url)
+        .ok()
+        .is_some_and(|options| options.get_database() == Some(name))
 }
 
 /// `url` with its path (the database name) replaced by `name`, keeping the
