@@ -170,72 +170,57 @@ mod tests {
             .fetch_one(db.pool())
             .await
             .unwrap();
-        // Priorities in id order.
-        let priorities = [0, 5, 0, -3, 0, 5, -3, 0];
-        let queues = [None, Some(vec!["q".to_string()])];
-        for queues in &queues {
-            let mut ids = Vec::new();
-            for priority in priorities {
-                let job = NewJob::new("t", serde_json::json!({}))
-                    .unwrap()
-                    .queue("q")
-                    .priority(priority);
-                ids.push(crate::defer(db.pool(), &job).await.unwrap());
-            }
-            let floor = Floor {
-                priority: 0,
-                id: ids[4],
-            };
-            let claimed: Vec<i64> =
-                super::claim(db.pool(), queues.as_deref(), worker_id, 10, Some(floor))
-                    .await
-                    .unwrap()
-                    .into_iter()
-                    .map(|job| job.id)
-                    .collect();
-            let mut expected = vec![ids[1], ids[5], ids[4], ids[7], ids[3], ids[6]];
-            let mut got = claimed.clone();
-            expected.sort();
-            got.sort();
-            assert_eq!(
-                got, expected,
-                "queues {queues:?}: all but the 0s below the floor"
-            );
-            // What the floor left out is still there for a claim without one.
-            let rest: Vec<i64> = super::claim(db.pool(), queues.as_deref(), worker_id, 10, None)
+        // The ids of the jobs claimed, in id order.
+        let claim = async |queues: Option<&[String]>, limit, floor| {
+            let mut ids: Vec<i64> = super::claim(db.pool(), queues, worker_id, limit, floor)
                 .await
                 .unwrap()
                 .into_iter()
                 .map(|job| job.id)
                 .collect();
-            let mut rest_sorted = rest.clone();
-            rest_sorted.sort();
+            ids.sort();
+            ids
+        };
+        // Jobs of queue q with these priorities, in id order.
+        let defer = async |priorities: &[i32]| {
+            let mut ids = Vec::new();
+            for priority in priorities {
+                let job = NewJob::new("t", serde_json::json!({}))
+                    .unwrap()
+                    .queue("q")
+                    .priority(*priority);
+                ids.push(crate::defer(db.pool(), &job).await.unwrap());
+            }
+            ids
+        };
+        let queues = [None, Some(vec!["q".to_string()])];
+        for queues in &queues {
+            let ids = defer(&[0, 5, 0, -3, 0, 5, -3, 0]).await;
+            let floor = Floor {
+                priority: 0,
+                id: ids[4],
+            };
+            let mut expected = vec![ids[1], ids[5], ids[4], ids[7], ids[3], ids[6]];
+            expected.sort();
             assert_eq!(
-                rest_sorted,
+                claim(queues.as_deref(), 10, Some(floor)).await,
+                expected,
+                "queues {queues:?}: all but the 0s below the floor"
+            );
+            // What the floor left out is still there for a claim without one.
+            assert_eq!(
+                claim(queues.as_deref(), 10, None).await,
                 vec![ids[0], ids[2]],
                 "without a floor, the rest"
             );
         }
         // The size counts across the parts, in claim order.
-        let mut ids = Vec::new();
-        for priority in [0, 0, 5, 0, -1] {
-            let job = NewJob::new("t", serde_json::json!({}))
-                .unwrap()
-                .queue("q")
-                .priority(priority);
-            ids.push(crate::defer(db.pool(), &job).await.unwrap());
-        }
+        let ids = defer(&[0, 0, 5, 0, -1]).await;
         let floor = Floor {
             priority: 0,
             id: ids[1],
         };
-        let mut first: Vec<i64> = super::claim(db.pool(), None, worker_id, 3, Some(floor))
-            .await
-            .unwrap()
-            .into_iter()
-            .map(|job| job.id)
-            .collect();
-        first.sort();
+        let first = claim(None, 3, Some(floor)).await;
         assert_eq!(
             first,
             vec![ids[1], ids[2], ids[3]],
