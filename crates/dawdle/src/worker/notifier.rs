@@ -65,12 +65,12 @@ pub(super) async fn listen(
                                 payload = notification.payload(),
                                 "notification"
                             );
-                            match request(notification.payload()) {
-                                Some(request) => {
+                            match read(notification.payload()) {
+                                Ok(request) => {
                                     let _ = requests.send(request);
                                 }
-                                None => {
-                                    announced.job(job_id(notification.payload()));
+                                Err(job_id) => {
+                                    announced.job(job_id);
                                     wake.notify_one();
                                 }
                             }
@@ -93,24 +93,22 @@ pub(super) async fn listen(
     }
 }
 
-/// What an `abort_job_requested` or `queue_paused` notification asks;
-/// `None` for the others (wake-ups).
-fn request(payload: &str) -> Option<Request> {
-    let payload: serde_json::Value = serde_json::from_str(payload).ok()?;
-    match payload["type"].as_str()? {
-        "abort_job_requested" => payload["job_id"].as_i64().map(Request::Abort),
-        "queue_paused" => payload["queue"]
+/// What an `abort_job_requested` or `queue_paused` notification asks, as
+/// `Ok`. The others are wake-ups: `Err` with the job one names (`job_inserted`:
+/// the first job of a queue that became runnable), `None` when it names
+/// none or cannot be read. The payload is parsed once.
+fn read(payload: &str) -> Result<Request, Option<i64>> {
+    let Ok(payload) = serde_json::from_str::<serde_json::Value>(payload) else {
+        return Err(None);
+    };
+    let request = match payload["type"].as_str() {
+        Some("abort_job_requested") => payload["job_id"].as_i64().map(Request::Abort),
+        Some("queue_paused") => payload["queue"]
             .as_str()
             .map(|queue| Request::Paused(queue.to_string())),
         _ => None,
-    }
-}
-
-/// The job a wake-up names (`job_inserted`: the first job of a queue that
-/// became runnable); `None` when it names none or cannot be read.
-fn job_id(payload: &str) -> Option<i64> {
-    let payload: serde_json::Value = serde_json::from_str(payload).ok()?;
-    payload["job_id"].as_i64()
+    };
+    request.ok_or_else(|| payload["job_id"].as_i64())
 }
 
 #[cfg(test)]
@@ -119,7 +117,7 @@ mod tests {
 
     #[test]
     fn notifications_are_read_or_taken_as_wake_ups() {
-        let read = |payload: &str| request(payload);
+        let read = |payload: &str| read(payload).ok();
         assert_eq!(
             read(r#"{"type": "abort_job_requested", "job_id": 7}"#),
             Some(Request::Abort(7))
@@ -142,7 +140,11 @@ mod tests {
 
     #[test]
     fn a_wake_up_names_its_job_or_none() {
-        assert_eq!(job_id(r#"{"type": "job_inserted", "job_id": 3}"#), Some(3));
+        let job_id_of = |payload: &str| read(payload).err().flatten();
+        assert_eq!(
+            job_id_of(r#"{"type": "job_inserted", "job_id": 3}"#),
+            Some(3)
+        );
         for unnamed in [
             r#"{"type": "job_inserted", "job_id": null}"#,
             r#"{"type": "job_inserted", "job_id": "3"}"#,
@@ -150,7 +152,7 @@ mod tests {
             "not json",
             "",
         ] {
-            assert_eq!(job_id(unnamed), None, "{unnamed}");
+            assert_eq!(job_id_of(unnamed), None, "{unnamed}");
         }
     }
 }
