@@ -94,10 +94,21 @@ pub(crate) enum RetentionArg {
     Always,
 }
 
-#[derive(Debug, Clone, Copy, ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
 pub(crate) enum SynchronousCommit {
     On,
     Off,
+}
+
+impl SynchronousCommit {
+    /// The word of `--synchronous-commit`.
+    pub(crate) fn word(self) -> &'static str {
+        match self {
+            SynchronousCommit::On => "on",
+            SynchronousCommit::Off => "off",
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]

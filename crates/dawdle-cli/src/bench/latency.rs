@@ -10,10 +10,18 @@
 //! session sits `idle in transaction` with a snapshot for the whole run, the
 //! classic way a PostgreSQL queue slows down: vacuum cannot remove the rows
 //! the claims leave dead while it stays open.
+//!
+//! A job's latency starts with its own defer: the deferring transaction's
+//! commit has to reach disk before the worker can see the job. The client's
+//! round trip of each defer is reported beside it, so the part that is the
+//! commit and the part that is the queue can be told apart. With
+//! `--consumer sql-floor` the same run also measures the least any queue on
+//! this schema can do (see `sql_floor`), so the worker is read as a ratio to
+//! a floor measured on the same disk at the same moment.
 
 use std::process::{ExitCode, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use clap::Args;
@@ -26,11 +34,13 @@ use sqlx::{PgConnection, PgPool};
 
 use super::drain_worker::scratch_url_for;
 use super::scratch::{self, create_database, disconnect, reset, server_version};
+use super::sql_floor::SqlFloor;
 use super::{
     close_idle_transaction, dedup, open_idle_transaction, print_report, BenchError,
     IdleTransaction, OrFailedTo,
 };
 use crate::database::jobs_database;
+use crate::worker::SynchronousCommit;
 use crate::{output, Failure};
 
 /// The scratch database, on the jobs database's server.
@@ -67,12 +77,41 @@ pub(crate) struct LatencyBenchArgs {
     /// `without`, `with`, or both (each measured in turn).
     #[arg(long, value_delimiter = ',', default_values = ["without", "with"], value_name = "without|with,...")]
     idle_transaction: Vec<IdleTransaction>,
+    /// The worker's --synchronous-commit: `on` (its default), `off`, or
+    /// both (each measured in turn). The deferring client always waits for
+    /// its commits.
+    #[arg(long, value_delimiter = ',', default_values = ["on"], value_name = "on|off,...")]
+    synchronous_commit: Vec<SynchronousCommit>,
+    /// What picks the jobs up: `dawdle` (a `dawdle worker` process),
+    /// `sql-floor` (a LISTEN loop claiming with one UPDATE … SKIP LOCKED and
+    /// finishing with another, the least a queue can do), or both.
+    #[arg(long, value_delimiter = ',', default_values = ["dawdle"], value_name = "dawdle|sql-floor,...")]
+    consumer: Vec<Consumer>,
     /// The worker's --concurrency.
     #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..=10_000))]
     concurrency: u32,
     /// Print the results as JSON.
     #[arg(long)]
     json: bool,
+}
+
+/// What picks the jobs up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub(crate) enum Consumer {
+    /// A `dawdle worker` process.
+    Dawdle,
+    /// The SQL floor: one LISTEN loop, one claim statement, one finish.
+    SqlFloor,
+}
+
+impl Consumer {
+    fn word(self) -> &'static str {
+        match self {
+            Consumer::Dawdle => "dawdle",
+            Consumer::SqlFloor => "sql-floor",
+        }
+    }
 }
 
 /// Pickup latency percentiles, in milliseconds.
@@ -87,13 +126,16 @@ struct Percentiles {
 
 #[derive(Debug, Serialize)]
 struct CaseResult {
+    consumer: Consumer,
     rate: u32,
     idle_transaction: IdleTransaction,
+    /// The worker's --synchronous-commit (the SQL floor's session setting).
+    synchronous_commit: SynchronousCommit,
     /// Jobs deferred per second, as achieved.
     deferred_per_second: f64,
-    /// Defer statements that took longer than a tick (so the client fell
-    /// behind and caught up), and the slowest.
-    slowest_defer_ms: f64,
+    /// The client's round trip of each defer, its commit included: the
+    /// part of each job's latency spent before the worker can see it.
+    defer_round_trip: Percentiles,
     whole_run: Percentiles,
     /// The jobs deferred in the last 10 s of the run.
     last_10_seconds: Percentiles,
@@ -127,6 +169,8 @@ pub(super) async fn run(
 ) -> Result<ExitCode, Failure> {
     dedup(&mut args.rate);
     dedup(&mut args.idle_transaction);
+    dedup(&mut args.synchronous_commit);
+    dedup(&mut args.consumer);
     let database = jobs_database(explicit_url).await?;
     let worker_url =
         scratch_url_for(&database, DATABASE).map_err(|error| Failure::from_error(&error))?;
@@ -162,28 +206,48 @@ async fn measure(
     let mut results = Vec::new();
     for rate in &args.rate {
         for idle in &args.idle_transaction {
-            eprintln!(
-                "dawdle: {rate} jobs/s for {} s, {} an idle transaction, one `dawdle worker \
-                 --concurrency {}` process",
-                args.seconds,
-                idle.word(),
-                args.concurrency
-            );
-            let result = measure_case(
-                &mut conn, &scratch, &pool, worker_url, &job, args, *rate, *idle,
-            )
-            .await?;
-            eprintln!(
-                "dawdle: {} jobs, p50 {:.1} ms, p95 {:.1} ms, p99 {:.1} ms; last {TAIL_SECONDS} \
-                 s: p50 {:.1} ms, p99 {:.1} ms",
-                result.whole_run.jobs,
-                result.whole_run.p50_ms,
-                result.whole_run.p95_ms,
-                result.whole_run.p99_ms,
-                result.last_10_seconds.p50_ms,
-                result.last_10_seconds.p99_ms
-            );
-            results.push(result);
+            for commit in &args.synchronous_commit {
+                for consumer in &args.consumer {
+                    let consumer_text = match consumer {
+                        Consumer::Dawdle => format!(
+                            "one `dawdle worker --concurrency {} --synchronous-commit {}` process",
+                            args.concurrency,
+                            commit.word()
+                        ),
+                        Consumer::SqlFloor => {
+                            format!("the SQL floor (synchronous commit {})", commit.word())
+                        }
+                    };
+                    eprintln!(
+                        "dawdle: {rate} jobs/s for {} s, {} an idle transaction, {consumer_text}",
+                        args.seconds,
+                        idle.word(),
+                    );
+                    let case = Case {
+                        consumer: *consumer,
+                        rate: *rate,
+                        idle: *idle,
+                        commit: *commit,
+                    };
+                    let result =
+                        measure_case(&mut conn, &scratch, &pool, worker_url, &job, args, case)
+                            .await?;
+                    eprintln!(
+                        "dawdle: {} jobs, p50 {:.1} ms, p95 {:.1} ms, p99 {:.1} ms; last \
+                     {TAIL_SECONDS} s: p50 {:.1} ms, p99 {:.1} ms; defer round trip p50 {:.1} \
+                     ms, p99 {:.1} ms",
+                        result.whole_run.jobs,
+                        result.whole_run.p50_ms,
+                        result.whole_run.p95_ms,
+                        result.whole_run.p99_ms,
+                        result.last_10_seconds.p50_ms,
+                        result.last_10_seconds.p99_ms,
+                        result.defer_round_trip.p50_ms,
+                        result.defer_round_trip.p99_ms
+                    );
+                    results.push(result);
+                }
+            }
         }
     }
     pool.close().await;
@@ -201,10 +265,15 @@ async fn measure(
     })
 }
 
-#[expect(
-    clippy::too_many_arguments,
-    reason = "one case of the run: its connections and its parameters"
-)]
+/// What one case of the run varies.
+#[derive(Debug, Clone, Copy)]
+struct Case {
+    consumer: Consumer,
+    rate: u32,
+    idle: IdleTransaction,
+    commit: SynchronousCommit,
+}
+
 async fn measure_case(
     conn: &mut PgConnection,
     scratch: &PgConnectOptions,
@@ -212,9 +281,14 @@ async fn measure_case(
     worker_url: &str,
     job: &NewJob,
     args: &LatencyBenchArgs,
-    rate: u32,
-    idle: IdleTransaction,
+    case: Case,
 ) -> Result<CaseResult, BenchError> {
+    let Case {
+        consumer,
+        rate,
+        idle,
+        commit,
+    } = case;
     reset(conn, DATABASE).await?;
     for statement in [
         "DELETE FROM procrastinate_workers",
@@ -226,8 +300,16 @@ async fn measure_case(
             .or_failed_to(|| format!("settle {DATABASE} before the run"))?;
     }
 
-    let mut worker = start_worker(worker_url, args.concurrency)?;
-    wait_until_listening(conn, &mut worker).await?;
+    let mut worker = match consumer {
+        Consumer::Dawdle => {
+            let mut worker = Running::Worker(start_worker(worker_url, args.concurrency, commit)?);
+            wait_until_listening(conn, &mut worker).await?;
+            worker
+        }
+        Consumer::SqlFloor => {
+            Running::Floor(SqlFloor::start(scratch.clone(), QUEUE, commit).await?)
+        }
+    };
 
     // The open transaction: a snapshot taken and held, so vacuum may not
     // remove anything that dies after it.
@@ -237,7 +319,7 @@ async fn measure_case(
     };
 
     let deferred = Arc::new(AtomicU64::new(0));
-    let slowest_micros = Arc::new(AtomicU64::new(0));
+    let round_trips = Arc::new(Mutex::new(Vec::<f64>::new()));
     let failures = Arc::new(AtomicU64::new(0));
     let mut ticks = tokio::time::interval(Duration::from_secs_f64(1.0 / f64::from(rate)));
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
@@ -248,14 +330,29 @@ async fn measure_case(
     while started.elapsed() < run_for {
         ticks.tick().await;
         let (pool, job) = (pool.clone(), job.clone());
-        let (counted, slowest, failed) =
-            (deferred.clone(), slowest_micros.clone(), failures.clone());
+        let (counted, round_trips, failed) =
+            (deferred.clone(), round_trips.clone(), failures.clone());
         in_flight.spawn(async move {
-            let sent = Instant::now();
-            match dawdle::defer(&pool, &job).await {
-                Ok(_) => {
+            // Timed from the statement, not from waiting for a connection:
+            // the round trip of the defer itself, its commit included.
+            let deferred = match pool.acquire().await {
+                Ok(mut connection) => {
+                    let sent = Instant::now();
+                    dawdle::defer(&mut *connection, &job)
+                        .await
+                        .map(|_| sent.elapsed())
+                        .map_err(|error| error.to_string())
+                }
+                Err(error) => Err(format!("no connection: {error}")),
+            };
+            match deferred {
+                Ok(round_trip) => {
+                    let ms = round_trip.as_secs_f64() * 1000.0;
                     counted.fetch_add(1, Ordering::Relaxed);
-                    slowest.fetch_max(sent.elapsed().as_micros() as u64, Ordering::Relaxed);
+                    round_trips
+                        .lock()
+                        .unwrap_or_else(std::sync::PoisonError::into_inner)
+                        .push(ms);
                 }
                 Err(error) => {
                     if failed.fetch_add(1, Ordering::Relaxed) == 0 {
@@ -316,18 +413,44 @@ async fn measure_case(
     if let Some(session) = idle_session.take() {
         close_idle_transaction(session).await?;
     }
-    stop_worker(worker).await;
+    worker.stop().await;
 
     let missing = || BenchError::Check("no job has a start time".to_string());
+    let round_trips = std::mem::take(
+        &mut *round_trips
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner),
+    );
     Ok(CaseResult {
+        consumer,
         rate,
         idle_transaction: idle,
+        synchronous_commit: commit,
         deferred_per_second: deferred as f64 / elapsed,
-        slowest_defer_ms: slowest_micros.load(Ordering::Relaxed) as f64 / 1000.0,
+        defer_round_trip: client_percentiles(round_trips).ok_or_else(missing)?,
         whole_run: whole_run.ok_or_else(missing)?,
         last_10_seconds: last.ok_or_else(missing)?,
         p50_per_10_seconds_ms: p50_per_10_seconds_ms.into_iter().flatten().collect(),
         claim_index_kib,
+    })
+}
+
+/// Percentiles of times measured by the client, interpolated as the
+/// server's `percentile_cont` does; `None` when there are none.
+fn client_percentiles(mut ms: Vec<f64>) -> Option<Percentiles> {
+    ms.sort_by(f64::total_cmp);
+    let last = ms.len().checked_sub(1)?;
+    let at = |fraction: f64| {
+        let rank = fraction * last as f64;
+        let (below, above) = (rank.floor() as usize, rank.ceil() as usize);
+        ms[below] + (ms[above] - ms[below]) * (rank - below as f64)
+    };
+    Some(Percentiles {
+        jobs: ms.len() as i64,
+        p50_ms: at(0.5),
+        p95_ms: at(0.95),
+        p99_ms: at(0.99),
+        max_ms: ms[last],
     })
 }
 
@@ -367,7 +490,11 @@ async fn percentiles(
     })
 }
 
-fn start_worker(worker_url: &str, concurrency: u32) -> Result<tokio::process::Child, BenchError> {
+fn start_worker(
+    worker_url: &str,
+    concurrency: u32,
+    commit: SynchronousCommit,
+) -> Result<tokio::process::Child, BenchError> {
     let executable = std::env::current_exe().map_err(|source| BenchError::Io {
         action: "find the dawdle executable to run the worker".to_string(),
         source,
@@ -375,6 +502,7 @@ fn start_worker(worker_url: &str, concurrency: u32) -> Result<tokio::process::Ch
     tokio::process::Command::new(&executable)
         .args(["worker", "--queues", QUEUE])
         .args(["--concurrency", &concurrency.to_string()])
+        .args(["--synchronous-commit", commit.word()])
         .env(DATABASE_URL_ENV, worker_url)
         .env("RUST_LOG", "warn")
         .stdin(Stdio::null())
@@ -388,10 +516,40 @@ fn start_worker(worker_url: &str, concurrency: u32) -> Result<tokio::process::Ch
         })
 }
 
-/// Polls until `done` holds, failing if the worker exits or `limit` passes.
+/// What picks the jobs up in one case.
+enum Running {
+    Worker(tokio::process::Child),
+    Floor(SqlFloor),
+}
+
+impl Running {
+    /// Why it stopped, if it has: it should not before it is stopped.
+    fn exited(&mut self) -> Option<String> {
+        match self {
+            Running::Worker(child) => match child.try_wait() {
+                Ok(Some(status)) => Some(format!(
+                    "the worker exited with {status} (its messages are above)"
+                )),
+                _ => None,
+            },
+            Running::Floor(floor) => floor
+                .exit_reason()
+                .map(|why| format!("the SQL floor stopped: {why}")),
+        }
+    }
+
+    async fn stop(self) {
+        match self {
+            Running::Worker(child) => stop_worker(child).await,
+            Running::Floor(floor) => floor.stop().await,
+        }
+    }
+}
+
+/// Polls until `done` holds, failing if the consumer stops or `limit` passes.
 async fn poll_until(
     conn: &mut PgConnection,
-    worker: &mut tokio::process::Child,
+    worker: &mut Running,
     limit: Duration,
     what: &str,
     done: &str,
@@ -405,10 +563,8 @@ async fn poll_until(
         if reached {
             return Ok(());
         }
-        if let Ok(Some(status)) = worker.try_wait() {
-            return Err(BenchError::Check(format!(
-                "the worker exited with {status} before {what} (its messages are above)"
-            )));
+        if let Some(why) = worker.exited() {
+            return Err(BenchError::Check(format!("{why} before {what}")));
         }
         if Instant::now() > deadline {
             return Err(BenchError::Check(format!(
@@ -424,7 +580,7 @@ async fn poll_until(
 /// before would wait for its poll instead of its wake-up.
 async fn wait_until_listening(
     conn: &mut PgConnection,
-    worker: &mut tokio::process::Child,
+    worker: &mut Running,
 ) -> Result<(), BenchError> {
     poll_until(
         conn,
@@ -442,7 +598,7 @@ async fn wait_until_listening(
 
 async fn wait_until_done(
     conn: &mut PgConnection,
-    worker: &mut tokio::process::Child,
+    worker: &mut Running,
     deferred: i64,
 ) -> Result<(), BenchError> {
     poll_until(
@@ -470,10 +626,11 @@ fn print_for_people(report: &Report) {
     outln!("  server:  {}", report.postgres_version);
     outln!(
         "  work:    {} s per case, worker concurrency {}; latency = started_at - created_at \
-         of each job (server clock)",
+         of each job (server clock), the defer's own commit included",
         report.seconds,
         report.concurrency
     );
+    outln!("  defer:   the client's round trip of each defer, its commit to disk included");
     outln!();
     let rows: Vec<Vec<String>> = report
         .results
@@ -481,9 +638,16 @@ fn print_for_people(report: &Report) {
         .map(|result| {
             let ms = |value: f64| format!("{value:.1}");
             vec![
+                result.consumer.word().to_string(),
                 result.rate.to_string(),
                 result.idle_transaction.word().to_string(),
+                result.synchronous_commit.word().to_string(),
                 format!("{:.0}", result.deferred_per_second),
+                format!(
+                    "{} / {}",
+                    ms(result.defer_round_trip.p50_ms),
+                    ms(result.defer_round_trip.p99_ms)
+                ),
                 ms(result.whole_run.p50_ms),
                 ms(result.whole_run.p95_ms),
                 ms(result.whole_run.p99_ms),
@@ -496,9 +660,12 @@ fn print_for_people(report: &Report) {
         .collect();
     output::print_table(
         &[
+            "CONSUMER",
             "RATE",
             "IDLE TX",
+            "WORKER SYNC COMMIT",
             "DEFERRED/S",
+            "DEFER P50 / P99 MS",
             "P50 MS",
             "P95 MS",
             "P99 MS",
@@ -517,9 +684,11 @@ fn print_for_people(report: &Report) {
             .map(|ms| format!("{ms:.1}"))
             .collect();
         outln!(
-            "p50 per 10 s at {} jobs/s {} an idle transaction: {} ms",
+            "p50 per 10 s, {} at {} jobs/s {} an idle transaction, synchronous commit {}: {} ms",
+            result.consumer.word(),
             result.rate,
-            result.idle_transaction.word().to_string(),
+            result.idle_transaction.word(),
+            result.synchronous_commit.word(),
             trend.join(", ")
         );
     }

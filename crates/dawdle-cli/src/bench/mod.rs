@@ -15,6 +15,7 @@ mod drain_worker;
 mod jobs_list;
 mod latency;
 mod scratch;
+mod sql_floor;
 mod trigger_events;
 mod triggers;
 
