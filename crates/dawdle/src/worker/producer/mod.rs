@@ -87,6 +87,22 @@ fn claim_jobs<S: Store>(
     })
 }
 
+/// When the earliest job scheduled for later becomes runnable, as one look
+/// at the table.
+type LookFuture = std::pin::Pin<Box<dyn Future<Output = Option<tokio::time::Instant>> + Send>>;
+
+/// Looks up when the earliest job of `queues` scheduled for later becomes
+/// runnable (`None` if there is none, or on error: the poll covers it).
+fn look_ahead<S: Store>(store: S, queues: Arc<Option<Vec<String>>>) -> LookFuture {
+    Box::pin(async move {
+        // The wait is counted from when the table was read, not from the
+        // answer.
+        let sent = tokio::time::Instant::now();
+        let wait = store.next_scheduled(queues.as_deref()).await.ok()??;
+        Some(sent + wait)
+    })
+}
+
 impl<S: Store> Loop<'_, S> {
     pub(super) async fn main_loop<F: Future<Output = ()>>(
         &mut self,
@@ -111,6 +127,11 @@ impl<S: Store> Loop<'_, S> {
         let mut retry_at: Option<tokio::time::Instant> = None;
         // When the earliest job scheduled for later becomes runnable.
         let mut next_scheduled: Option<tokio::time::Instant> = None;
+        // The look for it, running beside the loop so that no claim waits
+        // for it, and whether another is wanted once it answers: something
+        // may have been scheduled after it read the table.
+        let mut looking: Option<LookFuture> = None;
+        let mut look_again = false;
         let mut backoff = Backoff::new();
         loop {
             self.start_held();
@@ -190,7 +211,7 @@ impl<S: Store> Loop<'_, S> {
                                     }
                                 }
                             } else if !claim_due {
-                                next_scheduled = self.next_scheduled().await;
+                                self.look_ahead(&mut looking, &mut look_again);
                             }
                         }
                         Err(_) => {
@@ -223,12 +244,15 @@ impl<S: Store> Loop<'_, S> {
                     claim_due = true;
                 }
                 // A retry was recorded: its time may come before the timer's.
-                _ = retries_written.notified() => {
-                    let due = self.next_scheduled().await;
-                    next_scheduled = match (next_scheduled, due) {
-                        (Some(a), Some(b)) => Some(a.min(b)),
-                        (a, b) => a.or(b),
-                    };
+                _ = retries_written.notified() => self.look_ahead(&mut looking, &mut look_again),
+                // The look reads the whole table: its answer replaces what
+                // an earlier one said.
+                due = async { looking.as_mut().expect("guarded").await }, if looking.is_some() => {
+                    looking = None;
+                    next_scheduled = due;
+                    if std::mem::take(&mut look_again) {
+                        self.look_ahead(&mut looking, &mut look_again);
+                    }
                 }
                 _ = sleep_until_some(next_scheduled), if next_scheduled.is_some() => {
                     // A job scheduled for now may lie below the floor.
@@ -263,15 +287,14 @@ impl<S: Store> Loop<'_, S> {
         )
     }
 
-    /// When the earliest job of our queues scheduled for later becomes
-    /// runnable (`None` if there is none, or on error: the poll covers it).
-    async fn next_scheduled(&self) -> Option<tokio::time::Instant> {
-        let wait = self
-            .store
-            .next_scheduled(self.worker.config.queues.as_deref())
-            .await
-            .ok()??;
-        Some(tokio::time::Instant::now() + wait)
+    /// Starts a look for the earliest job scheduled for later, or asks for
+    /// another once the one in flight answers.
+    fn look_ahead(&self, looking: &mut Option<LookFuture>, look_again: &mut bool) {
+        if looking.is_some() {
+            *look_again = true;
+        } else {
+            *looking = Some(look_ahead(self.store.clone(), self.queues.clone()));
+        }
     }
 
     /// Takes in what a claim returned: the jobs are held in claim order and

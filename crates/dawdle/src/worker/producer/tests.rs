@@ -69,6 +69,8 @@ struct Inner {
     claim_takes: Duration,
     /// When the earliest job scheduled for later is due.
     scheduled_at: Option<TokioInstant>,
+    /// How long a look for it takes to answer, after it read the table.
+    look_takes: Duration,
     /// Each outcome written: job id, when (since the start), verdict and
     /// error kind.
     recorded: Vec<(i64, Duration, String)>,
@@ -85,6 +87,7 @@ impl FakeState {
             failing_claims: 0,
             claim_takes: Duration::ZERO,
             scheduled_at: None,
+            look_takes: Duration::ZERO,
             recorded: Vec::new(),
             put_backs: 0,
             registrations: 0,
@@ -168,7 +171,8 @@ impl Store for FakeState {
         _queues: Option<&[String]>,
     ) -> Result<Option<Duration>, sqlx::Error> {
         let now = TokioInstant::now();
-        let due = self.0.lock().unwrap().scheduled_at;
+        let (due, takes) = self.inner(|inner| (inner.scheduled_at, inner.look_takes));
+        tokio::time::sleep(takes).await;
         Ok(due.filter(|due| *due > now).map(|due| due - now))
     }
 
@@ -379,6 +383,34 @@ async fn a_written_retry_sets_the_timer_for_when_it_is_due() {
     .await;
     ran.ended.unwrap();
     assert_eq!(state.claim_times_ms(), [0, 3_000]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_retry_written_while_a_look_is_in_flight_is_looked_for_again() {
+    // The look after the first claim reads the table at 0 s and answers at
+    // 2 s; the retry is written at 1 s, due at 3 s. The first look cannot
+    // have seen it: a second one, started when the first answers, does.
+    let state = FakeState::new().with(|inner| inner.look_takes = Duration::from_secs(2));
+    let ran = run_loop(
+        &state,
+        config().poll_interval(Duration::from_secs(60)),
+        Duration::from_secs(10),
+        {
+            let state = state.clone();
+            |beside| async move {
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                let mut inner = state.0.lock().unwrap();
+                inner.scheduled_at = Some(inner.since + Duration::from_secs(3));
+                drop(inner);
+                beside.retries_written.notify_one();
+            }
+        },
+    )
+    .await;
+    ran.ended.unwrap();
+    // The second look answers at 4 s with a time already past: claimed then,
+    // not at the poll a minute later.
+    assert_eq!(state.claim_times_ms(), [0, 4_000]);
 }
 
 #[tokio::test(start_paused = true)]
