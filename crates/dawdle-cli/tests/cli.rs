@@ -452,6 +452,48 @@ async fn bench_drain_measures_a_real_worker_that_claims_ahead_only_when_allowed(
 }
 
 #[tokio::test]
+async fn bench_latency_measures_the_worker_and_the_sql_floor_on_the_same_jobs() {
+    let db = TestDatabase::with_schema().await;
+    let out = run(
+        Some(db.url()),
+        &[
+            "bench",
+            "latency",
+            "--rate",
+            "200",
+            "--seconds",
+            "5",
+            "--idle-transaction",
+            "without",
+            "--consumer",
+            "dawdle,sql-floor",
+            "--synchronous-commit",
+            "off",
+            "--json",
+        ],
+    )
+    .await;
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let results = report["results"].as_array().unwrap();
+    let consumers: Vec<&str> = results
+        .iter()
+        .map(|result| result["consumer"].as_str().unwrap())
+        .collect();
+    assert_eq!(consumers, ["dawdle", "sql-floor"]);
+    for result in results {
+        assert_eq!(result["synchronous_commit"], "off");
+        // Every job deferred was picked up, and each defer was timed.
+        let jobs = result["whole_run"]["jobs"].as_i64().unwrap();
+        assert!(jobs >= 500, "{result}");
+        assert_eq!(result["defer_round_trip"]["jobs"], jobs, "{result}");
+        let p50 = result["whole_run"]["p50_ms"].as_f64().unwrap();
+        let p99 = result["whole_run"]["p99_ms"].as_f64().unwrap();
+        assert!(p50 > 0.0 && p50 <= p99, "{result}");
+    }
+}
+
+#[tokio::test]
 async fn sigterm_puts_back_jobs_claimed_ahead_and_logs_each_one() {
     let db = TestDatabase::with_schema().await;
     let url = db.url();
