@@ -432,6 +432,10 @@ async fn bench_drain_measures_a_real_worker_that_claims_ahead_only_when_allowed(
                 "1",
                 "--prefetch",
                 prefetch,
+                // Two levels of history in one run, the table growing
+                // between them.
+                "--history",
+                "1500,0",
                 "--json",
             ],
         )
@@ -439,6 +443,14 @@ async fn bench_drain_measures_a_real_worker_that_claims_ahead_only_when_allowed(
         assert!(out.status.success(), "{}", text(&out.stderr));
         let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
         assert_eq!(report["jobs"], 2000);
+        assert_eq!(report["history_jobs"], serde_json::json!([0, 1500]));
+        let levels: Vec<&serde_json::Value> = report["results"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|result| &result["history_jobs"])
+            .collect();
+        assert_eq!(levels, [0, 1500]);
         let round = &report["results"][0]["rounds"][0];
         assert!(round["drain_jobs_per_second_wall"].as_f64().unwrap() > 0.0);
         assert!(round["peak_rss_kb"].as_u64().unwrap() > 0);

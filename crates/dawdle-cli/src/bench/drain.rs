@@ -85,11 +85,14 @@ pub(crate) struct DrainBenchArgs {
     )]
     processes: Vec<u32>,
     /// Finished jobs (with their history: deferred, started, succeeded) in
-    /// another queue, made once before the rounds by deferring and draining
-    /// them: a drain on a table with a past, as a deployment's is.
-    #[arg(long, default_value_t = 0, value_name = "JOBS",
+    /// another queue, made by deferring and draining them: a drain on a
+    /// table with a past, as a deployment's is. Several levels (`0,1000000`)
+    /// are measured in the same run, from the smallest up, the history
+    /// growing between them, so their ratio is not at the mercy of the
+    /// machine's drift between runs.
+    #[arg(long, value_delimiter = ',', default_values_t = [0], value_name = "JOBS,...",
           value_parser = clap::value_parser!(i32).range(0..))]
-    history: i32,
+    history: Vec<i32>,
     /// Whether a session stays `idle in transaction` (a snapshot held)
     /// through each drain: `without`, `with`, or both, each measured in turn.
     #[arg(long, value_delimiter = ',', default_values = ["without"], value_name = "without|with,...")]
@@ -143,6 +146,8 @@ struct Verdicts {
 
 #[derive(Debug, Serialize)]
 struct ConcurrencyResult {
+    /// Finished jobs beside the drained ones.
+    history_jobs: i32,
     concurrency: u32,
     /// Worker processes draining side by side, each at `concurrency`.
     processes: u32,
@@ -174,8 +179,9 @@ struct Report {
     metrics: bool,
     /// Whether the workers went through PgBouncer.
     pgbouncer: bool,
-    /// Finished jobs in another queue, with their events, under the drains.
-    history_jobs: i32,
+    /// The levels of finished jobs in another queue, with their events,
+    /// under the drains, in the order measured.
+    history_jobs: Vec<i32>,
     /// Whether each drain started right after a checkpoint (it needs a
     /// superuser or the pg_checkpoint role), as a settled database would.
     checkpoint: bool,
@@ -193,6 +199,9 @@ pub(super) async fn run(
     dedup(&mut args.concurrency);
     dedup(&mut args.processes);
     dedup(&mut args.idle_transaction);
+    // History only grows: the levels are made and measured from the least.
+    args.history.sort_unstable();
+    dedup(&mut args.history);
     let database = jobs_database(explicit_url).await?;
     let worker_url = match &args.pgbouncer {
         Some(url) => through_pgbouncer(url),
@@ -225,9 +234,6 @@ async fn measure(
         .queue(QUEUE);
     let batch = vec![job.clone(); args.enqueue_batch.min(args.jobs) as usize];
 
-    if args.history > 0 {
-        make_history(&mut conn, worker_url, args, job).await?;
-    }
     let checkpoint = sqlx::raw_sql("CHECKPOINT").execute(&mut conn).await.is_ok();
     if !checkpoint {
         eprintln!(
@@ -263,27 +269,90 @@ async fn measure(
             }
         }
     }
-    let mut results: BTreeMap<(u32, u32, IdleTransaction), Vec<RoundResult>> = BTreeMap::new();
+    let mut results: BTreeMap<(i32, u32, u32, IdleTransaction), Vec<RoundResult>> = BTreeMap::new();
+    let mut made = 0;
+    for &history in &args.history {
+        if history > made {
+            make_history(&mut conn, worker_url, args, job.clone(), history - made).await?;
+            made = history;
+        }
+        measure_rounds(
+            &mut conn,
+            server,
+            worker_url,
+            args,
+            &batch,
+            &cases,
+            history,
+            checkpoint,
+            &mut results,
+        )
+        .await?;
+    }
+    disconnect(conn, DATABASE).await?;
+
+    let results = args
+        .history
+        .iter()
+        .flat_map(|history| cases.iter().map(|case| (*history, case.0, case.1, case.2)))
+        .map(|case| summarise(case, results.remove(&case).unwrap_or_default()))
+        .collect();
+    Ok(Report {
+        postgres_version,
+        jobs: args.jobs,
+        enqueue_batch: batch.len() as i32,
+        rounds: args.rounds,
+        prefetch: args.prefetch,
+        metrics: args.metrics,
+        pgbouncer: args.pgbouncer.is_some(),
+        history_jobs: args.history.clone(),
+        checkpoint,
+        targets: Targets {
+            drain_jobs_per_second_at_least: TARGET_DRAIN_JOBS_PER_SECOND,
+            enqueue_jobs_per_second_at_least: TARGET_ENQUEUE_JOBS_PER_SECOND,
+            peak_rss_mib_below: TARGET_PEAK_RSS_MIB,
+        },
+        results,
+    })
+}
+
+/// Every round of every case on `history` finished jobs.
+#[expect(
+    clippy::too_many_arguments,
+    reason = "the run's connection, settings and results, and the history level"
+)]
+async fn measure_rounds(
+    conn: &mut PgConnection,
+    server: &PgConnectOptions,
+    worker_url: &str,
+    args: &DrainBenchArgs,
+    batch: &[NewJob],
+    cases: &[(u32, u32, IdleTransaction)],
+    history: i32,
+    checkpoint: bool,
+    results: &mut BTreeMap<(i32, u32, u32, IdleTransaction), Vec<RoundResult>>,
+) -> Result<(), BenchError> {
     for round in 1..=args.rounds {
         // Alternate the order of the cases, so drift on the machine (a
         // checkpoint, autovacuum, a warming cache) is shared out instead of
         // always landing on the same one.
-        let mut order = cases.clone();
+        let mut order = cases.to_vec();
         if round % 2 == 0 {
             order.reverse();
         }
         for (concurrency, processes, idle) in order {
             let case = Case {
+                history,
                 concurrency,
                 processes,
                 idle,
                 round,
                 checkpoint,
             };
-            let result = timed_round(&mut conn, server, worker_url, args, &batch, &case).await?;
+            let result = timed_round(conn, server, worker_url, args, batch, &case).await?;
             eprintln!(
-                "dawdle: round {round}/{}, concurrency {concurrency}, {processes} \
-                 process(es), {} an idle transaction: enqueue {:.0} jobs/s ({:.2} s); drain {:.0} jobs/s by the jobs' \
+                "dawdle: round {round}/{}, {history} finished jobs, concurrency {concurrency}, \
+                 {processes} process(es), {} an idle transaction: enqueue {:.0} jobs/s ({:.2} s); drain {:.0} jobs/s by the jobs' \
                  timestamps ({:.2} s), {:.0} jobs/s spawn to exit ({:.2} s); {} claims of \
                  {:.1} jobs, {} completions of {:.1} jobs on average; peak RSS {}",
                 args.rounds,
@@ -306,49 +375,29 @@ async fn measure(
                     ))
             );
             results
-                .entry((concurrency, processes, idle))
+                .entry((history, concurrency, processes, idle))
                 .or_default()
                 .push(result);
         }
     }
-    disconnect(conn, DATABASE).await?;
-
-    let results = cases
-        .iter()
-        .map(|case| summarise(*case, results.remove(case).unwrap_or_default()))
-        .collect();
-    Ok(Report {
-        postgres_version,
-        jobs: args.jobs,
-        enqueue_batch: batch.len() as i32,
-        rounds: args.rounds,
-        prefetch: args.prefetch,
-        metrics: args.metrics,
-        pgbouncer: args.pgbouncer.is_some(),
-        history_jobs: args.history,
-        checkpoint,
-        targets: Targets {
-            drain_jobs_per_second_at_least: TARGET_DRAIN_JOBS_PER_SECOND,
-            enqueue_jobs_per_second_at_least: TARGET_ENQUEUE_JOBS_PER_SECOND,
-            peak_rss_mib_below: TARGET_PEAK_RSS_MIB,
-        },
-        results,
-    })
+    Ok(())
 }
 
-/// Leaves `--history` finished jobs in their own queue, each with the
-/// events a real run records, by deferring them and draining them with a
-/// worker, then settles the table (VACUUM ANALYZE) as autovacuum would have.
+/// Adds `more` finished jobs to the history in their own queue, each with
+/// the events a real run records, by deferring them and draining them with
+/// a worker, then settles the table (VACUUM ANALYZE) as autovacuum would
+/// have.
 async fn make_history(
     conn: &mut PgConnection,
     worker_url: &str,
     args: &DrainBenchArgs,
     job: NewJob,
+    more: i32,
 ) -> Result<(), BenchError> {
     let started = Instant::now();
     let job = job.queue(HISTORY_QUEUE);
-    let batch = vec![job; args.enqueue_batch.min(args.history) as usize];
-    let jobs = args.history as usize;
+    let batch = vec![job; args.enqueue_batch.min(more) as usize];
+    let jobs = more as usize;
     enqueue(conn, &batch, jobs, true, &|| "the history jobs".to_string()).await?;
     eprintln!("dawdle: history: draining {jobs} jobs in queue {HISTORY_QUEUE}");
     let (summary, _) = run_workers(&WorkerRun {
@@ -358,7 +407,7 @@ async fn make_history(
         prefetch: args.prefetch,
         metrics: false,
         processes: 1,
-        jobs: args.history,
+        jobs: more,
         pgbouncer: args.pgbouncer.is_some(),
     })
     .await?;
@@ -404,6 +453,8 @@ async fn enqueue(
 
 /// What one timed drain measures.
 struct Case {
+    /// Finished jobs beside the drained ones.
+    history: i32,
     concurrency: u32,
     processes: u32,
     idle: IdleTransaction,
@@ -416,7 +467,7 @@ fn kib_to_mib(kib: u64) -> f64 {
 }
 
 fn summarise(
-    (concurrency, processes, idle_transaction): (u32, u32, IdleTransaction),
+    (history_jobs, concurrency, processes, idle_transaction): (i32, u32, u32, IdleTransaction),
     rounds: Vec<RoundResult>,
 ) -> ConcurrencyResult {
     let of = |field: fn(&RoundResult) -> f64| {
@@ -431,6 +482,7 @@ fn summarise(
         .max()
         .map(kib_to_mib);
     ConcurrencyResult {
+        history_jobs,
         concurrency,
         processes,
         idle_transaction,
@@ -459,6 +511,7 @@ async fn timed_round(
     case: &Case,
 ) -> Result<RoundResult, BenchError> {
     let Case {
+        history,
         concurrency,
         processes,
         idle,
@@ -467,7 +520,7 @@ async fn timed_round(
     } = *case;
     let jobs = args.jobs as usize;
     let during = || format!("round {round} at concurrency {concurrency}, {processes} process(es)");
-    if args.history > 0 {
+    if history > 0 {
         // The history stays; only the previous round's jobs go.
         sqlx::raw_sql(&format!(
             "DELETE FROM procrastinate_events WHERE job_id IN \
@@ -645,9 +698,15 @@ fn print_for_people(report: &Report) {
     if report.pgbouncer {
         outln!("  through: PgBouncer in transaction pooling (workers run with --pgbouncer)");
     }
+    let levels: Vec<String> = report.history_jobs.iter().map(i32::to_string).collect();
     outln!(
-        "  table:   {} finished jobs of history beside them; VACUUM ANALYZE{} before each drain",
-        report.history_jobs,
+        "  table:   {} finished jobs of history beside them{}; VACUUM ANALYZE{} before each drain",
+        levels.join(", then "),
+        if levels.len() > 1 {
+            " (the same table, growing between levels)"
+        } else {
+            ""
+        },
         if report.checkpoint {
             " and CHECKPOINT"
         } else {
@@ -670,13 +729,15 @@ fn print_for_people(report: &Report) {
         .iter()
         .map(|result| {
             // Against one process at the same concurrency without an idle
-            // transaction, when measured.
+            // transaction on the least history, when measured.
             let one = report.results.iter().find(|other| {
                 other.concurrency == result.concurrency
                     && other.processes == 1
                     && other.idle_transaction == IdleTransaction::Without
+                    && Some(&other.history_jobs) == report.history_jobs.first()
             });
             vec![
+                result.history_jobs.to_string(),
                 result.concurrency.to_string(),
                 result.processes.to_string(),
                 result.idle_transaction.word().to_string(),
@@ -696,13 +757,14 @@ fn print_for_people(report: &Report) {
         .collect();
     output::print_table(
         &[
+            "HISTORY",
             "CONCURRENCY",
             "PROCESSES",
             "IDLE TX",
             "ENQUEUE JOBS/S",
             "DRAIN JOBS/S (DB)",
             "DRAIN JOBS/S (WALL)",
-            "DB VS 1 PROCESS, NO IDLE TX",
+            "DB VS 1 PROCESS, NO IDLE TX, LEAST HISTORY",
             "PEAK RSS MiB",
         ],
         &rows,
@@ -722,6 +784,7 @@ fn print_for_people(report: &Report) {
         .map(|result| {
             let meets = &result.meets_targets;
             vec![
+                result.history_jobs.to_string(),
                 result.concurrency.to_string(),
                 result.processes.to_string(),
                 result.idle_transaction.word().to_string(),
@@ -736,6 +799,7 @@ fn print_for_people(report: &Report) {
         .collect();
     output::print_table(
         &[
+            "HISTORY",
             "CONCURRENCY",
             "PROCESSES",
             "IDLE TX",
