@@ -78,21 +78,28 @@ try {
     worker.completeJobBatchDelay = 0;
     worker.failJobBatchDelay = 0;
   }
-  started = performance.now();
-  await runOnce({
-    connectionString,
-    concurrency,
-    noHandleSignals: true,
-    logger: quiet,
-    taskList: { noop: async () => {} },
-    preset: { worker },
-  });
-  const drainSeconds = (performance.now() - started) / 1000;
-
-  const client = new pg.Client({ connectionString });
-  await client.connect();
-  const left = Number((await client.query("SELECT count(*) AS n FROM graphile_worker._private_jobs")).rows[0].n);
-  await client.end();
+  // The worker's pool is ours, so that it is closed before the scratch
+  // database is dropped: an idle connection the server ended under a pool
+  // of its own made the process die on an unhandled error event.
+  const pool = new pg.Pool({ connectionString, max: worker.maxPoolSize });
+  pool.on("error", (error) => console.error(`graphile_drain: idle connection lost: ${error.message}`));
+  let drainSeconds;
+  let left;
+  try {
+    started = performance.now();
+    await runOnce({
+      pgPool: pool,
+      concurrency,
+      noHandleSignals: true,
+      logger: quiet,
+      taskList: { noop: async () => {} },
+      preset: { worker },
+    });
+    drainSeconds = (performance.now() - started) / 1000;
+    left = Number((await pool.query("SELECT count(*) AS n FROM graphile_worker._private_jobs")).rows[0].n);
+  } finally {
+    await pool.end();
+  }
   if (left !== 0) {
     console.error(`Graphile Worker left ${left} of ${jobs} jobs`);
     process.exit(1);
