@@ -95,11 +95,12 @@ type LookFuture = std::pin::Pin<Box<dyn Future<Output = Option<tokio::time::Inst
 /// runnable (`None` if there is none, or on error: the poll covers it).
 fn look_ahead<S: Store>(store: S, queues: Arc<Option<Vec<String>>>) -> LookFuture {
     Box::pin(async move {
-        // The wait is counted from when the table was read, not from the
-        // answer.
-        let sent = tokio::time::Instant::now();
         let wait = store.next_scheduled(queues.as_deref()).await.ok()??;
-        Some(sent + wait)
+        // Counted from the answer, so the timer fires a little late, never
+        // early: a claim made before the job is due would find nothing, and
+        // the look after it no longer sees a job that has since come due
+        // (it looks only past the database's now()), leaving it to the poll.
+        Some(tokio::time::Instant::now() + wait)
     })
 }
 
