@@ -115,12 +115,32 @@ impl Task for Strict {
 #[derive(Debug, Serialize, Deserialize)]
 struct Sleepy {
     ms: u64,
+    /// Recorded in `SLEEPY_STARTED` when the run begins.
+    #[serde(default)]
+    tag: Option<String>,
+}
+
+/// The tags of the `test.sleepy` jobs whose run has begun. A claimed job is
+/// `doing` in the table while the worker may still hold it ready, not
+/// running yet: tests about running jobs wait for this instead. Tags, not
+/// job ids, since every test database numbers its jobs from 1.
+static SLEEPY_STARTED: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
+
+fn sleepy_started(tag: &str) -> bool {
+    SLEEPY_STARTED
+        .lock()
+        .unwrap()
+        .iter()
+        .any(|seen| seen == tag)
 }
 
 impl Task for Sleepy {
     const NAME: &'static str = "test.sleepy";
 
     async fn run(self, _ctx: JobContext) -> Result<(), TaskError> {
+        if let Some(tag) = self.tag {
+            SLEEPY_STARTED.lock().unwrap().push(tag);
+        }
         tokio::time::sleep(Duration::from_millis(self.ms)).await;
         Ok(())
     }
@@ -394,17 +414,25 @@ async fn notifications_wake_the_worker_long_before_the_poll_interval() {
 async fn shutdown_lets_short_jobs_finish_and_puts_long_ones_back() {
     let db = TestDatabase::with_schema().await;
     let pool = db.pool().clone();
-    let short = job(&pool, "test.sleepy", json!({"ms": 300})).await;
-    let long = job(&pool, "test.sleepy", json!({"ms": 60_000})).await;
+    let tag = |which: &str| format!("{}-{which}", db.name());
+    let short = job(
+        &pool,
+        "test.sleepy",
+        json!({"ms": 300, "tag": tag("short")}),
+    )
+    .await;
+    let long = job(
+        &pool,
+        "test.sleepy",
+        json!({"ms": 60_000, "tag": tag("long")}),
+    )
+    .await;
     let config = WorkerConfig::default().shutdown_timeout(Duration::from_secs(2));
     let worker = Worker::new(pool.clone(), registry(), config).start();
+    // Running, not only claimed: a job held ready when the shutdown comes is
+    // put back without running, which is another test's matter.
     eventually(Duration::from_secs(10), "both jobs to start", || async {
-        count(
-            &pool,
-            "SELECT count(*) FROM procrastinate_jobs WHERE status = 'doing'",
-        )
-        .await
-            == 2
+        sleepy_started(&tag("short")) && sleepy_started(&tag("long"))
     })
     .await;
     let report = worker.shutdown().await.unwrap();
