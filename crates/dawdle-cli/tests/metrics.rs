@@ -105,6 +105,22 @@ async fn a_draining_worker_serves_counts_that_match_the_jobs_table() {
         },
     )
     .await;
+    // An outcome is counted when it is decided and written to the table a
+    // moment later: wait for the table to hold every one before comparing.
+    eventually(
+        Duration::from_secs(30),
+        "the table to record every outcome",
+        async || {
+            let open: i64 = sqlx::query_scalar(
+                "SELECT count(*) FROM procrastinate_jobs WHERE status IN ('todo', 'doing')",
+            )
+            .fetch_one(db.pool())
+            .await
+            .unwrap();
+            open == 0
+        },
+    )
+    .await;
 
     // The same counts as the table.
     let table: Vec<(String, String, i64)> = sqlx::query_as(
