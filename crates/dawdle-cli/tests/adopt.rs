@@ -15,7 +15,7 @@ use std::path::PathBuf;
 use std::process::Stdio;
 use std::time::Duration;
 
-use dawdle::testing::{eventually, TestDatabase};
+use dawdle::testing::{eventually, holds_within, TestDatabase};
 use serde_json::{json, Value};
 use sqlx::PgPool;
 use tokio::io::{AsyncBufReadExt, BufReader};
@@ -499,29 +499,28 @@ async fn a_live_procrastinate_database_is_adopted_while_python_and_dawdle_worker
     assert!(report.contains("the schema is current"), "{report}");
     let held = common::status(pool, hold).await;
     marker.touch();
-    // Polled here rather than with `eventually`: if the Python worker does
-    // not drain its queue, what it printed says why.
+    // Not `eventually`: if the Python worker does not drain its queue, what
+    // it printed says why.
     let limit = Duration::from_secs(90);
-    let deadline = tokio::time::Instant::now() + limit;
-    while not_succeeded(pool, "python").await != 0 && common::status(pool, hold).await != "aborted"
-    {
-        if tokio::time::Instant::now() > deadline {
-            let statuses = status_counts(pool).await;
-            let (_, stdout, stderr) = python.stop().await;
-            // The end of what it printed, on a character boundary.
-            let tail = |text: &str| {
-                let from = text.char_indices().rev().nth(4000).map_or(0, |(at, _)| at);
-                text[from..].to_string()
-            };
-            panic!(
-                "timed out after {limit:?} waiting for the Python worker to drain its queue; \
-                 jobs by queue and status: {statuses:?}\nPython worker, the end of its \
-                 output:\n{}\n{}",
-                tail(&stdout),
-                tail(&stderr)
-            );
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
+    let drained = holds_within(limit, async || {
+        not_succeeded(pool, "python").await == 0 || common::status(pool, hold).await == "aborted"
+    })
+    .await;
+    if !drained {
+        let statuses = status_counts(pool).await;
+        let (_, stdout, stderr) = python.stop().await;
+        // The end of what it printed, on a character boundary.
+        let tail = |text: &str| {
+            let from = text.char_indices().rev().nth(4000).map_or(0, |(at, _)| at);
+            text[from..].to_string()
+        };
+        panic!(
+            "timed out after {limit:?} waiting for the Python worker to drain its queue; \
+             jobs by queue and status: {statuses:?}\nPython worker, the end of its \
+             output:\n{}\n{}",
+            tail(&stdout),
+            tail(&stderr)
+        );
     }
     let (ok, stdout, stderr) = python.stop().await;
     assert!(

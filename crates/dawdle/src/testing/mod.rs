@@ -166,14 +166,27 @@ impl Drop for TestDatabase {
 pub async fn eventually(
     deadline: std::time::Duration,
     what: &str,
-    mut condition: impl AsyncFnMut() -> bool,
+    condition: impl AsyncFnMut() -> bool,
 ) {
+    assert!(
+        holds_within(deadline, condition).await,
+        "timed out after {deadline:?} waiting for {what}"
+    );
+}
+
+/// Polls `condition` every 20 ms until it holds (`true`) or `deadline` has
+/// passed (`false`): [`eventually`] for a test with more to report than a
+/// message when the condition never holds.
+pub async fn holds_within(
+    deadline: std::time::Duration,
+    mut condition: impl AsyncFnMut() -> bool,
+) -> bool {
     let start = tokio::time::Instant::now();
     while !condition().await {
-        assert!(
-            start.elapsed() < deadline,
-            "timed out after {deadline:?} waiting for {what}"
-        );
+        if start.elapsed() >= deadline {
+            return false;
+        }
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
+    true
 }
