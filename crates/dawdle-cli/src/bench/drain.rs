@@ -269,7 +269,7 @@ async fn measure(
             }
         }
     }
-    let mut results: BTreeMap<(i32, u32, u32, IdleTransaction), Vec<RoundResult>> = BTreeMap::new();
+    let mut results: BTreeMap<CaseKey, Vec<RoundResult>> = BTreeMap::new();
     let mut made = 0;
     for &history in &args.history {
         if history > made {
@@ -330,7 +330,7 @@ async fn measure_rounds(
     cases: &[(u32, u32, IdleTransaction)],
     history: i32,
     checkpoint: bool,
-    results: &mut BTreeMap<(i32, u32, u32, IdleTransaction), Vec<RoundResult>>,
+    results: &mut BTreeMap<CaseKey, Vec<RoundResult>>,
 ) -> Result<(), BenchError> {
     // One drain first that is not counted: the first at each level pays for
     // what the server has not read yet (cold caches at the start of the run,
@@ -471,6 +471,10 @@ async fn enqueue(
     Ok(())
 }
 
+/// The rounds of one case are gathered under: history level, concurrency,
+/// processes, idle transaction.
+type CaseKey = (i32, u32, u32, IdleTransaction);
+
 /// What one timed drain measures.
 struct Case {
     /// Finished jobs beside the drained ones.
@@ -487,7 +491,7 @@ fn kib_to_mib(kib: u64) -> f64 {
 }
 
 fn summarise(
-    (history_jobs, concurrency, processes, idle_transaction): (i32, u32, u32, IdleTransaction),
+    (history_jobs, concurrency, processes, idle_transaction): CaseKey,
     rounds: Vec<RoundResult>,
 ) -> ConcurrencyResult {
     let of = |field: fn(&RoundResult) -> f64| {

@@ -36,7 +36,7 @@ use super::drain_worker::scratch_url_for;
 use super::scratch::{self, create_database, disconnect, reset, server_version};
 use super::sql_floor::SqlFloor;
 use super::{
-    close_idle_transaction, dedup, open_idle_transaction, print_report, BenchError,
+    close_idle_transaction, dedup, open_idle_transaction, percentile, print_report, BenchError,
     IdleTransaction, OrFailedTo,
 };
 use crate::database::jobs_database;
@@ -439,18 +439,12 @@ async fn measure_case(
 /// server's `percentile_cont` does; `None` when there are none.
 fn client_percentiles(mut ms: Vec<f64>) -> Option<Percentiles> {
     ms.sort_by(f64::total_cmp);
-    let last = ms.len().checked_sub(1)?;
-    let at = |fraction: f64| {
-        let rank = fraction * last as f64;
-        let (below, above) = (rank.floor() as usize, rank.ceil() as usize);
-        ms[below] + (ms[above] - ms[below]) * (rank - below as f64)
-    };
     Some(Percentiles {
         jobs: ms.len() as i64,
-        p50_ms: at(0.5),
-        p95_ms: at(0.95),
-        p99_ms: at(0.99),
-        max_ms: ms[last],
+        p50_ms: percentile(&ms, 0.5)?,
+        p95_ms: percentile(&ms, 0.95)?,
+        p99_ms: percentile(&ms, 0.99)?,
+        max_ms: *ms.last()?,
     })
 }
 

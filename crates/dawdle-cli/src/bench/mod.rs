@@ -198,12 +198,17 @@ pub(crate) fn dedup<T: PartialEq + Copy>(values: &mut Vec<T>) {
 pub(crate) fn median(values: &[f64]) -> Option<f64> {
     let mut sorted = values.to_vec();
     sorted.sort_by(f64::total_cmp);
-    let middle = sorted.len() / 2;
-    match sorted.len() {
-        0 => None,
-        len if len % 2 == 1 => Some(sorted[middle]),
-        _ => Some((sorted[middle - 1] + sorted[middle]) / 2.0),
-    }
+    percentile(&sorted, 0.5)
+}
+
+/// The `fraction` (0 to 1) percentile of `sorted`, in ascending order,
+/// interpolated between neighbours as PostgreSQL's `percentile_cont` does;
+/// `None` when there are no values.
+pub(crate) fn percentile(sorted: &[f64], fraction: f64) -> Option<f64> {
+    let last = sorted.len().checked_sub(1)?;
+    let rank = fraction.clamp(0.0, 1.0) * last as f64;
+    let (below, above) = (rank.floor() as usize, rank.ceil() as usize);
+    Some(sorted[below] + (sorted[above] - sorted[below]) * (rank - below as f64))
 }
 
 #[cfg(test)]
@@ -220,6 +225,15 @@ mod tests {
         assert_eq!(median(&[7.0]), Some(7.0));
         assert_eq!(median(&[9.0, 1.0, 5.0]), Some(5.0));
         assert_eq!(median(&[3.0, 100.0, 2.0, 1.0, 4.0]), Some(3.0));
+    }
+
+    #[test]
+    fn percentiles_interpolate_between_neighbours_as_percentile_cont_does() {
+        let sorted: Vec<f64> = (1..=101).map(f64::from).collect();
+        assert_eq!(percentile(&sorted, 0.99), Some(100.0));
+        assert_eq!(percentile(&[10.0, 20.0], 0.25), Some(12.5));
+        assert_eq!(percentile(&[10.0, 20.0], 1.0), Some(20.0));
+        assert_eq!(percentile(&[], 0.5), None);
     }
 
     #[test]
