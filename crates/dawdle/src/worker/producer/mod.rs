@@ -87,20 +87,22 @@ fn claim_jobs<S: Store>(
     })
 }
 
-/// When the earliest job scheduled for later becomes runnable, as one look
-/// at the table.
-type LookFuture = std::pin::Pin<Box<dyn Future<Output = Option<tokio::time::Instant>> + Send>>;
+/// When the earliest job scheduled for later becomes runnable (`None`: there
+/// is none), as one look at the table; an error when the look failed.
+type LookFuture = std::pin::Pin<
+    Box<dyn Future<Output = Result<Option<tokio::time::Instant>, sqlx::Error>> + Send>,
+>;
 
 /// Looks up when the earliest job of `queues` scheduled for later becomes
-/// runnable (`None` if there is none, or on error: the poll covers it).
+/// runnable.
 fn look_ahead<S: Store>(store: S, queues: Arc<Option<Vec<String>>>) -> LookFuture {
     Box::pin(async move {
-        let wait = store.next_scheduled(queues.as_deref()).await.ok()??;
+        let wait = store.next_scheduled(queues.as_deref()).await?;
         // Counted from the answer, so the timer fires a little late, never
         // early: a claim made before the job is due would find nothing, and
         // the look after it no longer sees a job that has since come due
         // (it looks only past the database's now()), leaving it to the poll.
-        Some(tokio::time::Instant::now() + wait)
+        Ok(wait.map(|wait| tokio::time::Instant::now() + wait))
     })
 }
 
@@ -247,10 +249,13 @@ impl<S: Store> Loop<'_, S> {
                 // A retry was recorded: its time may come before the timer's.
                 _ = retries_written.notified() => self.look_ahead(&mut looking, &mut look_again),
                 // The look reads the whole table: its answer replaces what
-                // an earlier one said.
+                // an earlier one said. A failed look says nothing: the time
+                // known before still holds (the poll covers what it missed).
                 due = async { looking.as_mut().expect("guarded").await }, if looking.is_some() => {
                     looking = None;
-                    next_scheduled = due;
+                    if let Ok(due) = due {
+                        next_scheduled = due;
+                    }
                     if std::mem::take(&mut look_again) {
                         self.look_ahead(&mut looking, &mut look_again);
                     }

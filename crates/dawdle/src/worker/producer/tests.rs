@@ -71,6 +71,8 @@ struct Inner {
     scheduled_at: Option<TokioInstant>,
     /// How long a look for it takes to answer, after it read the table.
     look_takes: Duration,
+    /// How many looks to fail before answering again.
+    failing_looks: usize,
     /// Each outcome written: job id, when (since the start), verdict and
     /// error kind.
     recorded: Vec<(i64, Duration, String)>,
@@ -88,6 +90,7 @@ impl FakeState {
             claim_takes: Duration::ZERO,
             scheduled_at: None,
             look_takes: Duration::ZERO,
+            failing_looks: 0,
             recorded: Vec::new(),
             put_backs: 0,
             registrations: 0,
@@ -173,6 +176,11 @@ impl Store for FakeState {
         let now = TokioInstant::now();
         let (due, takes) = self.inner(|inner| (inner.scheduled_at, inner.look_takes));
         tokio::time::sleep(takes).await;
+        let mut inner = self.0.lock().unwrap();
+        if inner.failing_looks > 0 {
+            inner.failing_looks -= 1;
+            return Err(sqlx::Error::PoolTimedOut);
+        }
         Ok(due.filter(|due| *due > now).map(|due| due - now))
     }
 
@@ -403,6 +411,37 @@ async fn a_retry_written_while_a_look_is_in_flight_is_looked_for_again() {
     // 4 s; the wait counts from the answer: claimed at 5 s, not at the poll
     // a minute later.
     assert_eq!(claimed_at, [0, 5_000]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_failed_look_keeps_the_time_an_earlier_look_found() {
+    // The first look (after the claim at 0 s) finds a job due at 3.5 s.
+    // A retry written at 1 s asks for another look, which fails: the job
+    // due at 3.5 s is still claimed then, not at the poll a minute later.
+    let state = FakeState::new().with(|inner| {
+        inner.scheduled_at = Some(inner.since + Duration::from_millis(3_500));
+    });
+    let ran = run_loop(
+        &state,
+        config().poll_interval(Duration::from_secs(60)),
+        Duration::from_secs(10),
+        {
+            let state = state.clone();
+            |beside| async move {
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                state.0.lock().unwrap().failing_looks = 1;
+                beside.retries_written.notify_one();
+            }
+        },
+    )
+    .await;
+    ran.ended.unwrap();
+    assert_eq!(state.claim_times_ms(), [0, 3_500]);
+    assert_eq!(
+        state.inner(|inner| inner.failing_looks),
+        0,
+        "the look failed"
+    );
 }
 
 #[tokio::test(start_paused = true)]
