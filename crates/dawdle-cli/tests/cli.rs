@@ -454,6 +454,14 @@ async fn bench_drain_measures_a_real_worker_that_claims_ahead_only_when_allowed(
         let round = &report["results"][0]["rounds"][0];
         assert!(round["drain_jobs_per_second_wall"].as_f64().unwrap() > 0.0);
         assert!(round["peak_rss_kb"].as_u64().unwrap() > 0);
+        // The worker process ran 2,000 jobs: it used some CPU, and the
+        // machine was busy for some of the drain.
+        assert!(
+            round["worker_cpu_seconds"].as_f64().unwrap() > 0.0,
+            "{round}"
+        );
+        let busy = round["machine_cpu_busy"].as_f64().unwrap();
+        assert!(busy > 0.0 && busy <= 1.0, "{round}");
         jobs_per_claim.push(round["mean_jobs_per_claim"].as_f64().unwrap());
     }
     // Two slots: without prefetch no claim takes more than two jobs; with

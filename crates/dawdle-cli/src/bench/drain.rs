@@ -25,6 +25,7 @@ use serde::Serialize;
 use sqlx::postgres::PgConnectOptions;
 use sqlx::PgConnection;
 
+use super::cpu::CpuMark;
 use super::drain_worker::{run_workers, scratch_url, through_pgbouncer, WorkerRun};
 use super::scratch::{self, create_database, disconnect, reset, server_version};
 use super::{
@@ -128,6 +129,11 @@ struct RoundResult {
     drain_seconds_wall: f64,
     drain_jobs_per_second_wall: f64,
     peak_rss_kb: Option<u64>,
+    /// The share of all cores' time the machine was busy during the drain
+    /// (spawn to exit), 0 to 1; `None` without `/proc/stat`.
+    machine_cpu_busy: Option<f64>,
+    /// CPU time the worker processes used, together.
+    worker_cpu_seconds: Option<f64>,
     /// Claim statements that returned jobs, and completion statements.
     claim_statements: i64,
     completion_statements: i64,
@@ -157,6 +163,11 @@ struct ConcurrencyResult {
     median_drain_jobs_per_second_db: f64,
     median_drain_jobs_per_second_wall: f64,
     max_peak_rss_mib: Option<f64>,
+    /// Medians of the rounds: the machine's busy share of all cores, and
+    /// the cores the worker processes used (their CPU time over the wall
+    /// time of the drain).
+    median_machine_cpu_busy: Option<f64>,
+    median_worker_cores: Option<f64>,
     meets_targets: Verdicts,
     /// Every round, in the order it ran.
     rounds: Vec<RoundResult>,
@@ -505,6 +516,15 @@ fn summarise(
         .filter_map(|round| round.peak_rss_kb)
         .max()
         .map(kib_to_mib);
+    let known = |field: fn(&RoundResult) -> Option<f64>| {
+        median(&rounds.iter().filter_map(field).collect::<Vec<_>>())
+    };
+    let machine_busy = known(|round| round.machine_cpu_busy);
+    let worker_cores = known(|round| {
+        round
+            .worker_cpu_seconds
+            .map(|seconds| seconds / round.drain_seconds_wall)
+    });
     ConcurrencyResult {
         history_jobs,
         concurrency,
@@ -514,6 +534,8 @@ fn summarise(
         median_drain_jobs_per_second_db: drain_db,
         median_drain_jobs_per_second_wall: drain_wall,
         max_peak_rss_mib,
+        median_machine_cpu_busy: machine_busy,
+        median_worker_cores: worker_cores,
         meets_targets: Verdicts {
             enqueue: enqueue >= TARGET_ENQUEUE_JOBS_PER_SECOND,
             drain_db: drain_db >= TARGET_DRAIN_JOBS_PER_SECOND,
@@ -591,6 +613,7 @@ async fn timed_round(
             Some(open_idle_transaction(&server.clone().database(DATABASE)).await?)
         }
     };
+    let cpu = CpuMark::now();
     let (summary, wall) = run_workers(&WorkerRun {
         url: worker_url,
         queue: QUEUE,
@@ -602,6 +625,7 @@ async fn timed_round(
         pgbouncer: args.pgbouncer.is_some(),
     })
     .await?;
+    let cpu = cpu.since();
     if let Some(session) = idle_session {
         close_idle_transaction(session).await?;
     }
@@ -652,6 +676,8 @@ async fn timed_round(
         drain_seconds_wall: wall.as_secs_f64(),
         drain_jobs_per_second_wall: per_second(wall.as_secs_f64()),
         peak_rss_kb: summary.peak_rss_kb,
+        machine_cpu_busy: cpu.machine_busy,
+        worker_cpu_seconds: cpu.children_seconds,
         claim_statements: claims,
         completion_statements: completions,
         mean_jobs_per_claim: jobs as f64 / claims.max(1) as f64,
@@ -747,6 +773,11 @@ fn print_for_people(report: &Report) {
         "  drain:   DB = first claim to last completion (jobs' timestamps); WALL = worker \
          spawn to exit"
     );
+    outln!(
+        "  cpu:     CPU BUSY = the whole machine during WALL, 100% = all {} cores busy; \
+         WORKER CORES = the worker processes' CPU time over WALL",
+        std::thread::available_parallelism().map_or(1, usize::from)
+    );
     outln!();
     let rss = |mib: Option<f64>| mib.map_or("unknown".to_string(), |mib| format!("{mib:.1}"));
     let rows: Vec<Vec<String>> = report
@@ -777,6 +808,14 @@ fn print_for_people(report: &Report) {
                     )
                 }),
                 rss(result.max_peak_rss_mib),
+                result
+                    .median_machine_cpu_busy
+                    .map_or("unknown".to_string(), |busy| {
+                        format!("{:.0}%", busy * 100.0)
+                    }),
+                result
+                    .median_worker_cores
+                    .map_or("unknown".to_string(), |cores| format!("{cores:.2}")),
             ]
         })
         .collect();
@@ -791,6 +830,8 @@ fn print_for_people(report: &Report) {
             "DRAIN JOBS/S (WALL)",
             "DB VS 1 PROCESS, NO IDLE TX, LEAST HISTORY",
             "PEAK RSS MiB",
+            "CPU BUSY",
+            "WORKER CORES",
         ],
         &rows,
     );

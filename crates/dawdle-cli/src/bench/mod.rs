@@ -10,6 +10,7 @@
 //! the numbers would then describe other work than they claim.
 
 mod adopt;
+mod cpu;
 mod drain;
 mod drain_worker;
 mod jobs_list;
