@@ -81,6 +81,14 @@ pub(crate) struct WorkerArgs {
         action = clap::ArgAction::Set
     )]
     pgbouncer: bool,
+    /// With --pgbouncer: a URL of the same database that does not go
+    /// through PgBouncer, used only to LISTEN, so that new jobs, abort
+    /// requests and paused queues reach the worker within milliseconds
+    /// instead of at the next poll or heartbeat. The worker holds one
+    /// connection to it; if it cannot connect it polls and retries, logging
+    /// why.
+    #[arg(long, env = "JOB_QUEUE_LISTEN_URL", value_name = "URL")]
+    listen_url: Option<String>,
     /// Serve the worker's metrics in Prometheus' text format at
     /// http://ADDR/metrics (e.g. 127.0.0.1:9187). Off when not given.
     #[arg(long, value_name = "ADDR")]
@@ -188,6 +196,23 @@ pub(crate) async fn run(explicit_url: Option<&str>, args: WorkerArgs) -> Result<
              set synchronous_commit for the database or role instead",
         ));
     }
+    let listen_pool = match &args.listen_url {
+        None => None,
+        Some(_) if !args.pgbouncer => {
+            return Err(Failure::new(
+                "failed to start the worker: --listen-url is for a worker behind PgBouncer; \
+                 add --pgbouncer, or drop --listen-url (without PgBouncer the worker \
+                 LISTENs on its own connections)",
+            ))
+        }
+        Some(url) => Some(
+            dawdle::JobsDatabase::from_url(url)
+                .map_err(|error| {
+                    Failure::new(format!("failed to start the worker: --listen-url: {error}"))
+                })?
+                .listen_pool(),
+        ),
+    };
     let config = WorkerConfig::default()
         .pgbouncer(args.pgbouncer)
         .queues(args.queues)
@@ -236,7 +261,13 @@ pub(crate) async fn run(explicit_url: Option<&str>, args: WorkerArgs) -> Result<
     for entry in periodic {
         registry.add_periodic(entry);
     }
-    let worker = Worker::new(pool, registry, config);
+    let mut worker = Worker::builder(pool, registry).config(config);
+    if let Some(listen_pool) = listen_pool {
+        worker = worker.listen_through(listen_pool);
+    }
+    let worker = worker
+        .build()
+        .map_err(|error| Failure::from_error(&error))?;
     let report = worker
         .run(shutdown_signal())
         .await

@@ -78,16 +78,26 @@ async fn defer_through(pool: &PgPool, jobs: &[NewJob]) -> Vec<i64> {
 }
 
 fn worker(pool: &PgPool, runs: &Runs, config: WorkerConfig) -> dawdle::WorkerHandle {
+    worker_listening_through(pool, None, runs, config)
+}
+
+/// A worker on `pool`, LISTENing on `listen` when given.
+fn worker_listening_through(
+    pool: &PgPool,
+    listen: Option<PgPool>,
+    runs: &Runs,
+    config: WorkerConfig,
+) -> dawdle::WorkerHandle {
     let mut registry = Registry::new();
     registry.register::<Flaky>();
     registry.register::<UntilAborted>();
     dawdle::diagnostics::register(&mut registry);
     registry.with_state(runs.clone());
-    Worker::builder(pool.clone(), registry)
-        .config(config)
-        .build()
-        .unwrap()
-        .start()
+    let mut builder = Worker::builder(pool.clone(), registry).config(config);
+    if let Some(listen) = listen {
+        builder = builder.listen_through(listen);
+    }
+    builder.build().unwrap().start()
 }
 
 fn pgbouncer_mode() -> WorkerConfig {
@@ -277,4 +287,80 @@ async fn abort_requests_and_paused_queues_reach_the_worker() {
     })
     .await;
     handle.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_direct_listen_connection_brings_new_jobs_and_aborts_before_any_poll() {
+    let db = TestDatabase::with_schema().await;
+    let Some(bouncer) = PgBouncer::start(&db, SERVER_CONNECTIONS).await else {
+        return;
+    };
+    let pool = bouncer_pool(&bouncer).await;
+    let runs = Runs::default();
+    // Polls and heartbeats far apart: only a notification can bring the
+    // job or the abort request within the deadlines below.
+    let config = pgbouncer_mode()
+        .poll_interval(Duration::from_secs(300))
+        .heartbeat_interval(Duration::from_secs(300))
+        .stalled_after(Duration::from_secs(900));
+    let listen = dawdle::JobsDatabase::from_url(&db.url())
+        .unwrap()
+        .listen_pool();
+    let handle = worker_listening_through(&pool, Some(listen), &runs, config);
+    handle.ready().await.unwrap();
+    eventually(
+        DEADLINE,
+        "the worker to LISTEN on its direct connection",
+        async || {
+            count(
+                db.pool(),
+                "SELECT count(*) FROM pg_stat_activity
+             WHERE datname = current_database() AND query ILIKE 'LISTEN%'",
+            )
+            .await
+                == 1
+        },
+    )
+    .await;
+    let status = |id: i64| {
+        let pool = db.pool().clone();
+        async move {
+            sqlx::query_scalar::<_, String>(
+                "SELECT status::text FROM procrastinate_jobs WHERE id = $1",
+            )
+            .bind(id)
+            .fetch_one(&pool)
+            .await
+            .unwrap()
+        }
+    };
+    let quick = Duration::from_secs(30);
+
+    // Deferred through PgBouncer while the worker is idle.
+    let job = defer_through(
+        &pool,
+        &[NewJob::new("test.flaky", json!({"fail_first": false})).unwrap()],
+    )
+    .await[0];
+    eventually(quick, "the job to run on its notification", async || {
+        status(job).await == "succeeded"
+    })
+    .await;
+
+    let running = defer_through(
+        &pool,
+        &[NewJob::new("test.until_aborted", json!({})).unwrap()],
+    )
+    .await[0];
+    eventually(quick, "the job to start", async || {
+        status(running).await == "doing"
+    })
+    .await;
+    dawdle::admin::cancel(db.pool(), running).await.unwrap();
+    eventually(quick, "the abort request to reach the job", async || {
+        status(running).await == "aborted"
+    })
+    .await;
+    handle.shutdown().await.unwrap();
+    assert_eq!(runs.lock().unwrap().get(&job), Some(&1));
 }

@@ -188,6 +188,17 @@ impl JobsDatabase {
         self.connect_pool(max_connections, false).await
     }
 
+    /// A pool of one connection, opened when first used, for a worker
+    /// behind PgBouncer to LISTEN on (`WorkerBuilder::listen_through`):
+    /// build this `JobsDatabase` from a direct URL of the same database,
+    /// not PgBouncer's. An unreachable server is not an error here: the
+    /// worker polls and retries the LISTEN with backoff, logging why.
+    pub fn listen_pool(&self) -> PgPool {
+        PgPoolOptions::new()
+            .max_connections(1)
+            .connect_lazy_with(self.options.clone())
+    }
+
     async fn connect_pool(
         &self,
         max_connections: u32,

@@ -36,9 +36,11 @@ pub struct WorkerConfig {
     /// LISTEN for new jobs (otherwise only poll).
     pub listen: bool,
     /// The pool reaches the jobs database through PgBouncer in transaction
-    /// pooling (see `JobsDatabase::behind_pgbouncer`): no LISTEN (new jobs
-    /// are found by the poll, abort requests by the heartbeat's check), and
-    /// each of the worker's statements runs in a transaction of its own.
+    /// pooling (see `JobsDatabase::behind_pgbouncer`): no LISTEN unless
+    /// given a direct pool for it (`WorkerBuilder::listen_through`; without
+    /// one, new jobs are found by the poll, abort requests by the
+    /// heartbeat's check), and each of the worker's statements runs in a
+    /// transaction of its own.
     pub pgbouncer: bool,
     /// A worker whose heartbeat is older than this is considered dead: it is
     /// pruned and its running jobs are put back (by any live worker).

@@ -80,6 +80,9 @@ use store::Store;
 /// A worker over one jobs database.
 pub struct Worker {
     pool: PgPool,
+    /// Where LISTEN runs, when not on `pool` (see
+    /// [`WorkerBuilder::listen_through`]).
+    listen_pool: Option<PgPool>,
     registry: Arc<Registry>,
     config: WorkerConfig,
     middleware: Vec<Arc<dyn Middleware>>,
@@ -118,6 +121,20 @@ impl WorkerBuilder {
     /// Changes the configuration: `.configure(|c| c.concurrency(20))`.
     pub fn configure(mut self, change: impl FnOnce(WorkerConfig) -> WorkerConfig) -> Self {
         self.worker.config = change(self.worker.config);
+        self
+    }
+
+    /// LISTENs on `pool` instead of the worker's own pool. Behind PgBouncer
+    /// in transaction pooling ([`WorkerConfig::pgbouncer`]) the worker
+    /// otherwise does not LISTEN at all and finds new jobs by polling: give
+    /// it a pool of direct connections to the same PostgreSQL database (not
+    /// through PgBouncer), and new jobs, abort requests and paused queues
+    /// reach it within milliseconds while every other statement still goes
+    /// through PgBouncer. The worker holds one connection of `pool` for as
+    /// long as it runs, and reconnects with backoff (polling meanwhile)
+    /// when it is lost or cannot be made.
+    pub fn listen_through(mut self, pool: PgPool) -> Self {
+        self.worker.listen_pool = Some(pool);
         self
     }
 
@@ -175,10 +192,31 @@ impl Worker {
     pub fn new(pool: PgPool, registry: Registry, config: WorkerConfig) -> Self {
         Self {
             pool,
+            listen_pool: None,
             registry: Arc::new(registry),
             config,
             middleware: vec![Arc::new(LogJobs)],
         }
+    }
+
+    /// The pool the worker LISTENs on, if it listens: the one given to
+    /// [`WorkerBuilder::listen_through`], else its own pool, except behind
+    /// PgBouncer in transaction pooling, where a LISTEN would hold a server
+    /// connection for good and hear nothing.
+    fn listen_pool(&self) -> Option<PgPool> {
+        if !self.config.listen {
+            return None;
+        }
+        match &self.listen_pool {
+            Some(pool) => Some(pool.clone()),
+            None if self.config.pgbouncer => None,
+            None => Some(self.pool.clone()),
+        }
+    }
+
+    /// Whether notifications reach the worker (see [`Worker::listen_pool`]).
+    fn listens(&self) -> bool {
+        self.listen_pool().is_some()
     }
 
     /// Adds a middleware; they run in the order added, after the built-in
@@ -233,11 +271,9 @@ impl Worker {
         let (abort_sender, mut abort_requests) = mpsc::unbounded_channel::<notifier::Request>();
         let mut helpers = JoinSet::new();
         let announced = floor::Announced::default();
-        // Behind PgBouncer in transaction pooling a LISTEN would hold a
-        // server connection for good and hear nothing: polling only.
-        if self.config.listen && !self.config.pgbouncer {
+        if let Some(listen_pool) = self.listen_pool() {
             helpers.spawn(listen(
-                self.pool.clone(),
+                listen_pool,
                 channels(&self.config.queues),
                 wake.clone(),
                 announced.clone(),

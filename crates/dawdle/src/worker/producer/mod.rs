@@ -241,7 +241,7 @@ impl<S: Store> Loop<'_, S> {
                 _ = poll.tick() => {
                     // Without notifications nothing lowers the floor: each
                     // poll reads from the head of the claim order.
-                    if !config.listen || config.pgbouncer {
+                    if !self.worker.listens() {
                         self.floor.want_full_pass();
                     }
                     claim_due = true;
