@@ -4,7 +4,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::Duration;
 
-use dawdle::testing::{eventually, TestDatabase};
+use dawdle::testing::{eventually, PgBouncer, TestDatabase};
 
 fn dawdle(database_url: Option<&str>, args: &[&str]) -> Output {
     let mut command = Command::new(env!("CARGO_BIN_EXE_dawdle"));
@@ -619,4 +619,79 @@ async fn sigterm_puts_back_jobs_claimed_ahead_and_logs_each_one() {
             .await
             .unwrap();
     assert_eq!(doing, 0);
+}
+
+#[tokio::test]
+async fn a_worker_behind_pgbouncer_hears_new_jobs_on_its_listen_url() {
+    let db = TestDatabase::with_schema().await;
+    let Some(bouncer) = PgBouncer::start(&db, 2).await else {
+        return;
+    };
+    // --listen-url is for a worker behind PgBouncer only.
+    let refused = run(
+        Some(db.url()),
+        &["worker", "--one-shot", "--listen-url", &db.url()],
+    )
+    .await;
+    assert_eq!(refused.status.code(), Some(1));
+    assert!(
+        text(&refused.stderr).contains("--listen-url is for a worker behind PgBouncer"),
+        "{}",
+        text(&refused.stderr)
+    );
+
+    // Statements through PgBouncer, LISTEN on the direct URL; polls and
+    // heartbeats far apart, so only a notification brings the job in time.
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_dawdle"))
+        .args(["worker", "--pgbouncer", "--listen-url", &db.url()])
+        .args(["--poll-interval", "300s", "--heartbeat-interval", "60s"])
+        .args(["--stalled-after", "600s"])
+        .env("JOB_QUEUE_DATABASE_URL", bouncer.url())
+        .env("RUST_LOG", "warn")
+        .stdout(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    eventually(
+        Duration::from_secs(60),
+        "the worker to register and LISTEN on its direct connection",
+        async || {
+            sqlx::query_scalar::<_, bool>(
+                "SELECT EXISTS (SELECT FROM procrastinate_workers)
+                    AND EXISTS (SELECT FROM pg_stat_activity
+                                WHERE datname = current_database() AND query ILIKE 'LISTEN%')",
+            )
+            .fetch_one(db.pool())
+            .await
+            .unwrap()
+        },
+    )
+    .await;
+    let job: i64 = sqlx::query_scalar(
+        "INSERT INTO procrastinate_jobs (queue_name, task_name, args)
+         VALUES ('default', 'dawdle.noop', '{}') RETURNING id",
+    )
+    .fetch_one(db.pool())
+    .await
+    .unwrap();
+    eventually(
+        Duration::from_secs(30),
+        "the job to run on its notification",
+        async || {
+            sqlx::query_scalar::<_, String>(
+                "SELECT status::text FROM procrastinate_jobs WHERE id = $1",
+            )
+            .bind(job)
+            .fetch_one(db.pool())
+            .await
+            .unwrap()
+                == "succeeded"
+        },
+    )
+    .await;
+    let pid = child.id().unwrap().to_string();
+    let killed = Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+    assert!(killed.success());
+    let status = child.wait().await.unwrap();
+    assert_eq!(status.code(), Some(0));
 }
