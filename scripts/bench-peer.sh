@@ -6,7 +6,8 @@
 # databases are created on that server and dropped afterwards; the jobs
 # database itself is not touched.
 #
-# Usage: ./scripts/bench-peer.sh [--jobs N] [--concurrency 10,100] [--rounds R] [--json]
+# Usage: ./scripts/bench-peer.sh [--jobs N] [--concurrency 10,100] [--rounds R]
+#            [--systems dawdle,procrastinate,graphile-worker,graphile-worker-batched] [--json]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 

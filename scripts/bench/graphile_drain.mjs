@@ -4,7 +4,10 @@
 //
 // Graphile Worker deletes a job when it succeeds and keeps no history, so
 // there are no timestamps to read back: the drain is timed from runOnce's
-// start to its end. `--batched` turns on its documented throughput options
+// start to its end. Before it, as `dawdle bench drain` does for its own
+// table, the scratch database is vacuumed and analyzed and a checkpoint
+// taken (skipped, and said so, where the role may not), so the worker meets
+// settled jobs with fresh statistics. `--batched` turns on its documented throughput options
 // (a local queue, batched completion); without it, its defaults.
 //
 // Usage: node graphile_drain.mjs --database-url URL --jobs N --concurrency C [--batched]
@@ -52,6 +55,23 @@ async function admin(sql) {
   }
 }
 
+// VACUUM ANALYZE of the scratch database, then a CHECKPOINT if allowed.
+async function settle() {
+  const client = new pg.Client({ connectionString: withDatabase(SCRATCH) });
+  await client.connect();
+  try {
+    await client.query("VACUUM ANALYZE");
+    try {
+      await client.query("CHECKPOINT");
+    } catch (error) {
+      if (error.code !== "42501") throw error;
+      console.error("graphile_drain: CHECKPOINT refused to this role; draining without one");
+    }
+  } finally {
+    await client.end();
+  }
+}
+
 const quiet = new Logger(() => () => {});
 const connectionString = withDatabase(SCRATCH);
 
@@ -71,6 +91,7 @@ try {
     await utils.release();
   }
   const enqueueSeconds = (performance.now() - started) / 1000;
+  await settle();
 
   const worker = { concurrentJobs: concurrency, maxPoolSize: concurrency + 2 };
   if (values.batched) {

@@ -13,6 +13,11 @@ database of the same server:
   with its documented batching options. It deletes jobs as they succeed and
   keeps no history, which is less work per job than the others do.
 
+Before each drain the scratch database is vacuumed and analyzed and a
+checkpoint taken (skipped where the role may not), for every system alike:
+the workers meet settled jobs with fresh statistics, as `dawdle bench drain`
+sets up its own.
+
 The drain is timed from the worker's start to its exit (all systems) and, for
 the two that keep history, from the first `started` event to the last
 `succeeded` event. The order of the systems rotates between rounds so drift on
@@ -22,7 +27,8 @@ rates are only indicative.
 
 Usage (scripts/bench-peer.sh sets these up):
     python peer_drain.py --dawdle PATH --database-url URL [--graphile-worker-modules DIR]
-                         [--jobs N] [--concurrency 10,100] [--rounds R] [--json]
+                         [--jobs N] [--concurrency 10,100] [--rounds R]
+                         [--systems dawdle,graphile-worker-batched] [--json]
 """
 
 from __future__ import annotations
@@ -68,6 +74,17 @@ def drop(url: str, database: str) -> None:
         conn.execute(f"DROP DATABASE IF EXISTS {database} WITH (FORCE)")
 
 
+def settle(conninfo: str) -> None:
+    """VACUUM ANALYZE the database, then CHECKPOINT where the role may."""
+    with psycopg.connect(conninfo, autocommit=True) as conn:
+        conn.execute("VACUUM ANALYZE")
+        try:
+            conn.execute("CHECKPOINT")
+        except psycopg.errors.InsufficientPrivilege:
+            print("peer drain: CHECKPOINT refused to this role; draining without one",
+                  file=sys.stderr)
+
+
 async def procrastinate_round(url: str, jobs: int, concurrency: int) -> dict:
     recreate(url, SCRATCH)
     conninfo = with_database(url, SCRATCH)
@@ -90,6 +107,7 @@ async def procrastinate_round(url: str, jobs: int, concurrency: int) -> dict:
             await noop.batch_defer_async(*([{}] * chunk))
             left -= chunk
         enqueue_seconds = time.perf_counter() - started
+        settle(conninfo)
 
         started = time.perf_counter()
         await app.run_worker_async(
@@ -191,6 +209,11 @@ def main() -> None:
     parser.add_argument("--jobs", type=int, default=20_000)
     parser.add_argument("--concurrency", default="10,100", help="comma-separated")
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument(
+        "--systems",
+        help="comma-separated, a subset of dawdle, procrastinate, graphile-worker, "
+        "graphile-worker-batched (default: every one available); dawdle always runs",
+    )
     parser.add_argument("--json", action="store_true", help="print the results as JSON")
     args = parser.parse_args()
     try:
@@ -203,6 +226,17 @@ def main() -> None:
     systems = ["dawdle", "procrastinate"]
     if args.graphile_worker_modules:
         systems += ["graphile-worker", "graphile-worker-batched"]
+    if args.systems is not None:
+        asked = [s.strip() for s in args.systems.split(",") if s.strip()]
+        known = ["dawdle", "procrastinate", "graphile-worker", "graphile-worker-batched"]
+        unknown = [s for s in asked if s not in known]
+        if unknown:
+            parser.error(f"--systems: unknown {', '.join(unknown)}; choose from {', '.join(known)}")
+        missing = [s for s in asked if s not in systems]
+        if missing:
+            parser.error(f"--systems: {', '.join(missing)} cannot run here (is Node.js installed?)")
+        # dawdle stays first: the ratios are against it.
+        systems = ["dawdle"] + [s for s in systems[1:] if s in asked]
 
     def measure(system: str, concurrency: int) -> dict:
         if system == "dawdle":
