@@ -89,6 +89,46 @@ fn typos_get_usage_and_exit_code_2() {
     );
 }
 
+#[test]
+fn bench_latency_through_pgbouncer_needs_its_url_and_says_so() {
+    for (args, says) in [
+        (
+            &["bench", "latency", "--consumer", "dawdle,dawdle-pgbouncer"][..],
+            "need --pgbouncer URL",
+        ),
+        (
+            &[
+                "bench",
+                "latency",
+                "--pgbouncer",
+                "postgresql://localhost:6432/jobs",
+            ][..],
+            "add one to --consumer",
+        ),
+        (
+            &[
+                "bench",
+                "latency",
+                "--consumer",
+                "dawdle-pgbouncer-listen",
+                "--pgbouncer",
+                "postgresql://localhost:6432/jobs",
+                "--synchronous-commit",
+                "off",
+            ][..],
+            "cannot be measured through PgBouncer",
+        ),
+    ] {
+        let output = dawdle(None, args);
+        assert_eq!(output.status.code(), Some(1), "{args:?}");
+        assert!(
+            text(&output.stderr).contains(says),
+            "{args:?}: {}",
+            text(&output.stderr)
+        );
+    }
+}
+
 #[tokio::test]
 async fn schema_check_apply_and_check_again() {
     let db = TestDatabase::empty().await;

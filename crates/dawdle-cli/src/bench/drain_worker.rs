@@ -50,10 +50,15 @@ pub(super) fn scratch_url_for(database: &JobsDatabase, name: &str) -> Result<Str
 /// some database behind it (PgBouncer must route the scratch database's
 /// name too, e.g. with a `* = host=...` fallback entry).
 pub(super) fn through_pgbouncer(url: &str) -> Result<String, BenchError> {
-    let url = with_database(url, DATABASE);
-    if !leads_to(&url, DATABASE) {
+    through_pgbouncer_to(url, DATABASE)
+}
+
+/// [`through_pgbouncer`] for the scratch database `name`.
+pub(super) fn through_pgbouncer_to(url: &str, name: &str) -> Result<String, BenchError> {
+    let url = with_database(url, name);
+    if !leads_to(&url, name) {
         return Err(BenchError::Check(format!(
-            "point the workers at {DATABASE} through PgBouncer: --pgbouncer needs a plain \
+            "point the workers at {name} through PgBouncer: --pgbouncer needs a plain \
              postgresql://user@host:port/database URL, got {}",
             dawdle::database::redact_password(&url)
         )));

@@ -32,7 +32,7 @@ use serde::Serialize;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{PgConnection, PgPool};
 
-use super::drain_worker::scratch_url_for;
+use super::drain_worker::{scratch_url_for, through_pgbouncer_to};
 use super::scratch::{self, create_database, disconnect, reset, server_version};
 use super::sql_floor::SqlFloor;
 use super::{
@@ -84,9 +84,23 @@ pub(crate) struct LatencyBenchArgs {
     synchronous_commit: Vec<SynchronousCommit>,
     /// What picks the jobs up: `dawdle` (a `dawdle worker` process),
     /// `sql-floor` (a LISTEN loop claiming with one UPDATE … SKIP LOCKED and
-    /// finishing with another, the least a queue can do), or both.
-    #[arg(long, value_delimiter = ',', default_values = ["dawdle"], value_name = "dawdle|sql-floor,...")]
+    /// finishing with another, the least a queue can do),
+    /// `dawdle-pgbouncer` (the worker through --pgbouncer, polling),
+    /// `dawdle-pgbouncer-listen` (the same, LISTENing on a direct
+    /// connection), or several, each measured in turn.
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_values = ["dawdle"],
+        value_name = "dawdle|sql-floor|dawdle-pgbouncer|dawdle-pgbouncer-listen,..."
+    )]
     consumer: Vec<Consumer>,
+    /// PgBouncer in transaction pooling, for the `dawdle-pgbouncer`
+    /// consumers: its database name is replaced by the scratch database's,
+    /// which PgBouncer must route (e.g. with a `* = host=...` fallback
+    /// entry). The deferring client connects directly.
+    #[arg(long, value_name = "URL")]
+    pgbouncer: Option<String>,
     /// The worker's --concurrency.
     #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..=10_000))]
     concurrency: u32,
@@ -103,6 +117,10 @@ pub(crate) enum Consumer {
     Dawdle,
     /// The SQL floor: one LISTEN loop, one claim statement, one finish.
     SqlFloor,
+    /// A `dawdle worker --pgbouncer` process through PgBouncer, polling.
+    DawdlePgbouncer,
+    /// The same with `--listen-url`: LISTEN on a direct connection.
+    DawdlePgbouncerListen,
 }
 
 impl Consumer {
@@ -110,8 +128,26 @@ impl Consumer {
         match self {
             Consumer::Dawdle => "dawdle",
             Consumer::SqlFloor => "sql-floor",
+            Consumer::DawdlePgbouncer => "dawdle-pgbouncer",
+            Consumer::DawdlePgbouncerListen => "dawdle-pgbouncer-listen",
         }
     }
+
+    fn through_pgbouncer(self) -> bool {
+        matches!(
+            self,
+            Consumer::DawdlePgbouncer | Consumer::DawdlePgbouncerListen
+        )
+    }
+}
+
+/// How the worker process reaches the scratch database.
+#[derive(Debug, Clone, Copy)]
+struct Route<'a> {
+    /// A direct URL of the scratch database.
+    direct: &'a str,
+    /// The scratch database through PgBouncer, when measured.
+    pgbouncer: Option<&'a str>,
 }
 
 /// Pickup latency percentiles, in milliseconds.
@@ -171,12 +207,44 @@ pub(super) async fn run(
     dedup(&mut args.idle_transaction);
     dedup(&mut args.synchronous_commit);
     dedup(&mut args.consumer);
+    let through_pgbouncer = args.consumer.iter().any(|c| c.through_pgbouncer());
+    match (&args.pgbouncer, through_pgbouncer) {
+        (None, true) => {
+            return Err(Failure::new(
+                "bench latency: the dawdle-pgbouncer consumers need --pgbouncer URL (PgBouncer \
+                 in transaction pooling, routing any database to this server)",
+            ))
+        }
+        (Some(_), false) => {
+            return Err(Failure::new(
+                "bench latency: --pgbouncer is for the consumers dawdle-pgbouncer and \
+                 dawdle-pgbouncer-listen; add one to --consumer",
+            ))
+        }
+        _ => {}
+    }
+    if through_pgbouncer && args.synchronous_commit.contains(&SynchronousCommit::Off) {
+        return Err(Failure::new(
+            "bench latency: --synchronous-commit off cannot be measured through PgBouncer \
+             (the worker refuses it with --pgbouncer); measure it with the other consumers",
+        ));
+    }
     let database = jobs_database(explicit_url).await?;
     let worker_url =
         scratch_url_for(&database, DATABASE).map_err(|error| Failure::from_error(&error))?;
+    let bouncer_url = args
+        .pgbouncer
+        .as_deref()
+        .map(|url| through_pgbouncer_to(url, DATABASE))
+        .transpose()
+        .map_err(|error| Failure::from_error(&error))?;
+    let route = Route {
+        direct: &worker_url,
+        pgbouncer: bouncer_url.as_deref(),
+    };
     let server = database.connect_options();
     let report = scratch::with_databases(server, &[DATABASE], async |maintenance| {
-        measure(server, maintenance, &worker_url, &args).await
+        measure(server, maintenance, route, &args).await
     })
     .await
     .map_err(|error| Failure::from_error(&error))?;
@@ -186,7 +254,7 @@ pub(super) async fn run(
 async fn measure(
     server: &PgConnectOptions,
     maintenance: &mut PgConnection,
-    worker_url: &str,
+    route: Route<'_>,
     args: &LatencyBenchArgs,
 ) -> Result<Report, BenchError> {
     let postgres_version = server_version(maintenance).await?;
@@ -217,6 +285,14 @@ async fn measure(
                         Consumer::SqlFloor => {
                             format!("the SQL floor (synchronous commit {})", commit.word())
                         }
+                        Consumer::DawdlePgbouncer => format!(
+                            "one `dawdle worker --concurrency {} --pgbouncer` process (polling)",
+                            args.concurrency
+                        ),
+                        Consumer::DawdlePgbouncerListen => format!(
+                            "one `dawdle worker --concurrency {} --pgbouncer --listen-url` process",
+                            args.concurrency
+                        ),
                     };
                     eprintln!(
                         "dawdle: {rate} jobs/s for {} s, {} an idle transaction, {consumer_text}",
@@ -230,8 +306,7 @@ async fn measure(
                         commit: *commit,
                     };
                     let result =
-                        measure_case(&mut conn, &scratch, &pool, worker_url, &job, args, case)
-                            .await?;
+                        measure_case(&mut conn, &scratch, &pool, route, &job, args, case).await?;
                     eprintln!(
                         "dawdle: {} jobs, p50 {:.1} ms, p95 {:.1} ms, p99 {:.1} ms; last \
                      {TAIL_SECONDS} s: p50 {:.1} ms, p99 {:.1} ms; defer round trip p50 {:.1} \
@@ -278,7 +353,7 @@ async fn measure_case(
     conn: &mut PgConnection,
     scratch: &PgConnectOptions,
     pool: &PgPool,
-    worker_url: &str,
+    route: Route<'_>,
     job: &NewJob,
     args: &LatencyBenchArgs,
     case: Case,
@@ -301,13 +376,14 @@ async fn measure_case(
     }
 
     let mut worker = match consumer {
-        Consumer::Dawdle => {
-            let mut worker = Running::Worker(start_worker(worker_url, args.concurrency, commit)?);
-            wait_until_listening(conn, &mut worker).await?;
-            worker
-        }
         Consumer::SqlFloor => {
             Running::Floor(SqlFloor::start(scratch.clone(), QUEUE, commit).await?)
+        }
+        Consumer::Dawdle | Consumer::DawdlePgbouncer | Consumer::DawdlePgbouncerListen => {
+            let mut worker =
+                Running::Worker(start_worker(route, consumer, args.concurrency, commit)?);
+            wait_until_ready(conn, &mut worker, consumer != Consumer::DawdlePgbouncer).await?;
+            worker
         }
     };
 
@@ -484,8 +560,10 @@ async fn percentiles(
     })
 }
 
+/// Starts the `dawdle worker` process of `consumer` (one of the dawdle ones).
 fn start_worker(
-    worker_url: &str,
+    route: Route<'_>,
+    consumer: Consumer,
     concurrency: u32,
     commit: SynchronousCommit,
 ) -> Result<tokio::process::Child, BenchError> {
@@ -493,11 +571,24 @@ fn start_worker(
         action: "find the dawdle executable to run the worker".to_string(),
         source,
     })?;
-    tokio::process::Command::new(&executable)
+    let mut command = tokio::process::Command::new(&executable);
+    command
         .args(["worker", "--queues", QUEUE])
-        .args(["--concurrency", &concurrency.to_string()])
-        .args(["--synchronous-commit", commit.word()])
-        .env(DATABASE_URL_ENV, worker_url)
+        .args(["--concurrency", &concurrency.to_string()]);
+    let url = if consumer.through_pgbouncer() {
+        command.arg("--pgbouncer");
+        if consumer == Consumer::DawdlePgbouncerListen {
+            command.args(["--listen-url", route.direct]);
+        }
+        route.pgbouncer.ok_or_else(|| {
+            BenchError::Check(format!("{} needs --pgbouncer URL", consumer.word()))
+        })?
+    } else {
+        command.args(["--synchronous-commit", commit.word()]);
+        route.direct
+    };
+    command
+        .env(DATABASE_URL_ENV, url)
         .env("RUST_LOG", "warn")
         .stdin(Stdio::null())
         .stdout(Stdio::null())
@@ -570,12 +661,24 @@ async fn poll_until(
     }
 }
 
-/// Until the worker is registered and listens for new jobs: jobs deferred
-/// before would wait for its poll instead of its wake-up.
-async fn wait_until_listening(
+/// Until the worker is registered and, when it `listens`, listens for new
+/// jobs: jobs deferred before would wait for its poll instead of its
+/// wake-up.
+async fn wait_until_ready(
     conn: &mut PgConnection,
     worker: &mut Running,
+    listens: bool,
 ) -> Result<(), BenchError> {
+    if !listens {
+        return poll_until(
+            conn,
+            worker,
+            Duration::from_secs(60),
+            "the worker registered",
+            "SELECT EXISTS (SELECT FROM procrastinate_workers)",
+        )
+        .await;
+    }
     poll_until(
         conn,
         worker,
@@ -625,6 +728,16 @@ fn print_for_people(report: &Report) {
         report.concurrency
     );
     outln!("  defer:   the client's round trip of each defer, its commit to disk included");
+    if report
+        .results
+        .iter()
+        .any(|result| result.consumer.through_pgbouncer())
+    {
+        outln!(
+            "  through: dawdle-pgbouncer* workers reach the database through PgBouncer \
+             (--pgbouncer); -listen LISTENs on a direct connection, the other polls every 2 s"
+        );
+    }
     outln!();
     let rows: Vec<Vec<String>> = report
         .results
