@@ -104,6 +104,11 @@ try {
   // of its own made the process die on an unhandled error event.
   const pool = new pg.Pool({ connectionString, max: worker.maxPoolSize });
   pool.on("error", (error) => console.error(`graphile_drain: idle connection lost: ${error.message}`));
+  // Graphile Worker asks for a handler on each client too, or an error on a
+  // checked-out connection would end the process.
+  pool.on("connect", (client) =>
+    client.on("error", (error) => console.error(`graphile_drain: connection error: ${error.message}`)),
+  );
   let drainSeconds;
   let left;
   try {
@@ -121,14 +126,19 @@ try {
   } finally {
     await pool.end();
   }
+  // runOnce has been seen to return with a job still there: say so, and
+  // count the rate on the jobs it ran, rather than lose the whole run.
   if (left !== 0) {
-    console.error(`Graphile Worker left ${left} of ${jobs} jobs`);
+    console.error(`graphile_drain: Graphile Worker's runOnce returned with ${left} of ${jobs} jobs left`);
+  }
+  if (left >= jobs) {
     process.exit(1);
   }
   console.log(
     JSON.stringify({
       enqueue_jobs_per_second: jobs / enqueueSeconds,
-      drain_jobs_per_second_wall: jobs / drainSeconds,
+      drain_jobs_per_second_wall: (jobs - left) / drainSeconds,
+      jobs_left: left,
       peak_rss_mib: process.resourceUsage().maxRSS / 1024,
     }),
   );
