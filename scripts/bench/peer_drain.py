@@ -323,7 +323,7 @@ def main() -> None:
             f"{row['concurrency']:<12} {row['system']:<24} {row['enqueue_jobs_per_second']:>15.0f} "
             f"{row['drain_jobs_per_second_wall']:>20.0f} "
             f"{(f'{db:.0f}' if db is not None else '-'):>18} "
-            f"{row['dawdle_drain_ratio_wall']:>9.1f}x"
+            f"{row['dawdle_drain_ratio_wall']:>9.2f}x"
         )
     for row in table:
         if row["jobs_left"]:
