@@ -19,6 +19,15 @@ fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
 }
 
+/// Sends SIGTERM to process `pid`, as a service manager stops the worker.
+fn sigterm(pid: u32) {
+    let killed = Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+}
+
 /// Runs `dawdle` off the async runtime (it is a blocking child process).
 async fn run(database_url: Option<String>, args: &[&str]) -> Output {
     let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
@@ -430,11 +439,7 @@ async fn sigterm_stops_the_worker_cleanly_and_puts_unfinished_jobs_back() {
         status == "doing"
     })
     .await;
-    let killed = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(killed.success());
+    sigterm(child.id());
     let output = tokio::task::spawn_blocking(move || child.wait_with_output())
         .await
         .unwrap()
@@ -612,11 +617,7 @@ async fn sigterm_puts_back_jobs_claimed_ahead_and_logs_each_one() {
         },
     )
     .await;
-    let killed = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(killed.success());
+    sigterm(child.id());
     let mut child = child;
     let status = tokio::task::spawn_blocking(move || child.wait())
         .await
@@ -729,9 +730,7 @@ async fn a_worker_behind_pgbouncer_hears_new_jobs_on_its_listen_url() {
         },
     )
     .await;
-    let pid = child.id().unwrap().to_string();
-    let killed = Command::new("kill").args(["-TERM", &pid]).status().unwrap();
-    assert!(killed.success());
+    sigterm(child.id().unwrap());
     let status = child.wait().await.unwrap();
     assert_eq!(status.code(), Some(0));
 }

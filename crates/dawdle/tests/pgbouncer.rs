@@ -112,6 +112,25 @@ async fn count(pool: &PgPool, sql: &str) -> i64 {
     sqlx::query_scalar(sql).fetch_one(pool).await.unwrap()
 }
 
+/// Job `id`'s status, read on `pool`.
+async fn status(pool: &PgPool, id: i64) -> String {
+    sqlx::query_scalar("SELECT status::text FROM procrastinate_jobs WHERE id = $1")
+        .bind(id)
+        .fetch_one(pool)
+        .await
+        .unwrap()
+}
+
+/// Server sessions of the database `pool` reaches that LISTEN.
+async fn listening(pool: &PgPool) -> i64 {
+    count(
+        pool,
+        "SELECT count(*) FROM pg_stat_activity
+         WHERE datname = current_database() AND query ILIKE 'LISTEN%'",
+    )
+    .await
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_job_runs_exactly_once_through_pgbouncer() {
     let db = TestDatabase::with_schema().await;
@@ -185,13 +204,7 @@ async fn jobs_deferred_while_idle_are_found_by_polling() {
     let handle = worker(&pool, &runs, pgbouncer_mode());
     handle.ready().await.unwrap();
     // No server session of this database listens: nothing was LISTENed.
-    let listening = count(
-        db.pool(),
-        "SELECT count(*) FROM pg_stat_activity
-         WHERE datname = current_database() AND query ILIKE 'LISTEN%'",
-    )
-    .await;
-    assert_eq!(listening, 0);
+    assert_eq!(listening(db.pool()).await, 0);
     let ids = defer_through(
         &pool,
         &[NewJob::new("test.flaky", json!({"fail_first": false})).unwrap()],
@@ -233,18 +246,7 @@ async fn abort_requests_and_paused_queues_reach_the_worker() {
         &[NewJob::new("test.until_aborted", json!({})).unwrap()],
     )
     .await[0];
-    let status = |id: i64| {
-        let pool = db.pool().clone();
-        async move {
-            sqlx::query_scalar::<_, String>(
-                "SELECT status::text FROM procrastinate_jobs WHERE id = $1",
-            )
-            .bind(id)
-            .fetch_one(&pool)
-            .await
-            .unwrap()
-        }
-    };
+    let status = |id: i64| status(db.pool(), id);
     eventually(DEADLINE, "the job to start", async || {
         status(running).await == "doing"
     })
@@ -311,29 +313,10 @@ async fn a_direct_listen_connection_brings_new_jobs_and_aborts_before_any_poll()
     eventually(
         DEADLINE,
         "the worker to LISTEN on its direct connection",
-        async || {
-            count(
-                db.pool(),
-                "SELECT count(*) FROM pg_stat_activity
-             WHERE datname = current_database() AND query ILIKE 'LISTEN%'",
-            )
-            .await
-                == 1
-        },
+        async || listening(db.pool()).await == 1,
     )
     .await;
-    let status = |id: i64| {
-        let pool = db.pool().clone();
-        async move {
-            sqlx::query_scalar::<_, String>(
-                "SELECT status::text FROM procrastinate_jobs WHERE id = $1",
-            )
-            .bind(id)
-            .fetch_one(&pool)
-            .await
-            .unwrap()
-        }
-    };
+    let status = |id: i64| status(db.pool(), id);
     let quick = Duration::from_secs(30);
 
     // Deferred through PgBouncer while the worker is idle.
