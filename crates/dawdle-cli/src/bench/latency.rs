@@ -669,28 +669,22 @@ async fn wait_until_ready(
     worker: &mut Running,
     listens: bool,
 ) -> Result<(), BenchError> {
-    if !listens {
-        return poll_until(
-            conn,
-            worker,
-            Duration::from_secs(60),
+    let (what, ready) = if listens {
+        (
+            "the worker listens for new jobs",
+            "SELECT EXISTS (SELECT FROM procrastinate_workers)
+                AND EXISTS (SELECT FROM pg_stat_activity
+                            WHERE datname = current_database()
+                              AND pid <> pg_backend_pid()
+                              AND query ILIKE 'LISTEN%')",
+        )
+    } else {
+        (
             "the worker registered",
             "SELECT EXISTS (SELECT FROM procrastinate_workers)",
         )
-        .await;
-    }
-    poll_until(
-        conn,
-        worker,
-        Duration::from_secs(60),
-        "the worker listens for new jobs",
-        "SELECT EXISTS (SELECT FROM procrastinate_workers)
-            AND EXISTS (SELECT FROM pg_stat_activity
-                        WHERE datname = current_database()
-                          AND pid <> pg_backend_pid()
-                          AND query ILIKE 'LISTEN%')",
-    )
-    .await
+    };
+    poll_until(conn, worker, Duration::from_secs(60), what, ready).await
 }
 
 async fn wait_until_done(
