@@ -99,6 +99,23 @@ fn typos_get_usage_and_exit_code_2() {
 }
 
 #[test]
+fn a_bad_listen_url_is_refused_without_showing_its_password() {
+    for url in [
+        "postgresql://u:hunter2secret@x:notaport/jobs",
+        "mysql://u:hunter2secret@x/jobs",
+    ] {
+        let output = dawdle(
+            Some("postgresql://postgres@127.0.0.1:1/jobs"),
+            &["worker", "--one-shot", "--pgbouncer", "--listen-url", url],
+        );
+        let stderr = text(&output.stderr);
+        assert_eq!(output.status.code(), Some(1), "{stderr}");
+        assert!(stderr.contains("--listen-url"), "{stderr}");
+        assert!(!stderr.contains("hunter2secret"), "{stderr}");
+    }
+}
+
+#[test]
 fn bench_latency_through_pgbouncer_needs_its_url_and_says_so() {
     for (args, says) in [
         (
