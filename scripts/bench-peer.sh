@@ -1,15 +1,23 @@
 #!/usr/bin/env bash
-# Drain rate of dawdle beside other PostgreSQL job queues, each with its own
-# worker on its own schema, in one run on one PostgreSQL server (the embedded
-# one, or JOB_QUEUE_DATABASE_URL's): Procrastinate (the Python library the
-# tests use) and, when Node.js is installed, Graphile Worker. Scratch
-# databases are created on that server and dropped afterwards; the jobs
-# database itself is not touched.
+# Drain rate (or, with `latency`, pickup latency) of dawdle beside other
+# PostgreSQL job queues, each with its own worker on its own schema, in one
+# run on one PostgreSQL server (the embedded one, or JOB_QUEUE_DATABASE_URL's):
+# Procrastinate (the Python library the tests use) and, when Node.js is
+# installed, Graphile Worker. Scratch databases are created on that server
+# and dropped afterwards; the jobs database itself is not touched.
 #
 # Usage: ./scripts/bench-peer.sh [--jobs N] [--concurrency 10,100] [--rounds R]
 #            [--systems dawdle,procrastinate,graphile-worker,graphile-worker-batched] [--json]
+#        ./scripts/bench-peer.sh latency [--rate 200,1000] [--seconds 60]
+#            [--idle-transaction without,with] [--concurrency 10] [--systems ...] [--json]
 set -euo pipefail
 cd "$(dirname "$0")/.."
+
+script=scripts/bench/peer_drain.py
+if [ "${1:-}" = latency ]; then
+    script=scripts/bench/peer_latency.py
+    shift
+fi
 
 GRAPHILE_WORKER_VERSION=0.18.0
 PG_NODE_VERSION=8
@@ -42,4 +50,4 @@ if [ -z "$url" ]; then
     url=$("$dawdle" db url)
 fi
 
-exec .venv/bin/python scripts/bench/peer_drain.py --dawdle "$dawdle" --database-url "$url" "${peers[@]}" "$@"
+exec .venv/bin/python "$script" --dawdle "$dawdle" --database-url "$url" "${peers[@]}" "$@"
