@@ -261,6 +261,10 @@ async def defer_at_rate(
             print(f"peer latency:   {elapsed:4.0f} s: {label}: {len(round_trips)} deferred",
                   file=sys.stderr, flush=True)
             next_report += 10.0
+    if len(tasks) > CLIENT_CONNECTIONS:
+        print(f"peer latency: {label}: {len(tasks) - CLIENT_CONNECTIONS} defers still queued "
+              f"in the client after {seconds} s (the server accepts fewer than {rate}/s); "
+              f"sending them", file=sys.stderr, flush=True)
     await asyncio.gather(*tasks)
     elapsed = time.perf_counter() - started
     while not connections.empty():
@@ -346,8 +350,8 @@ def measure(system: System, rate: int, idle: str) -> dict:
     whole = result["whole_run"]
     behind = f", {unstarted} never started" if unstarted else ""
     print(
-        f"peer latency: {label}: {deferred} jobs{behind}, p50 {ms_text(whole['p50_ms'])} ms, "
-        f"p99 {ms_text(whole['p99_ms'])} ms; defer round trip p99 "
+        f"peer latency: {label}: {deferred} jobs{behind}, p50 {with_unit(whole['p50_ms'])}, "
+        f"p99 {with_unit(whole['p99_ms'])}; defer round trip p99 "
         f"{result['defer_round_trip']['p99_ms']:.1f} ms",
         file=sys.stderr,
         flush=True,
@@ -358,6 +362,11 @@ def measure(system: System, rate: int, idle: str) -> dict:
 def ms_text(value: float, width: int = 0) -> str:
     """A latency for the table; a job that never started shows as such."""
     return f"{value:>{width}.1f}" if math.isfinite(value) else f"{'behind':>{width}}"
+
+
+def with_unit(value: float) -> str:
+    """A latency for a progress line: "1.2 ms", or "behind" for a job never started."""
+    return f"{value:.1f} ms" if math.isfinite(value) else "behind"
 
 
 def comma_list(text: str, convert, allowed=None) -> list:
