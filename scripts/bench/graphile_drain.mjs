@@ -16,6 +16,8 @@
 import { createRequire } from "node:module";
 import { parseArgs } from "node:util";
 
+import { workerOptions, workerPool } from "./graphile_common.mjs";
+
 const require = createRequire(import.meta.url);
 const { Logger, makeWorkerUtils, runMigrations, runOnce } = require("graphile-worker");
 const pg = require("pg");
@@ -93,22 +95,8 @@ try {
   const enqueueSeconds = (performance.now() - started) / 1000;
   await settle();
 
-  const worker = { concurrentJobs: concurrency, maxPoolSize: concurrency + 2 };
-  if (values.batched) {
-    worker.localQueue = { size: Math.max(concurrency + 1, 100) };
-    worker.completeJobBatchDelay = 0;
-    worker.failJobBatchDelay = 0;
-  }
-  // The worker's pool is ours, so that it is closed before the scratch
-  // database is dropped: an idle connection the server ended under a pool
-  // of its own made the process die on an unhandled error event.
-  const pool = new pg.Pool({ connectionString, max: worker.maxPoolSize });
-  pool.on("error", (error) => console.error(`graphile_drain: idle connection lost: ${error.message}`));
-  // Graphile Worker asks for a handler on each client too, or an error on a
-  // checked-out connection would end the process.
-  pool.on("connect", (client) =>
-    client.on("error", (error) => console.error(`graphile_drain: connection error: ${error.message}`)),
-  );
+  const worker = workerOptions(concurrency, values.batched);
+  const pool = workerPool("graphile_drain", { connectionString, max: worker.maxPoolSize });
   let drainSeconds;
   let left;
   try {

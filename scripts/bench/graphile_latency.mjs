@@ -16,6 +16,8 @@
 import { createRequire } from "node:module";
 import { parseArgs } from "node:util";
 
+import { workerOptions, workerPool } from "./graphile_common.mjs";
+
 const require = createRequire(import.meta.url);
 const { Logger, run, runMigrations } = require("graphile-worker");
 const pg = require("pg");
@@ -63,17 +65,8 @@ function noop(_payload, helpers) {
 
 await runMigrations({ connectionString, logger: quiet });
 
-const worker = { concurrentJobs: concurrency, maxPoolSize: concurrency + 2 };
-if (values.batched) {
-  worker.localQueue = { size: Math.max(concurrency + 1, 100) };
-  worker.completeJobBatchDelay = 0;
-  worker.failJobBatchDelay = 0;
-}
-const pool = new pg.Pool({ connectionString, max: worker.maxPoolSize, types });
-pool.on("error", (error) => console.error(`graphile_latency: idle connection lost: ${error.message}`));
-pool.on("connect", (client) =>
-  client.on("error", (error) => console.error(`graphile_latency: connection error: ${error.message}`)),
-);
+const worker = workerOptions(concurrency, values.batched);
+const pool = workerPool("graphile_latency", { connectionString, max: worker.maxPoolSize, types });
 
 const runner = await run({
   pgPool: pool,

@@ -85,9 +85,9 @@ def settle(conninfo: str) -> None:
                   file=sys.stderr)
 
 
-async def procrastinate_round(url: str, jobs: int, concurrency: int) -> dict:
-    recreate(url, SCRATCH)
-    conninfo = with_database(url, SCRATCH)
+def noop_app(conninfo: str, concurrency: int) -> tuple[procrastinate.App, object]:
+    """A Procrastinate app with a pool sized for `concurrency`, and its no-op
+    task `bench.noop` on the bench queue."""
     app = procrastinate.App(
         connector=procrastinate.PsycopgConnector(
             conninfo=conninfo, min_size=1, max_size=concurrency + 4
@@ -97,6 +97,14 @@ async def procrastinate_round(url: str, jobs: int, concurrency: int) -> dict:
     @app.task(name="bench.noop", queue=QUEUE)
     async def noop() -> None:
         return None
+
+    return app, noop
+
+
+async def procrastinate_round(url: str, jobs: int, concurrency: int) -> dict:
+    recreate(url, SCRATCH)
+    conninfo = with_database(url, SCRATCH)
+    app, noop = noop_app(conninfo, concurrency)
 
     async with app.open_async():
         await app.schema_manager.apply_schema_async()

@@ -49,10 +49,9 @@ import procrastinate
 import psycopg
 from procrastinate.schema import SchemaManager
 
-from peer_drain import drop, recreate, settle, with_database
+from peer_drain import QUEUE, drop, noop_app, recreate, settle, with_database
 
 SCRATCH = "dawdle_bench_peer_latency"
-QUEUE = "bench"
 CLIENT_CONNECTIONS = 8
 TAIL_SECONDS = 10.0
 # How long a worker may take, after the last defer, to run every job before
@@ -77,15 +76,7 @@ LISTENING = """
 def procrastinate_worker(conninfo: str, concurrency: int) -> None:
     """The Procrastinate worker's process: runs until SIGTERM."""
     logging.getLogger("procrastinate").setLevel(logging.ERROR)
-    app = procrastinate.App(
-        connector=procrastinate.PsycopgConnector(
-            conninfo=conninfo, min_size=1, max_size=concurrency + 4
-        )
-    )
-
-    @app.task(name="bench.noop", queue=QUEUE)
-    async def noop() -> None:
-        return None
+    app, _ = noop_app(conninfo, concurrency)
 
     async def work() -> None:
         async with app.open_async():
