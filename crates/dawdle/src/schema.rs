@@ -88,6 +88,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "claim_from_a_floor",
         sql: include_str!("../migrations/0012_claim_from_a_floor.sql"),
     },
+    Migration {
+        version: 13,
+        name: "python_calls_keep_their_plans",
+        sql: include_str!("../migrations/0013_python_calls_keep_their_plans.sql"),
+    },
 ];
 
 /// The version a fully migrated database is at.
