@@ -55,6 +55,7 @@ logging.getLogger("procrastinate").setLevel(logging.ERROR)
 
 SCRATCH = "dawdle_bench_peer"
 QUEUE = "bench"
+SYSTEMS = ["dawdle", "procrastinate", "graphile-worker", "graphile-worker-batched"]
 DEFER_BATCH = 10_000
 
 
@@ -208,23 +209,47 @@ def graphile_round(
     return result
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def harness_parser(doc: str) -> argparse.ArgumentParser:
+    """The arguments every peer harness takes: where dawdle, the server and
+    Graphile Worker are, which systems to measure, and --json."""
+    parser = argparse.ArgumentParser(description=doc.splitlines()[0])
     parser.add_argument("--dawdle", required=True, help="the dawdle executable")
     parser.add_argument("--database-url", required=True, help="a database on the server to use")
     parser.add_argument(
         "--graphile-worker-modules",
         help="a node_modules directory with graphile-worker and pg, to measure it too",
     )
+    parser.add_argument(
+        "--systems",
+        help=f"comma-separated, a subset of {', '.join(SYSTEMS)} (default: every one "
+        "available); dawdle always runs",
+    )
+    parser.add_argument("--json", action="store_true", help="print the results as JSON")
+    return parser
+
+
+def chosen_systems(parser: argparse.ArgumentParser, args: argparse.Namespace) -> list[str]:
+    """The systems to measure, in SYSTEMS order: those --systems names (every
+    one available without it), Graphile Worker's only with its modules, and
+    dawdle always, first, since the ratios are against it."""
+    available = SYSTEMS if args.graphile_worker_modules else SYSTEMS[:2]
+    if args.systems is None:
+        return list(available)
+    asked = [s.strip() for s in args.systems.split(",") if s.strip()]
+    unknown = [s for s in asked if s not in SYSTEMS]
+    if unknown:
+        parser.error(f"--systems: unknown {', '.join(unknown)}; choose from {', '.join(SYSTEMS)}")
+    missing = [s for s in asked if s not in available]
+    if missing:
+        parser.error(f"--systems: {', '.join(missing)} cannot run here (is Node.js installed?)")
+    return ["dawdle"] + [s for s in available[1:] if s in asked]
+
+
+def main() -> None:
+    parser = harness_parser(__doc__)
     parser.add_argument("--jobs", type=int, default=20_000)
     parser.add_argument("--concurrency", default="10,100", help="comma-separated")
     parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument(
-        "--systems",
-        help="comma-separated, a subset of dawdle, procrastinate, graphile-worker, "
-        "graphile-worker-batched (default: every one available); dawdle always runs",
-    )
-    parser.add_argument("--json", action="store_true", help="print the results as JSON")
     args = parser.parse_args()
     try:
         concurrencies = [int(c) for c in args.concurrency.split(",") if c.strip()]
@@ -233,20 +258,7 @@ def main() -> None:
     if args.jobs < 1 or args.rounds < 1 or not concurrencies or min(concurrencies) < 1:
         parser.error("--jobs, --rounds and every concurrency must be at least 1")
 
-    systems = ["dawdle", "procrastinate"]
-    if args.graphile_worker_modules:
-        systems += ["graphile-worker", "graphile-worker-batched"]
-    if args.systems is not None:
-        asked = [s.strip() for s in args.systems.split(",") if s.strip()]
-        known = ["dawdle", "procrastinate", "graphile-worker", "graphile-worker-batched"]
-        unknown = [s for s in asked if s not in known]
-        if unknown:
-            parser.error(f"--systems: unknown {', '.join(unknown)}; choose from {', '.join(known)}")
-        missing = [s for s in asked if s not in systems]
-        if missing:
-            parser.error(f"--systems: {', '.join(missing)} cannot run here (is Node.js installed?)")
-        # dawdle stays first: the ratios are against it.
-        systems = ["dawdle"] + [s for s in systems[1:] if s in asked]
+    systems = chosen_systems(parser, args)
 
     def measure(system: str, concurrency: int) -> dict:
         if system == "dawdle":

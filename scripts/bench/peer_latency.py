@@ -49,7 +49,16 @@ import procrastinate
 import psycopg
 from procrastinate.schema import SchemaManager
 
-from peer_drain import QUEUE, drop, noop_app, recreate, settle, with_database
+from peer_drain import (
+    QUEUE,
+    chosen_systems,
+    drop,
+    harness_parser,
+    noop_app,
+    recreate,
+    settle,
+    with_database,
+)
 
 SCRATCH = "dawdle_bench_peer_latency"
 CLIENT_CONNECTIONS = 8
@@ -57,7 +66,6 @@ TAIL_SECONDS = 10.0
 # How long a worker may take, after the last defer, to run every job before
 # the case reports the jobs it has not started as fallen behind.
 DRAIN_LIMIT = 60.0
-SYSTEMS = ["dawdle", "procrastinate", "graphile-worker", "graphile-worker-batched"]
 
 DEFER_PROCRASTINATE_STYLE = (
     "SELECT procrastinate_defer_jobs_v1(ARRAY[ROW(%s, %s, 0, NULL, NULL, '{}'::jsonb, NULL)"
@@ -373,23 +381,11 @@ def main() -> None:
         concurrency = int(sys.argv[sys.argv.index("--concurrency") + 1])
         procrastinate_worker(sys.argv[2], concurrency)
         return
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--dawdle", required=True, help="the dawdle executable")
-    parser.add_argument("--database-url", required=True, help="a database on the server to use")
-    parser.add_argument(
-        "--graphile-worker-modules",
-        help="a node_modules directory with graphile-worker and pg, to measure it too",
-    )
+    parser = harness_parser(__doc__)
     parser.add_argument("--rate", default="200,1000", help="jobs deferred per second, comma-separated")
     parser.add_argument("--seconds", type=int, default=60, help="how long each case defers jobs")
     parser.add_argument("--idle-transaction", default="without", help="without, with, or both")
     parser.add_argument("--concurrency", type=int, default=10, help="every worker's concurrency")
-    parser.add_argument(
-        "--systems",
-        help=f"comma-separated, a subset of {', '.join(SYSTEMS)} (default: every one "
-        "available); dawdle always runs",
-    )
-    parser.add_argument("--json", action="store_true", help="print the results as JSON")
     args = parser.parse_args()
     try:
         rates = comma_list(args.rate, int)
@@ -404,17 +400,7 @@ def main() -> None:
     if args.seconds < 5 or args.concurrency < 1:
         parser.error("--seconds must be at least 5 and --concurrency at least 1")
 
-    available = SYSTEMS if args.graphile_worker_modules else SYSTEMS[:2]
-    systems = available
-    if args.systems is not None:
-        try:
-            asked = comma_list(args.systems, str, set(SYSTEMS))
-        except ValueError:
-            parser.error(f"--systems {args.systems!r}: choose from {', '.join(SYSTEMS)}")
-        missing = [s for s in asked if s not in available]
-        if missing:
-            parser.error(f"--systems: {', '.join(missing)} cannot run here (is Node.js installed?)")
-        systems = ["dawdle"] + [s for s in available[1:] if s in asked]
+    systems = chosen_systems(parser, args)
 
     results = []
     for case, (rate, idle) in enumerate((r, i) for r in rates for i in idles):
