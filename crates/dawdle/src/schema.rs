@@ -93,6 +93,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "python_calls_keep_their_plans",
         sql: include_str!("../migrations/0013_python_calls_keep_their_plans.sql"),
     },
+    Migration {
+        version: 14,
+        name: "python_worker_calls_take_the_short_path",
+        sql: include_str!("../migrations/0014_python_worker_calls_take_the_short_path.sql"),
+    },
 ];
 
 /// The version a fully migrated database is at.

@@ -88,6 +88,107 @@ async fn fetch_honours_priority_queue_schedule_and_locks() {
     );
 }
 
+/// The Python library's fetch over several listed queues (one named twice,
+/// one that holds nothing) takes the most urgent job among them, then the
+/// oldest; with no list, every queue that is not paused. Its finish leaves
+/// the job without a worker, with its end time and its history.
+#[tokio::test]
+async fn fetch_takes_the_most_urgent_then_oldest_of_listed_queues_and_finish_unlinks_the_worker() {
+    let db = TestDatabase::with_schema().await;
+    let pool = db.pool();
+    let worker = register_worker(pool).await;
+    let on = |queue: &str, priority: i32| {
+        NewJob::new("t", json!({}))
+            .unwrap()
+            .queue(queue)
+            .priority(priority)
+    };
+    let mail_old = defer(pool, &on("mail", 0)).await.unwrap();
+    let sms_urgent = defer(pool, &on("sms", 3)).await.unwrap();
+    let mail_urgent = defer(pool, &on("mail", 3)).await.unwrap();
+    let push = defer(pool, &on("push", 9)).await.unwrap();
+
+    let listed: &[&str] = &["mail", "sms", "mail", "nowhere"];
+    assert_eq!(
+        fetch_one(pool, Some(listed), worker).await,
+        Some(sms_urgent)
+    );
+    assert_eq!(
+        fetch_one(pool, Some(listed), worker).await,
+        Some(mail_urgent)
+    );
+    assert_eq!(fetch_one(pool, Some(listed), worker).await, Some(mail_old));
+    assert_eq!(fetch_one(pool, Some(listed), worker).await, None);
+
+    dawdle::admin::pause_queue(pool, "push", None, None)
+        .await
+        .unwrap();
+    assert_eq!(fetch_one(pool, None, worker).await, None);
+    dawdle::admin::resume_queue(pool, "push").await.unwrap();
+    assert_eq!(fetch_one(pool, None, worker).await, Some(push));
+
+    exec(
+        pool,
+        &format!("SELECT procrastinate_finish_job_v1({push}, 'succeeded', false)"),
+    )
+    .await;
+    let (status, worker_id, attempts, timed): (String, Option<i64>, i32, bool) = sqlx::query_as(
+        "SELECT status::text, worker_id, attempts,
+                started_at IS NOT NULL AND finished_at >= started_at
+         FROM procrastinate_jobs WHERE id = $1",
+    )
+    .bind(push)
+    .fetch_one(pool)
+    .await
+    .unwrap();
+    assert_eq!(
+        (status.as_str(), worker_id, attempts, timed),
+        ("succeeded", None, 1, true)
+    );
+    let events: Vec<String> = sqlx::query_scalar(
+        "SELECT type::text FROM procrastinate_events WHERE job_id = $1 ORDER BY id",
+    )
+    .bind(push)
+    .fetch_all(pool)
+    .await
+    .unwrap();
+    assert_eq!(events, ["deferred", "started", "succeeded"]);
+}
+
+/// Python workers fetching one job at a time side by side never get the
+/// same job, and together get every one.
+#[tokio::test]
+async fn concurrent_python_fetches_never_get_the_same_job() {
+    let db = TestDatabase::with_schema().await;
+    let jobs: Vec<NewJob> = (0..200)
+        .map(|i| NewJob::new("t", json!({})).unwrap().priority(i % 3))
+        .collect();
+    let deferred: HashSet<i64> = defer_batch(db.pool(), &jobs)
+        .await
+        .unwrap()
+        .into_iter()
+        .collect();
+    let mut fetchers = Vec::new();
+    for _ in 0..4 {
+        let pool = db.pool().clone();
+        fetchers.push(tokio::spawn(async move {
+            let worker = register_worker(&pool).await;
+            let mut mine = Vec::new();
+            while let Some(id) = fetch_one(&pool, Some(&["default"]), worker).await {
+                mine.push(id);
+            }
+            mine
+        }));
+    }
+    let mut seen = HashSet::new();
+    for fetcher in fetchers {
+        for id in fetcher.await.unwrap() {
+            assert!(seen.insert(id), "job {id} was fetched twice");
+        }
+    }
+    assert_eq!(seen, deferred);
+}
+
 #[tokio::test]
 async fn a_lock_runs_one_job_at_a_time_in_priority_then_id_order() {
     let db = TestDatabase::with_schema().await;
