@@ -7,7 +7,8 @@
 # and dropped afterwards; the jobs database itself is not touched.
 #
 # Usage: ./scripts/bench-peer.sh [--jobs N] [--concurrency 10,100] [--rounds R]
-#            [--systems dawdle,procrastinate,graphile-worker,graphile-worker-batched] [--json]
+#            [--systems dawdle,procrastinate,procrastinate-on-dawdle,graphile-worker,graphile-worker-batched]
+#            [--json]
 #        ./scripts/bench-peer.sh latency [--rate 200,1000] [--seconds 60]
 #            [--idle-transaction without,with] [--concurrency 10] [--systems ...] [--json]
 set -euo pipefail

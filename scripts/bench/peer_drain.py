@@ -8,6 +8,9 @@ database of the same server:
   (a `dawdle worker` process; full event history kept).
 * Procrastinate: its schema, `batch_defer_async`, and its worker
   (`run_worker_async(wait=False)`) in this process (full event history kept).
+* Procrastinate on dawdle's schema (`procrastinate-on-dawdle`): the same
+  defer and worker on a database `dawdle schema apply` set up, as a Python
+  service works from a database dawdle owns.
 * Graphile Worker, when `--graphile-worker-modules` names a node_modules
   directory holding it: `graphile_drain.mjs`, once with its defaults and once
   with its documented batching options. It deletes jobs as they succeed and
@@ -55,8 +58,16 @@ logging.getLogger("procrastinate").setLevel(logging.ERROR)
 
 SCRATCH = "dawdle_bench_peer"
 QUEUE = "bench"
-SYSTEMS = ["dawdle", "procrastinate", "graphile-worker", "graphile-worker-batched"]
+SYSTEMS = [
+    "dawdle",
+    "procrastinate",
+    "procrastinate-on-dawdle",
+    "graphile-worker",
+    "graphile-worker-batched",
+]
 DEFER_BATCH = 10_000
+# The summary's word on the one system that is not on its own schema.
+ON_DAWDLE_NOTE = " (procrastinate-on-dawdle: Procrastinate's worker on dawdle's)"
 
 
 def with_database(url: str, database: str) -> str:
@@ -102,13 +113,26 @@ def noop_app(conninfo: str, concurrency: int) -> tuple[procrastinate.App, object
     return app, noop
 
 
-async def procrastinate_round(url: str, jobs: int, concurrency: int) -> dict:
+async def procrastinate_round(
+    url: str, jobs: int, concurrency: int, dawdle_schema: str | None = None
+) -> dict:
+    """Procrastinate's defer and worker, on its own schema, or on dawdle's when
+    `dawdle_schema` names the dawdle executable to set it up with."""
     recreate(url, SCRATCH)
     conninfo = with_database(url, SCRATCH)
+    if dawdle_schema is not None:
+        done = subprocess.run(
+            [dawdle_schema, "--database-url", with_database(url, SCRATCH), "schema", "apply"],
+            capture_output=True,
+            text=True,
+        )
+        if done.returncode != 0:
+            raise SystemExit(f"dawdle schema apply failed:\n{done.stderr}")
     app, noop = noop_app(conninfo, concurrency)
 
     async with app.open_async():
-        await app.schema_manager.apply_schema_async()
+        if dawdle_schema is None:
+            await app.schema_manager.apply_schema_async()
         started = time.perf_counter()
         left = jobs
         while left > 0:
@@ -232,7 +256,9 @@ def chosen_systems(parser: argparse.ArgumentParser, args: argparse.Namespace) ->
     """The systems to measure, in SYSTEMS order: those --systems names (every
     one available without it), Graphile Worker's only with its modules, and
     dawdle always, first, since the ratios are against it."""
-    available = SYSTEMS if args.graphile_worker_modules else SYSTEMS[:2]
+    available = (
+        SYSTEMS if args.graphile_worker_modules else [s for s in SYSTEMS if "graphile" not in s]
+    )
     if args.systems is None:
         return list(available)
     asked = [s.strip() for s in args.systems.split(",") if s.strip()]
@@ -265,6 +291,10 @@ def main() -> None:
             return dawdle_round(args.dawdle, args.database_url, args.jobs, concurrency)
         if system == "procrastinate":
             return asyncio.run(procrastinate_round(args.database_url, args.jobs, concurrency))
+        if system == "procrastinate-on-dawdle":
+            return asyncio.run(
+                procrastinate_round(args.database_url, args.jobs, concurrency, args.dawdle)
+            )
         return graphile_round(
             args.graphile_worker_modules,
             args.database_url,
@@ -330,7 +360,8 @@ def main() -> None:
         return
     print(
         f"peer drain: {args.jobs} no-op jobs per round, medians of {args.rounds} round(s), "
-        f"each system on its own schema (procrastinate {procrastinate.__version__})"
+        f"each system on its own schema{ON_DAWDLE_NOTE if 'procrastinate-on-dawdle' in systems else ''} "
+        f"(procrastinate {procrastinate.__version__})"
     )
     print()
     print(

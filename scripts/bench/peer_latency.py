@@ -10,6 +10,8 @@ fixed rate, the way a web application defers them:
   `procrastinate_defer_jobs_v1`.
 * Procrastinate: its own worker in a process of its own; jobs deferred with
   the same function, Procrastinate's.
+* Procrastinate on dawdle's schema (`procrastinate-on-dawdle`): the same
+  worker and defer on a database `dawdle schema apply` set up.
 * Graphile Worker, when `--graphile-worker-modules` names a node_modules
   directory holding it: `graphile_latency.mjs`, with its defaults and with
   its documented batching options; jobs deferred with
@@ -50,6 +52,7 @@ import psycopg
 from procrastinate.schema import SchemaManager
 
 from peer_drain import (
+    ON_DAWDLE_NOTE,
     QUEUE,
     chosen_systems,
     drop,
@@ -110,7 +113,7 @@ class System:
 
     def prepare(self) -> None:
         recreate(self.args.database_url, SCRATCH)
-        if self.name == "dawdle":
+        if self.name in ("dawdle", "procrastinate-on-dawdle"):
             done = subprocess.run(
                 [self.args.dawdle, "--database-url", self.conninfo, "schema", "apply"],
                 capture_output=True,
@@ -129,7 +132,7 @@ class System:
             command = [self.args.dawdle, "worker", "--queues", QUEUE, "--concurrency", concurrency]
             env = {**os.environ, "JOB_QUEUE_DATABASE_URL": self.conninfo, "RUST_LOG": "warn"}
             stdin, stdout = subprocess.DEVNULL, subprocess.DEVNULL
-        elif self.name == "procrastinate":
+        elif self.name.startswith("procrastinate"):
             command = [
                 sys.executable, os.path.abspath(__file__),
                 "--procrastinate-worker", self.conninfo, "--concurrency", concurrency,
@@ -164,7 +167,7 @@ class System:
     def defer_statement(self) -> tuple[str, tuple]:
         if self.name == "dawdle":
             return DEFER_PROCRASTINATE_STYLE, (QUEUE, "dawdle.noop")
-        if self.name == "procrastinate":
+        if self.name.startswith("procrastinate"):
             return DEFER_PROCRASTINATE_STYLE, (QUEUE, "bench.noop")
         return DEFER_GRAPHILE, ()
 
@@ -440,7 +443,8 @@ def main() -> None:
         return
     print(
         f"peer latency: one job per defer at a fixed rate for {args.seconds} s per case, worker "
-        f"concurrency {args.concurrency}, each system on its own schema "
+        f"concurrency {args.concurrency}, each system on its own schema"
+        f"{ON_DAWDLE_NOTE if 'procrastinate-on-dawdle' in systems else ''} "
         f"(procrastinate {procrastinate.__version__}); latency = claim - insert, server clock"
     )
     print()
