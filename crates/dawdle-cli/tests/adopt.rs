@@ -218,9 +218,9 @@ async fn catalog(pool: &PgPool) -> BTreeSet<String> {
         "SELECT NULL::text WHERE false"
     };
     sqlx::query_scalar::<_, String>(&format!(
-        "SELECT format('column %s.%s %s not null=%s default=%s', c.relname, a.attname,
+        "SELECT format('column %s.%s %s not null=%s default=%s options=%s', c.relname, a.attname,
                        format_type(a.atttypid, a.atttypmod), a.attnotnull,
-                       pg_get_expr(d.adbin, d.adrelid))
+                       pg_get_expr(d.adbin, d.adrelid), a.attoptions)
          FROM pg_attribute AS a
          JOIN pg_class AS c ON c.oid = a.attrelid
          LEFT JOIN pg_attrdef AS d ON d.adrelid = a.attrelid AND d.adnum = a.attnum

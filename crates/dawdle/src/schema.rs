@@ -98,6 +98,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "python_worker_calls_take_the_short_path",
         sql: include_str!("../migrations/0014_python_worker_calls_take_the_short_path.sql"),
     },
+    Migration {
+        version: 15,
+        name: "claims_for_listed_queues_read_only_their_jobs",
+        sql: include_str!("../migrations/0015_claims_for_listed_queues_read_only_their_jobs.sql"),
+    },
 ];
 
 /// The version a fully migrated database is at.

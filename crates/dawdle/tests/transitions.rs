@@ -189,6 +189,95 @@ async fn concurrent_python_fetches_never_get_the_same_job() {
     assert_eq!(seen, deferred);
 }
 
+/// Index entries the statement just run on `conn` read from the jobs
+/// table's indexes, from the server's statistics: `statement` runs with a
+/// forced flush of this session's counters after it.
+async fn index_entries_read_by(conn: &mut sqlx::PgConnection, statement: &str) -> i64 {
+    let before = index_entries_read(conn).await;
+    sqlx::raw_sql(&format!("{statement}; SELECT pg_stat_force_next_flush();"))
+        .execute(&mut *conn)
+        .await
+        .unwrap_or_else(|e| panic!("{statement}: {e}"));
+    index_entries_read(conn).await - before
+}
+
+/// Index entries read from the jobs table's indexes so far, as the
+/// statistics show them now (not the transaction's snapshot of them).
+async fn index_entries_read(conn: &mut sqlx::PgConnection) -> i64 {
+    sqlx::query("SELECT pg_stat_clear_snapshot()")
+        .execute(&mut *conn)
+        .await
+        .unwrap();
+    sqlx::query_scalar(
+        "SELECT sum(idx_tup_read)::bigint FROM pg_stat_user_indexes
+         WHERE relname = 'procrastinate_jobs'",
+    )
+    .fetch_one(&mut *conn)
+    .await
+    .unwrap()
+}
+
+/// A claim for listed queues starts at each listed queue's first job in the
+/// per-queue index: however many jobs of other queues come before it in
+/// claim order, and whatever the statistics say about the queues, it never
+/// reads through them. Both claims are checked: the Python
+/// library's fetch and dawdle's own (with and without a floor).
+#[tokio::test]
+async fn a_claim_for_listed_queues_never_reads_through_other_queues_jobs() {
+    let db = TestDatabase::with_schema().await;
+    let pool = db.pool();
+    let worker = register_worker(pool).await;
+    let backlog: Vec<NewJob> = (0..5_000)
+        .map(|_| NewJob::new("t", json!({})).unwrap().queue("bulk"))
+        .collect();
+    defer_batch(pool, &backlog).await.unwrap();
+    // Statistics that know of one queue only: those of a table analyzed
+    // before the other queue had jobs, or whose sample missed its few.
+    exec(pool, "ANALYZE procrastinate_jobs").await;
+    let mail: Vec<NewJob> = (0..3)
+        .map(|_| NewJob::new("t", json!({})).unwrap().queue("mail"))
+        .collect();
+    let mail = defer_batch(pool, &mail).await.unwrap();
+
+    let mut conn = pool.acquire().await.unwrap();
+    for (claim, statement) in [
+        (
+            "procrastinate_fetch_job_v2",
+            format!("SELECT id FROM procrastinate_fetch_job_v2(ARRAY['mail'], {worker})"),
+        ),
+        (
+            "dawdle_claim_jobs_v2 without a floor",
+            format!("SELECT * FROM dawdle_claim_jobs_v2(ARRAY['mail'], {worker}, 10, NULL, NULL)"),
+        ),
+        (
+            "dawdle_claim_jobs_v2 from a floor",
+            format!(
+                "SELECT * FROM dawdle_claim_jobs_v2(ARRAY['mail'], {worker}, 10, 0, {})",
+                mail[0]
+            ),
+        ),
+    ] {
+        exec(
+            pool,
+            "UPDATE procrastinate_jobs SET status = 'todo', worker_id = NULL
+             WHERE queue_name = 'mail'",
+        )
+        .await;
+        let read = index_entries_read_by(&mut conn, &statement).await;
+        let claimed: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM procrastinate_jobs WHERE queue_name = 'mail' AND status = 'doing'",
+        )
+        .fetch_one(pool)
+        .await
+        .unwrap();
+        assert!(claimed > 0, "{claim} claimed none of the mail queue's jobs");
+        assert!(
+            read < 100,
+            "{claim} read {read} index entries to claim the mail queue's jobs behind 5,000 of another queue"
+        );
+    }
+}
+
 #[tokio::test]
 async fn a_lock_runs_one_job_at_a_time_in_priority_then_id_order() {
     let db = TestDatabase::with_schema().await;
