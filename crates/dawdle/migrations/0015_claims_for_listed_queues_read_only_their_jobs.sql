@@ -25,7 +25,10 @@
 -- Other estimates on queue_name use the same figure: grouping by queue
 -- expects up to 100 groups, which costs nothing. The claims keep their
 -- equality on queue_name, so their floors still bound each index scan.
--- ANALYZE takes the figure into account at once and makes every session
--- plan its claims again.
+-- The figure takes effect at the column's next ANALYZE, which makes every
+-- session plan its claims again: `dawdle schema apply` runs one right after
+-- this migration commits, and an adoption's closing VACUUM ANALYZE is one.
+-- Not in the migration itself: inside an adoption's switch, an ANALYZE made
+-- Python workers' calls of the fetch function the switch replaces fail
+-- with "cache lookup failed for function".
 ALTER TABLE procrastinate_jobs ALTER COLUMN queue_name SET (n_distinct = 100);
-ANALYZE procrastinate_jobs (queue_name);

@@ -105,6 +105,11 @@ pub const MIGRATIONS: &[Migration] = &[
     },
 ];
 
+/// The migration that fixes how the planner counts queues; the figure
+/// takes effect at the column's next ANALYZE, which [`apply`] runs once the
+/// migration has committed (see the migration's text for why not inside).
+const QUEUE_STATISTICS_MIGRATION: i32 = 15;
+
 /// The version a fully migrated database is at.
 pub fn latest_version() -> i32 {
     MIGRATIONS.last().map_or(0, |migration| migration.version)
@@ -199,6 +204,14 @@ pub async fn apply(conn: &mut PgConnection) -> Result<ApplyReport, SchemaError> 
     }
     let applied = apply_pending(&mut tx).await?;
     tx.commit().await?;
+    if applied
+        .iter()
+        .any(|(version, _)| *version == QUEUE_STATISTICS_MIGRATION)
+    {
+        sqlx::query("ANALYZE procrastinate_jobs (queue_name)")
+            .execute(&mut *conn)
+            .await?;
+    }
     Ok(ApplyReport {
         applied,
         version: latest_version(),

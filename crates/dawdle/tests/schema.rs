@@ -149,3 +149,43 @@ async fn a_failed_migration_leaves_nothing_behind() {
     .unwrap();
     assert_eq!(leftovers, 0);
 }
+
+/// Migration 15 counts the queues as 100 for the planner; the figure takes
+/// effect at the column's next ANALYZE, which `apply` runs once the
+/// migration has committed, so a table whose statistics saw one queue
+/// plans its listed-queue claims right from then on.
+#[tokio::test]
+async fn apply_gathers_the_queue_statistics_migration_15_fixes() {
+    let db = TestDatabase::with_schema().await;
+    let mut conn = db.pool().acquire().await.unwrap();
+    // A table analyzed with one queue, before migration 15 was applied.
+    sqlx::raw_sql(
+        "ALTER TABLE procrastinate_jobs ALTER COLUMN queue_name RESET (n_distinct);
+         INSERT INTO procrastinate_jobs (queue_name, task_name)
+         SELECT 'bulk', 't' FROM generate_series(1, 1000);
+         ANALYZE procrastinate_jobs;
+         DELETE FROM dawdle_migrations WHERE version = 15;",
+    )
+    .execute(&mut *conn)
+    .await
+    .unwrap();
+    let queues = "SELECT n_distinct FROM pg_stats
+                  WHERE schemaname = current_schema() AND tablename = 'procrastinate_jobs'
+                    AND attname = 'queue_name'";
+    let seen: f32 = sqlx::query_scalar(queues)
+        .fetch_one(&mut *conn)
+        .await
+        .unwrap();
+    assert_eq!(seen, 1.0);
+
+    let report = schema::apply(&mut conn).await.unwrap();
+    assert_eq!(
+        report.applied,
+        [(15, "claims_for_listed_queues_read_only_their_jobs")]
+    );
+    let seen: f32 = sqlx::query_scalar(queues)
+        .fetch_one(&mut *conn)
+        .await
+        .unwrap();
+    assert_eq!(seen, 100.0);
+}
