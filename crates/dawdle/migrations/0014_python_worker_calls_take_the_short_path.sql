@@ -34,6 +34,7 @@ AS $$
 DECLARE
     claimed procrastinate_jobs;
     paused varchar[];
+    candidate bigint;
 BEGIN
     IF p_worker_id IS NOT NULL THEN
         PERFORM 1 FROM procrastinate_workers WHERE id = p_worker_id FOR KEY SHARE;
@@ -56,47 +57,44 @@ BEGIN
 
     IF target_queue_names IS NULL THEN
         -- Every queue: the first job in the claim order index.
-        UPDATE procrastinate_jobs AS j
-        SET status = 'doing',
-            worker_id = p_worker_id,
-            started_at = clock_timestamp(),
-            finished_at = NULL
-        WHERE j.id = (
-            SELECT c.id
+        SELECT c.id INTO candidate
+        FROM procrastinate_jobs AS c
+        WHERE c.status = 'todo'
+          AND (paused IS NULL OR c.queue_name <> ALL (paused))
+          AND (c.scheduled_at IS NULL OR c.scheduled_at <= now())
+          AND (c.lock IS NULL OR dawdle_lock_is_free_v1(c.lock, c.priority, c.id))
+        ORDER BY c.priority DESC, c.id ASC
+        LIMIT 1
+        FOR UPDATE OF c SKIP LOCKED;
+    ELSE
+        -- Listed queues: each queue's first job in the per-queue index, then
+        -- the first of them. The others stay locked until the fetch commits.
+        SELECT first_of_queue.id INTO candidate
+        FROM (SELECT DISTINCT q.name
+              FROM unnest(target_queue_names) AS q (name)
+              WHERE paused IS NULL OR q.name <> ALL (paused)) AS queue
+        CROSS JOIN LATERAL (
+            SELECT c.id, c.priority
             FROM procrastinate_jobs AS c
-            WHERE c.status = 'todo'
-              AND (paused IS NULL OR c.queue_name <> ALL (paused))
+            WHERE c.status = 'todo' AND c.queue_name = queue.name
               AND (c.scheduled_at IS NULL OR c.scheduled_at <= now())
               AND (c.lock IS NULL OR dawdle_lock_is_free_v1(c.lock, c.priority, c.id))
             ORDER BY c.priority DESC, c.id ASC
             LIMIT 1
-            FOR UPDATE OF c SKIP LOCKED)
-        RETURNING j.* INTO claimed;
-    ELSE
-        -- Listed queues: each queue's first job in the per-queue index, then
-        -- the first of them. The others stay locked until the fetch commits.
+            FOR UPDATE OF c SKIP LOCKED
+        ) AS first_of_queue
+        ORDER BY first_of_queue.priority DESC, first_of_queue.id ASC
+        LIMIT 1;
+    END IF;
+
+    -- Nothing runnable: no update at all (an idle worker's fetch).
+    IF candidate IS NOT NULL THEN
         UPDATE procrastinate_jobs AS j
         SET status = 'doing',
             worker_id = p_worker_id,
             started_at = clock_timestamp(),
             finished_at = NULL
-        WHERE j.id = (
-            SELECT first_of_queue.id
-            FROM (SELECT DISTINCT q.name
-                  FROM unnest(target_queue_names) AS q (name)
-                  WHERE paused IS NULL OR q.name <> ALL (paused)) AS queue
-            CROSS JOIN LATERAL (
-                SELECT c.id, c.priority
-                FROM procrastinate_jobs AS c
-                WHERE c.status = 'todo' AND c.queue_name = queue.name
-                  AND (c.scheduled_at IS NULL OR c.scheduled_at <= now())
-                  AND (c.lock IS NULL OR dawdle_lock_is_free_v1(c.lock, c.priority, c.id))
-                ORDER BY c.priority DESC, c.id ASC
-                LIMIT 1
-                FOR UPDATE OF c SKIP LOCKED
-            ) AS first_of_queue
-            ORDER BY first_of_queue.priority DESC, first_of_queue.id ASC
-            LIMIT 1)
+        WHERE j.id = candidate
         RETURNING j.* INTO claimed;
     END IF;
     RETURN claimed;
