@@ -145,14 +145,10 @@ async fn fetch_takes_the_most_urgent_then_oldest_of_listed_queues_and_finish_unl
         (status.as_str(), worker_id, attempts, timed),
         ("succeeded", None, 1, true)
     );
-    let events: Vec<String> = sqlx::query_scalar(
-        "SELECT type::text FROM procrastinate_events WHERE job_id = $1 ORDER BY id",
-    )
-    .bind(push)
-    .fetch_all(pool)
-    .await
-    .unwrap();
-    assert_eq!(events, ["deferred", "started", "succeeded"]);
+    assert_eq!(
+        common::event_types(pool, push).await,
+        ["deferred", "started", "succeeded"]
+    );
 }
 
 /// Python workers fetching one job at a time side by side never get the
