@@ -208,9 +208,17 @@ pub async fn apply(conn: &mut PgConnection) -> Result<ApplyReport, SchemaError> 
         .iter()
         .any(|(version, _)| *version == QUEUE_STATISTICS_MIGRATION)
     {
-        sqlx::query("ANALYZE procrastinate_jobs (queue_name)")
+        // The schema is applied either way; without this, the figure
+        // waits for autovacuum's next ANALYZE of the table.
+        if let Err(error) = sqlx::query("ANALYZE procrastinate_jobs (queue_name)")
             .execute(&mut *conn)
-            .await?;
+            .await
+        {
+            tracing::warn!(
+                error = %error,
+                "schema applied, but failed to analyze procrastinate_jobs.queue_name;                  claims for listed queues may read other queues' jobs until the table is                  analyzed (run ANALYZE procrastinate_jobs)"
+            );
+        }
     }
     Ok(ApplyReport {
         applied,
