@@ -97,6 +97,15 @@ def settle(conninfo: str) -> None:
                   file=sys.stderr)
 
 
+def apply_dawdle_schema(dawdle: str, conninfo: str) -> None:
+    """`dawdle schema apply` on the database at `conninfo`; exits on failure."""
+    done = subprocess.run(
+        [dawdle, "--database-url", conninfo, "schema", "apply"], capture_output=True, text=True
+    )
+    if done.returncode != 0:
+        raise SystemExit(f"dawdle schema apply failed:\n{done.stderr}")
+
+
 def noop_app(conninfo: str, concurrency: int) -> tuple[procrastinate.App, object]:
     """A Procrastinate app with a pool sized for `concurrency`, and its no-op
     task `bench.noop` on the bench queue."""
@@ -121,13 +130,7 @@ async def procrastinate_round(
     recreate(url, SCRATCH)
     conninfo = with_database(url, SCRATCH)
     if dawdle_schema is not None:
-        done = subprocess.run(
-            [dawdle_schema, "--database-url", with_database(url, SCRATCH), "schema", "apply"],
-            capture_output=True,
-            text=True,
-        )
-        if done.returncode != 0:
-            raise SystemExit(f"dawdle schema apply failed:\n{done.stderr}")
+        apply_dawdle_schema(dawdle_schema, conninfo)
     app, noop = noop_app(conninfo, concurrency)
 
     async with app.open_async():

@@ -54,6 +54,7 @@ from procrastinate.schema import SchemaManager
 from peer_drain import (
     ON_DAWDLE_NOTE,
     QUEUE,
+    apply_dawdle_schema,
     chosen_systems,
     drop,
     harness_parser,
@@ -114,13 +115,7 @@ class System:
     def prepare(self) -> None:
         recreate(self.args.database_url, SCRATCH)
         if self.name in ("dawdle", "procrastinate-on-dawdle"):
-            done = subprocess.run(
-                [self.args.dawdle, "--database-url", self.conninfo, "schema", "apply"],
-                capture_output=True,
-                text=True,
-            )
-            if done.returncode != 0:
-                raise SystemExit(f"dawdle schema apply failed:\n{done.stderr}")
+            apply_dawdle_schema(self.args.dawdle, self.conninfo)
         elif self.name == "procrastinate":
             with psycopg.connect(self.conninfo, autocommit=True) as conn:
                 conn.execute(SchemaManager.get_schema())
