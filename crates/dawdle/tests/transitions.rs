@@ -151,6 +151,39 @@ async fn fetch_takes_the_most_urgent_then_oldest_of_listed_queues_and_finish_unl
     );
 }
 
+/// Four claimers side by side, each a registered worker calling `claim`
+/// (the jobs one call got) until a call gets none; every job they got,
+/// checked to have gone to one claimer only.
+async fn claimed_side_by_side<F, Fut>(pool: &PgPool, claim: F) -> HashSet<i64>
+where
+    F: Fn(PgPool, i64) -> Fut + Clone + Send + 'static,
+    Fut: std::future::Future<Output = Vec<i64>> + Send,
+{
+    let mut claimers = Vec::new();
+    for _ in 0..4 {
+        let pool = pool.clone();
+        let claim = claim.clone();
+        claimers.push(tokio::spawn(async move {
+            let worker = register_worker(&pool).await;
+            let mut mine = Vec::new();
+            loop {
+                let got = claim(pool.clone(), worker).await;
+                if got.is_empty() {
+                    return mine;
+                }
+                mine.extend(got);
+            }
+        }));
+    }
+    let mut seen = HashSet::new();
+    for claimer in claimers {
+        for id in claimer.await.unwrap() {
+            assert!(seen.insert(id), "job {id} claimed twice");
+        }
+    }
+    seen
+}
+
 /// Python workers fetching one job at a time side by side never get the
 /// same job, and together get every one.
 #[tokio::test]
@@ -164,24 +197,10 @@ async fn concurrent_python_fetches_never_get_the_same_job() {
         .unwrap()
         .into_iter()
         .collect();
-    let mut fetchers = Vec::new();
-    for _ in 0..4 {
-        let pool = db.pool().clone();
-        fetchers.push(tokio::spawn(async move {
-            let worker = register_worker(&pool).await;
-            let mut mine = Vec::new();
-            while let Some(id) = fetch_one(&pool, Some(&["default"]), worker).await {
-                mine.push(id);
-            }
-            mine
-        }));
-    }
-    let mut seen = HashSet::new();
-    for fetcher in fetchers {
-        for id in fetcher.await.unwrap() {
-            assert!(seen.insert(id), "job {id} was fetched twice");
-        }
-    }
+    let seen = claimed_side_by_side(db.pool(), |pool, worker| async move {
+        Vec::from_iter(fetch_one(&pool, Some(&["default"]), worker).await)
+    })
+    .await;
     assert_eq!(seen, deferred);
 }
 
@@ -348,32 +367,14 @@ async fn concurrent_claimers_never_get_the_same_job() {
         .map(|_| NewJob::new("t", json!({})).unwrap())
         .collect();
     defer_batch(db.pool(), &jobs).await.unwrap();
-    let mut claimers = Vec::new();
-    for _ in 0..4 {
-        let pool = db.pool().clone();
-        claimers.push(tokio::spawn(async move {
-            let worker = register_worker(&pool).await;
-            let mut mine = Vec::new();
-            loop {
-                let batch: Vec<i64> =
-                    sqlx::query_scalar("SELECT id FROM dawdle_fetch_jobs_v1(NULL, $1, 7)")
-                        .bind(worker)
-                        .fetch_all(&pool)
-                        .await
-                        .unwrap();
-                if batch.is_empty() {
-                    return mine;
-                }
-                mine.extend(batch);
-            }
-        }));
-    }
-    let mut seen = HashSet::new();
-    for claimer in claimers {
-        for id in claimer.await.unwrap() {
-            assert!(seen.insert(id), "job {id} claimed twice");
-        }
-    }
+    let seen = claimed_side_by_side(db.pool(), |pool, worker| async move {
+        sqlx::query_scalar("SELECT id FROM dawdle_fetch_jobs_v1(NULL, $1, 7)")
+            .bind(worker)
+            .fetch_all(&pool)
+            .await
+            .unwrap()
+    })
+    .await;
     assert_eq!(seen.len(), 400);
     let started: i64 =
         sqlx::query_scalar("SELECT count(*) FROM procrastinate_events WHERE type = 'started'")
