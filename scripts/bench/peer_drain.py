@@ -66,8 +66,6 @@ SYSTEMS = [
     "graphile-worker-batched",
 ]
 DEFER_BATCH = 10_000
-# The summary's word on the one system that is not on its own schema.
-ON_DAWDLE_NOTE = " (procrastinate-on-dawdle: Procrastinate's worker on dawdle's)"
 
 
 def with_database(url: str, database: str) -> str:
@@ -236,6 +234,15 @@ def graphile_round(
     return result
 
 
+def schemas_said(systems: list[str]) -> str:
+    """The summary's words on where each system runs, naming the one that is
+    not on its own schema when it is measured."""
+    if "procrastinate-on-dawdle" in systems:
+        return ("each system on its own schema (procrastinate-on-dawdle: "
+                "Procrastinate's worker on dawdle's)")
+    return "each system on its own schema"
+
+
 def harness_parser(doc: str) -> argparse.ArgumentParser:
     """The arguments every peer harness takes: where dawdle, the server and
     Graphile Worker are, which systems to measure, and --json."""
@@ -363,8 +370,7 @@ def main() -> None:
         return
     print(
         f"peer drain: {args.jobs} no-op jobs per round, medians of {args.rounds} round(s), "
-        f"each system on its own schema{ON_DAWDLE_NOTE if 'procrastinate-on-dawdle' in systems else ''} "
-        f"(procrastinate {procrastinate.__version__})"
+        f"{schemas_said(systems)} (procrastinate {procrastinate.__version__})"
     )
     print()
     print(

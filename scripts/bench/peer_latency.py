@@ -52,7 +52,6 @@ import psycopg
 from procrastinate.schema import SchemaManager
 
 from peer_drain import (
-    ON_DAWDLE_NOTE,
     QUEUE,
     apply_dawdle_schema,
     chosen_systems,
@@ -60,6 +59,7 @@ from peer_drain import (
     harness_parser,
     noop_app,
     recreate,
+    schemas_said,
     settle,
     with_database,
 )
@@ -363,7 +363,7 @@ def ms_text(value: float, width: int = 0) -> str:
 
 def with_unit(value: float) -> str:
     """A latency for a progress line: "1.2 ms", or "behind" for a job never started."""
-    return f"{value:.1f} ms" if math.isfinite(value) else "behind"
+    return ms_text(value) + (" ms" if math.isfinite(value) else "")
 
 
 def comma_list(text: str, convert, allowed=None) -> list:
@@ -438,8 +438,7 @@ def main() -> None:
         return
     print(
         f"peer latency: one job per defer at a fixed rate for {args.seconds} s per case, worker "
-        f"concurrency {args.concurrency}, each system on its own schema"
-        f"{ON_DAWDLE_NOTE if 'procrastinate-on-dawdle' in systems else ''} "
+        f"concurrency {args.concurrency}, {schemas_said(systems)} "
         f"(procrastinate {procrastinate.__version__}); latency = claim - insert, server clock"
     )
     print()
