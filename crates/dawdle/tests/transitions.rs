@@ -151,6 +151,56 @@ async fn fetch_takes_the_most_urgent_then_oldest_of_listed_queues_and_finish_unl
     );
 }
 
+/// Hostile arguments and rows for the Python library's fetch and finish: a
+/// megabyte queue name, ten thousand listed queues with a NULL among them,
+/// schedules at minus and plus infinity, an id beyond any job. Each gets an
+/// answer (a job, none, or the library's own error), never a crash.
+#[tokio::test]
+async fn fetch_and_finish_answer_hostile_arguments() {
+    let db = TestDatabase::with_schema().await;
+    let pool = db.pool();
+    let worker = register_worker(pool).await;
+    let ever: i64 = sqlx::query_scalar(
+        "INSERT INTO procrastinate_jobs (queue_name, task_name, scheduled_at)
+         VALUES ('q', 't', '-infinity'), ('q', 't', 'infinity') RETURNING id",
+    )
+    .fetch_one(pool)
+    .await
+    .unwrap();
+
+    let huge = "x".repeat(1 << 20);
+    assert_eq!(fetch_one(pool, Some(&[huge.as_str()]), worker).await, None);
+
+    let many: Vec<Option<String>> = (0..10_000)
+        .map(|i| Some(format!("n{i}")))
+        .chain([None, Some("q".to_string())])
+        .collect();
+    let fetched: Option<i64> =
+        sqlx::query_scalar("SELECT id FROM procrastinate_fetch_job_v2($1::varchar[], $2)")
+            .bind(&many)
+            .bind(worker)
+            .fetch_one(pool)
+            .await
+            .unwrap();
+    assert_eq!(fetched, Some(ever), "the job scheduled at -infinity is due");
+    assert_eq!(
+        fetch_one(pool, Some(&["q"]), worker).await,
+        None,
+        "a job scheduled at infinity never comes due"
+    );
+
+    let error = sqlx::query("SELECT procrastinate_finish_job_v1($1, 'succeeded', false)")
+        .bind(i64::MAX)
+        .execute(pool)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        error.contains("Job was not found or not in \"doing\" or \"todo\" status"),
+        "{error}"
+    );
+}
+
 /// Four claimers side by side, each a registered worker calling `claim`
 /// (the jobs one call got) until a call gets none; every job they got,
 /// checked to have gone to one claimer only.
