@@ -209,10 +209,20 @@ pub async fn apply(conn: &mut PgConnection) -> Result<ApplyReport, SchemaError> 
         .any(|(version, _)| *version == QUEUE_STATISTICS_MIGRATION)
     {
         // The schema is applied either way; without this, the figure
-        // waits for autovacuum's next ANALYZE of the table.
-        if let Err(error) = sqlx::query("ANALYZE procrastinate_jobs (queue_name)")
-            .execute(&mut *conn)
-            .await
+        // waits for autovacuum's next ANALYZE of the table. An empty table
+        // is left alone: analyzed, it would be recorded as known to be
+        // empty, and sessions would plan their claims for that until
+        // autovacuum analyzed it again (in the test suite, a worker then
+        // missed a retried job that came due until its 30 s full pass).
+        if let Err(error) = sqlx::query(
+            "DO $$ BEGIN
+                 IF EXISTS (SELECT FROM procrastinate_jobs) THEN
+                     ANALYZE procrastinate_jobs (queue_name);
+                 END IF;
+             END $$",
+        )
+        .execute(&mut *conn)
+        .await
         {
             tracing::warn!(
                 error = %error,

@@ -152,12 +152,20 @@ async fn a_failed_migration_leaves_nothing_behind() {
 
 /// Migration 15 counts the queues as 100 for the planner; the figure takes
 /// effect at the column's next ANALYZE, which `apply` runs once the
-/// migration has committed, so a table whose statistics saw one queue
-/// plans its listed-queue claims right from then on.
+/// migration has committed (on a table with jobs), so a table whose
+/// statistics saw one queue plans its listed-queue claims right from then on.
 #[tokio::test]
 async fn apply_gathers_the_queue_statistics_migration_15_fixes() {
     let db = TestDatabase::with_schema().await;
     let mut conn = db.pool().acquire().await.unwrap();
+    // An empty table is not analyzed (it would be recorded as known empty).
+    let tuples: f32 = sqlx::query_scalar(
+        "SELECT reltuples FROM pg_class WHERE oid = 'procrastinate_jobs'::regclass",
+    )
+    .fetch_one(&mut *conn)
+    .await
+    .unwrap();
+    assert_eq!(tuples, -1.0);
     // A table analyzed with one queue, before migration 15 was applied.
     sqlx::raw_sql(
         "ALTER TABLE procrastinate_jobs ALTER COLUMN queue_name RESET (n_distinct);
