@@ -210,10 +210,8 @@ pub async fn apply(conn: &mut PgConnection) -> Result<ApplyReport, SchemaError> 
     {
         // The schema is applied either way; without this, the figure
         // waits for autovacuum's next ANALYZE of the table. An empty table
-        // is left alone: analyzed, it would be recorded as known to be
-        // empty, and sessions would plan their claims for that until
-        // autovacuum analyzed it again (in the test suite, a worker then
-        // missed a retried job that came due until its 30 s full pass).
+        // is left alone: it has nothing to sample, and analyzed it would be
+        // recorded as known to be empty until autovacuum analyzed it again.
         if let Err(error) = sqlx::query(
             "DO $$ BEGIN
                  IF EXISTS (SELECT FROM procrastinate_jobs) THEN
@@ -226,7 +224,9 @@ pub async fn apply(conn: &mut PgConnection) -> Result<ApplyReport, SchemaError> 
         {
             tracing::warn!(
                 error = %error,
-                "schema applied, but failed to analyze procrastinate_jobs.queue_name;                  claims for listed queues may read other queues' jobs until the table is                  analyzed (run ANALYZE procrastinate_jobs)"
+                "schema applied, but failed to analyze procrastinate_jobs.queue_name; \
+                 claims for listed queues may read other queues' jobs until the table is \
+                 analyzed (run ANALYZE procrastinate_jobs)"
             );
         }
     }

@@ -18,19 +18,27 @@ use sqlx::PgPool;
 const POLL: Duration = Duration::from_secs(60);
 const DEADLINE: Duration = Duration::from_secs(10);
 
-fn spawn_worker(
-    pool: &PgPool,
-) -> (
-    tokio::sync::oneshot::Sender<()>,
-    tokio::task::JoinHandle<Result<WorkerReport, dawdle::worker::WorkerError>>,
-) {
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+type Stop = tokio::sync::oneshot::Sender<()>;
+type Running = tokio::task::JoinHandle<Result<WorkerReport, dawdle::worker::WorkerError>>;
+
+fn spawn_worker(pool: &PgPool) -> (Stop, Running) {
+    spawn_worker_with(pool, diagnostics(), POLL)
+}
+
+/// The diagnostic tasks.
+fn diagnostics() -> Registry {
     let mut registry = Registry::new();
     dawdle::diagnostics::register(&mut registry);
+    registry
+}
+
+/// A worker running `registry`'s tasks, polling every `poll`.
+fn spawn_worker_with(pool: &PgPool, registry: Registry, poll: Duration) -> (Stop, Running) {
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let worker = Worker::new(
         pool.clone(),
         registry,
-        WorkerConfig::default().poll_interval(POLL),
+        WorkerConfig::default().poll_interval(poll),
     );
     let task = tokio::spawn(worker.run(async {
         let _ = stopped.await;
@@ -148,6 +156,82 @@ async fn the_next_job_of_a_lock_runs_when_the_lock_frees_up_below_the_floor() {
     }
     succeeded(pool, &later, "the jobs deferred after the lock's to run").await;
     succeeded(pool, &[holder, waiting], "both jobs of the lock to run").await;
+
+    stop.send(()).unwrap();
+    worker.await.unwrap().unwrap();
+}
+
+#[tokio::test]
+async fn a_job_this_worker_retried_runs_again_when_its_wait_ends() {
+    let db = TestDatabase::with_schema().await;
+    let pool = db.pool();
+    let mut registry = diagnostics();
+    registry.register_with::<dawdle::diagnostics::Fail>(
+        dawdle::TaskOptions::new()
+            .retry(dawdle::RetryStrategy::constant(1, Duration::from_secs(1))),
+    );
+    let (stop, worker) = spawn_worker_with(pool, registry, POLL);
+    listening(pool).await;
+
+    let failing = defer(pool, &NewJob::new("dawdle.fail", json!({})).unwrap())
+        .await
+        .unwrap();
+    let later = defer(pool, &noop()).await.unwrap();
+    succeeded(
+        pool,
+        &[later],
+        "the job deferred after the failing one to run",
+    )
+    .await;
+    eventually(DEADLINE, "the retried job to fail for good", async || {
+        status(pool, failing).await == "failed"
+    })
+    .await;
+    // From the retry's event to the second start: the wait, not the 30 s
+    // after which the worker reads from the head of the claim order anyway.
+    let gap: f64 = sqlx::query_scalar(
+        "SELECT EXTRACT(EPOCH FROM max(at) FILTER (WHERE type = 'started')
+                                 - min(at) FILTER (WHERE type = 'deferred_for_retry'))::float8
+         FROM procrastinate_events WHERE job_id = $1",
+    )
+    .bind(failing)
+    .fetch_one(pool)
+    .await
+    .unwrap();
+    assert!(
+        (0.8..5.0).contains(&gap),
+        "second start {gap:.3} s after the retry"
+    );
+
+    stop.send(()).unwrap();
+    worker.await.unwrap().unwrap();
+}
+
+#[tokio::test]
+async fn a_job_rescheduled_to_now_below_the_floor_runs_at_the_next_poll() {
+    // A person at psql brings a job scheduled for later forward. Nothing
+    // announces it, and it lies below the floor: the look after the next
+    // poll's claim finds it due since the look before, and the worker reads
+    // from the head of the claim order at once, not at its 30 s pass.
+    let db = TestDatabase::with_schema().await;
+    let pool = db.pool();
+    let (stop, worker) = spawn_worker_with(pool, diagnostics(), Duration::from_millis(500));
+    listening(pool).await;
+
+    let brought_forward = defer(
+        pool,
+        &noop().scheduled_at(Utc::now() + chrono::Duration::hours(1)),
+    )
+    .await
+    .unwrap();
+    let now = defer(pool, &noop()).await.unwrap();
+    succeeded(pool, &[now], "the job deferred for now to run").await;
+    sqlx::query("UPDATE procrastinate_jobs SET scheduled_at = now() WHERE id = $1")
+        .bind(brought_forward)
+        .execute(pool)
+        .await
+        .unwrap();
+    succeeded(pool, &[brought_forward], "the job brought forward to run").await;
 
     stop.send(()).unwrap();
     worker.await.unwrap().unwrap();

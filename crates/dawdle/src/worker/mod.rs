@@ -267,7 +267,7 @@ impl Worker {
         };
         let worker_id = Arc::new(AtomicI64::new(worker_id));
         let wake = Arc::new(Notify::new());
-        let retries_written = Arc::new(Notify::new());
+        let retries_written = Arc::new(completion::RetriesWritten::default());
         let (abort_sender, mut abort_requests) = mpsc::unbounded_channel::<notifier::Request>();
         let mut helpers = JoinSet::new();
         let announced = floor::Announced::default();

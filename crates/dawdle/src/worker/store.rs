@@ -6,10 +6,22 @@
 use std::future::Future;
 use std::time::Duration;
 
+use chrono::{DateTime, Utc};
+
 use super::floor::Floor;
 use crate::database::pinned::Db;
 use crate::job::Job;
 use crate::state::{self, Outcome, PutBack};
+
+/// What a look for jobs scheduled for later found.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) struct Scheduled {
+    /// The database's `now()` as it read the table.
+    pub(crate) now: DateTime<Utc>,
+    /// How long until the earliest job found is due: zero if it already
+    /// is, `None` when none was found.
+    pub(crate) wait: Option<Duration>,
+}
 
 /// Where the completer writes outcomes.
 pub(crate) trait Recorder: Send + Sync + 'static {
@@ -34,12 +46,14 @@ pub(crate) trait Store: Recorder + Clone {
         put_back: &PutBack<'_>,
     ) -> impl Future<Output = Result<Vec<(i64, String)>, sqlx::Error>> + Send;
 
-    /// How long until the earliest job of `queues` scheduled for later is
-    /// due; `None` when there is none.
+    /// When the earliest job of `queues` scheduled after `since` (every job
+    /// scheduled at all, when `None`) is due, with the database's time of
+    /// the look.
     fn next_scheduled(
         &self,
         queues: Option<&[String]>,
-    ) -> impl Future<Output = Result<Option<Duration>, sqlx::Error>> + Send;
+        since: Option<DateTime<Utc>>,
+    ) -> impl Future<Output = Result<Scheduled, sqlx::Error>> + Send;
 
     /// Registers the worker anew (after it was pruned as stalled): its id.
     fn register(&self) -> impl Future<Output = Result<i64, sqlx::Error>> + Send;
@@ -73,19 +87,32 @@ impl Store for Db {
     async fn next_scheduled(
         &self,
         queues: Option<&[String]>,
-    ) -> Result<Option<Duration>, sqlx::Error> {
+        since: Option<DateTime<Utc>>,
+    ) -> Result<Scheduled, sqlx::Error> {
         let mut conn = self.begin().await?;
-        let seconds: Result<Option<f64>, sqlx::Error> = sqlx::query_scalar(
-            "SELECT EXTRACT(EPOCH FROM min(scheduled_at) - now())::float8
-             FROM procrastinate_jobs
-             WHERE status = 'todo' AND scheduled_at IS NOT NULL AND scheduled_at > now()
-               AND ($1::varchar[] IS NULL OR queue_name = ANY ($1))",
+        // One range of the scheduled jobs' index, from `since` on: the jobs
+        // that came due since the last look are in it, and jobs that stay
+        // due but cannot run (a lock held, a queue paused) are left behind
+        // once a look has passed them, so they cannot ask for claims again
+        // and again.
+        let looked: Result<(DateTime<Utc>, Option<f64>), sqlx::Error> = sqlx::query_as(
+            "SELECT now(),
+                    (SELECT EXTRACT(EPOCH FROM min(scheduled_at) - now())::float8
+                     FROM procrastinate_jobs
+                     WHERE status = 'todo' AND scheduled_at IS NOT NULL
+                       AND scheduled_at > COALESCE($2, '-infinity'::timestamptz)
+                       AND ($1::varchar[] IS NULL OR queue_name = ANY ($1)))",
         )
         .bind(queues)
+        .bind(since)
         .fetch_one(&mut *conn)
         .await;
-        let seconds = conn.finish(seconds).await?;
-        Ok(seconds.and_then(|seconds| Duration::try_from_secs_f64(seconds.max(0.0)).ok()))
+        let (now, seconds) = conn.finish(looked).await?;
+        Ok(Scheduled {
+            now,
+            // A job scheduled at 'infinity' is never due.
+            wait: seconds.and_then(|seconds| Duration::try_from_secs_f64(seconds.max(0.0)).ok()),
+        })
     }
 
     async fn register(&self) -> Result<i64, sqlx::Error> {

@@ -7,9 +7,11 @@
 //! the next one. A flush that fails is retried with backoff until it
 //! succeeds; outcomes are never dropped while the worker runs.
 
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use chrono::{DateTime, Utc};
 use tokio::sync::{broadcast, mpsc, oneshot, Notify};
 use tracing::warn;
 
@@ -29,6 +31,49 @@ enum Message {
     Flush(oneshot::Sender<()>),
 }
 
+/// Retries and snoozes the completer wrote, told to the claiming loop once
+/// they are committed: the earliest time one of them comes due. A retried
+/// job keeps its id, so it usually lies below the loop's claim floor, where
+/// only a claim from the head of the claim order finds it; the loop makes
+/// one when the time comes, whatever its looks at the table say.
+#[derive(Debug)]
+pub(crate) struct RetriesWritten {
+    notify: Notify,
+    /// The earliest `scheduled_at` written since the loop last took it, in
+    /// microseconds since the epoch; [`NONE_WRITTEN`] when there is none.
+    earliest: AtomicI64,
+}
+
+const NONE_WRITTEN: i64 = i64::MAX;
+
+impl Default for RetriesWritten {
+    fn default() -> Self {
+        Self {
+            notify: Notify::new(),
+            earliest: AtomicI64::new(NONE_WRITTEN),
+        }
+    }
+}
+
+impl RetriesWritten {
+    /// Jobs runnable again at `at` (the earliest of a write) are committed.
+    pub(crate) fn written(&self, at: DateTime<Utc>) {
+        self.earliest
+            .fetch_min(at.timestamp_micros(), Ordering::Relaxed);
+        self.notify.notify_one();
+    }
+
+    /// Waits for a write, then takes the earliest time written since the
+    /// last call. Cancel-safe: what was written stays for the next call.
+    pub(crate) async fn next(&self) -> Option<DateTime<Utc>> {
+        self.notify.notified().await;
+        match self.earliest.swap(NONE_WRITTEN, Ordering::Relaxed) {
+            NONE_WRITTEN => None,
+            micros => DateTime::from_timestamp_micros(micros),
+        }
+    }
+}
+
 /// The sending side, held by the worker loop.
 #[derive(Debug, Clone)]
 pub(crate) struct Completer {
@@ -39,12 +84,12 @@ impl Completer {
     /// Starts the completer task. It ends once every `Completer` is dropped
     /// and the remaining outcomes are written, or `give_up_after` has passed
     /// since the channel closed with writes still failing. `retries_written`
-    /// is notified after each write that scheduled a retry, so the worker
-    /// can set its timer for it.
+    /// is told of each write that scheduled a retry or a snooze, so the
+    /// worker can set its timer for it.
     pub(crate) fn spawn(
         recorder: impl Recorder,
         give_up_after: Duration,
-        retries_written: Arc<Notify>,
+        retries_written: Arc<RetriesWritten>,
         events: broadcast::Sender<JobEvent>,
     ) -> (Self, tokio::task::JoinHandle<()>) {
         let (sender, receiver) = mpsc::unbounded_channel();
@@ -76,7 +121,7 @@ async fn run(
     recorder: impl Recorder,
     mut receiver: mpsc::UnboundedReceiver<Message>,
     give_up_after: Duration,
-    retries_written: Arc<Notify>,
+    retries_written: Arc<RetriesWritten>,
     events: broadcast::Sender<JobEvent>,
 ) {
     let mut batch: Vec<Outcome> = Vec::new();
@@ -111,11 +156,15 @@ async fn run(
             Ok(()) => {
                 metrics::recorded(batch.len(), sent.elapsed());
                 backoff.reset();
-                if batch
+                let runnable_again = batch
                     .iter()
-                    .any(|o| matches!(o.verdict, Verdict::Retry { .. } | Verdict::Snooze { .. }))
-                {
-                    retries_written.notify_one();
+                    .filter_map(|outcome| match outcome.verdict {
+                        Verdict::Retry { at } | Verdict::Snooze { at } => Some(at),
+                        _ => None,
+                    })
+                    .min();
+                if let Some(at) = runnable_again {
+                    retries_written.written(at);
                 }
                 if events.receiver_count() > 0 {
                     for outcome in &batch {

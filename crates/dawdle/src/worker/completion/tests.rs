@@ -87,12 +87,12 @@ impl Recorder for FakeState {
 struct Started {
     completer: Completer,
     task: tokio::task::JoinHandle<()>,
-    retries_written: Arc<Notify>,
+    retries_written: Arc<RetriesWritten>,
     events: broadcast::Receiver<JobEvent>,
 }
 
 fn start(state: &FakeState, give_up_after: Duration) -> Started {
-    let retries_written = Arc::new(Notify::new());
+    let retries_written = Arc::new(RetriesWritten::default());
     let (events_sender, events) = broadcast::channel(10_000);
     let (completer, task) = Completer::spawn(
         state.clone(),
@@ -241,24 +241,44 @@ async fn at_shutdown_what_is_buffered_is_written_before_the_completer_ends() {
 async fn the_worker_is_told_of_written_retries_and_snoozes_only() {
     let state = FakeState::new();
     let started = start(&state, Duration::from_secs(5));
-    let told = |notify: Arc<Notify>| async move {
-        tokio::time::timeout(Duration::from_millis(1), notify.notified())
+    let told = |written: Arc<RetriesWritten>| async move {
+        tokio::time::timeout(Duration::from_millis(1), written.next())
             .await
-            .is_ok()
+            .ok()
     };
     for verdict in [Verdict::Succeeded, Verdict::Failed, Verdict::Release] {
         started.completer.send(outcome(1, verdict.clone()));
         started.completer.flush().await;
-        assert!(!told(started.retries_written.clone()).await, "{verdict:?}");
+        assert_eq!(
+            told(started.retries_written.clone()).await,
+            None,
+            "{verdict:?}"
+        );
     }
-    for verdict in [
-        Verdict::Retry { at: Utc::now() },
-        Verdict::Snooze { at: Utc::now() },
-    ] {
+    // Microseconds, as the database keeps them.
+    let at = DateTime::from_timestamp_micros(Utc::now().timestamp_micros()).unwrap();
+    for verdict in [Verdict::Retry { at }, Verdict::Snooze { at }] {
         started.completer.send(outcome(1, verdict.clone()));
         started.completer.flush().await;
-        assert!(told(started.retries_written.clone()).await, "{verdict:?}");
+        assert_eq!(
+            told(started.retries_written.clone()).await,
+            Some(Some(at)),
+            "{verdict:?}"
+        );
     }
+    // Of a write, the earliest; of writes not yet taken, the earliest too.
+    let later = at + chrono::Duration::seconds(5);
+    started
+        .completer
+        .send(outcome(1, Verdict::Retry { at: later }));
+    started.completer.send(outcome(2, Verdict::Snooze { at }));
+    started.completer.flush().await;
+    started
+        .completer
+        .send(outcome(3, Verdict::Retry { at: later }));
+    started.completer.flush().await;
+    assert_eq!(told(started.retries_written.clone()).await, Some(Some(at)));
+    assert_eq!(told(started.retries_written.clone()).await, None);
 }
 
 #[tokio::test(start_paused = true)]

@@ -10,12 +10,13 @@ use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use chrono::{DateTime, Utc};
 use tokio::sync::{mpsc, Notify};
 use tokio::task::JoinSet;
 use tracing::{error, info, warn};
 
 use super::backoff::Backoff;
-use super::completion::Completer;
+use super::completion::{Completer, RetriesWritten};
 use super::config::{WorkerError, WorkerReport};
 use super::executor::Running;
 use super::floor::{ClaimFloor, Floor};
@@ -87,23 +88,59 @@ fn claim_jobs<S: Store>(
     })
 }
 
-/// When the earliest job scheduled for later becomes runnable (`None`: there
-/// is none), as one look at the table; an error when the look failed.
-type LookFuture = std::pin::Pin<
-    Box<dyn Future<Output = Result<Option<tokio::time::Instant>, sqlx::Error>> + Send>,
->;
+/// What one look at the table for jobs scheduled for later found: the
+/// database's time when it read the table, and when the earliest job
+/// scheduled after the look before it becomes runnable (at once if it
+/// already is; `None`: there is none).
+struct Looked {
+    now: DateTime<Utc>,
+    due: Option<tokio::time::Instant>,
+}
 
-/// Looks up when the earliest job of `queues` scheduled for later becomes
-/// runnable.
-fn look_ahead<S: Store>(store: S, queues: Arc<Option<Vec<String>>>) -> LookFuture {
+/// One look, or the database's error.
+type LookFuture = std::pin::Pin<Box<dyn Future<Output = Result<Looked, sqlx::Error>> + Send>>;
+
+/// Looks up when the earliest job of `queues` scheduled after `since` (the
+/// time the previous look read the table) becomes runnable. A job that came
+/// due since then is found even if no look saw it coming (it was written
+/// after that look, or looks failed meanwhile): it may lie below the floor.
+fn look_ahead<S: Store>(
+    store: S,
+    queues: Arc<Option<Vec<String>>>,
+    since: Option<DateTime<Utc>>,
+) -> LookFuture {
     Box::pin(async move {
-        let wait = store.next_scheduled(queues.as_deref()).await?;
+        let scheduled = store.next_scheduled(queues.as_deref(), since).await?;
         // Counted from the answer, so the timer fires a little late, never
-        // early: a claim made before the job is due would find nothing, and
-        // the look after it no longer sees a job that has since come due
-        // (it looks only past the database's now()), leaving it to the poll.
-        Ok(wait.map(|wait| tokio::time::Instant::now() + wait))
+        // early.
+        Ok(Looked {
+            now: scheduled.now,
+            due: scheduled
+                .wait
+                .and_then(|wait| tokio::time::Instant::now().checked_add(wait)),
+        })
     })
+}
+
+/// The earlier of two times, either of which may be unknown.
+fn earliest(
+    a: Option<tokio::time::Instant>,
+    b: Option<tokio::time::Instant>,
+) -> Option<tokio::time::Instant> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    }
+}
+
+/// When `at`, a time on the wall clock, comes on the loop's clock (now if
+/// it has passed).
+fn instant_at(at: DateTime<Utc>) -> tokio::time::Instant {
+    let wait = (at - Utc::now()).to_std().unwrap_or(Duration::ZERO);
+    let now = tokio::time::Instant::now();
+    // Past what the clock can hold: as good as never.
+    now.checked_add(wait)
+        .unwrap_or_else(|| now + Duration::from_secs(365 * 24 * 3600))
 }
 
 impl<S: Store> Loop<'_, S> {
@@ -111,7 +148,7 @@ impl<S: Store> Loop<'_, S> {
         &mut self,
         shutdown: &mut std::pin::Pin<&mut F>,
         wake: &Notify,
-        retries_written: &Notify,
+        retries_written: &RetriesWritten,
         requests: &mut mpsc::UnboundedReceiver<Request>,
     ) -> Result<(), WorkerError> {
         let config = &self.worker.config;
@@ -128,13 +165,17 @@ impl<S: Store> Loop<'_, S> {
         let mut in_flight: Option<ClaimFuture> = None;
         // After a failed claim, no other before this.
         let mut retry_at: Option<tokio::time::Instant> = None;
-        // When the earliest job scheduled for later becomes runnable.
+        // When the earliest job scheduled for later becomes runnable, as
+        // far as the looks at the table and this worker's own retries tell.
         let mut next_scheduled: Option<tokio::time::Instant> = None;
         // The look for it, running beside the loop so that no claim waits
         // for it, and whether another is wanted once it answers: something
         // may have been scheduled after it read the table.
         let mut looking: Option<LookFuture> = None;
         let mut look_again = false;
+        // When the last look that answered read the table: the next looks
+        // for what was scheduled after it.
+        let mut look_since: Option<DateTime<Utc>> = None;
         let mut backoff = Backoff::new();
         loop {
             self.start_held();
@@ -214,7 +255,7 @@ impl<S: Store> Loop<'_, S> {
                                     }
                                 }
                             } else if !claim_due {
-                                self.look_ahead(&mut looking, &mut look_again);
+                                self.look_ahead(&mut looking, &mut look_again, look_since);
                             }
                         }
                         Err(_) => {
@@ -246,18 +287,35 @@ impl<S: Store> Loop<'_, S> {
                     }
                     claim_due = true;
                 }
-                // A retry was recorded: its time may come before the timer's.
-                _ = retries_written.notified() => self.look_ahead(&mut looking, &mut look_again),
-                // The look reads the whole table: its answer replaces what
-                // an earlier one said. A failed look says nothing: the time
-                // known before still holds (the poll covers what it missed).
-                due = async { looking.as_mut().expect("guarded").await }, if looking.is_some() => {
+                // This worker's retries and snoozes are committed: the
+                // earliest comes due then, below the floor.
+                at = retries_written.next() => {
+                    if let Some(at) = at {
+                        next_scheduled = earliest(next_scheduled, Some(instant_at(at)));
+                    }
+                }
+                // A look answered: the timer fires for what it found, or
+                // earlier for what was known before. A failed look leaves
+                // `look_since` as it was, so the next one (after the next
+                // claim that comes back short, at the latest the next poll's)
+                // still finds what came due meanwhile.
+                looked = async { looking.as_mut().expect("guarded").await }, if looking.is_some() => {
                     looking = None;
-                    if let Ok(due) = due {
-                        next_scheduled = due;
+                    match looked {
+                        Ok(looked) => {
+                            look_since = Some(looked.now);
+                            next_scheduled = earliest(next_scheduled, looked.due);
+                        }
+                        Err(error) => {
+                            metrics::database_error("look_ahead");
+                            warn!(
+                                error = %error,
+                                "failed to look for jobs scheduled for later; looking again after the next claim"
+                            );
+                        }
                     }
                     if std::mem::take(&mut look_again) {
-                        self.look_ahead(&mut looking, &mut look_again);
+                        self.look_ahead(&mut looking, &mut look_again, look_since);
                     }
                 }
                 _ = sleep_until_some(next_scheduled), if next_scheduled.is_some() => {
@@ -293,13 +351,18 @@ impl<S: Store> Loop<'_, S> {
         )
     }
 
-    /// Starts a look for the earliest job scheduled for later, or asks for
-    /// another once the one in flight answers.
-    fn look_ahead(&self, looking: &mut Option<LookFuture>, look_again: &mut bool) {
+    /// Starts a look for the earliest job scheduled after `since`, or asks
+    /// for another once the one in flight answers.
+    fn look_ahead(
+        &self,
+        looking: &mut Option<LookFuture>,
+        look_again: &mut bool,
+        since: Option<DateTime<Utc>>,
+    ) {
         if looking.is_some() {
             *look_again = true;
         } else {
-            *looking = Some(look_ahead(self.store.clone(), self.queues.clone()));
+            *looking = Some(look_ahead(self.store.clone(), self.queues.clone(), since));
         }
     }
 

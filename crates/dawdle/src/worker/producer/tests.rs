@@ -16,6 +16,7 @@ use crate::worker::floor::Announced;
 use crate::worker::handle::Stop;
 use crate::worker::registry::Registry;
 use crate::worker::store::Recorder;
+use crate::worker::store::Scheduled;
 
 /// A task that ends at once.
 #[derive(serde::Serialize, serde::Deserialize)]
@@ -50,7 +51,7 @@ impl Task for Slow {
 /// What a test can do beside the running loop.
 struct Beside {
     wake: Arc<Notify>,
-    retries_written: Arc<Notify>,
+    retries_written: Arc<RetriesWritten>,
     abort_requests: mpsc::UnboundedSender<Request>,
 }
 
@@ -62,13 +63,20 @@ struct FakeState(Arc<Mutex<Inner>>);
 struct Inner {
     since: TokioInstant,
     waiting: VecDeque<Job>,
-    /// When each claim came (since the start) and its limit.
-    claims: Vec<(Duration, usize)>,
+    /// When each claim came (since the start), its limit, and whether it
+    /// was a full pass (no floor).
+    claims: Vec<(Duration, usize, bool)>,
     failing_claims: usize,
     /// How long each claim takes to answer.
     claim_takes: Duration,
-    /// When the earliest job scheduled for later is due.
+    /// When the earliest job scheduled for later is due. It lies below any
+    /// floor: only a full pass at or after that time claims it, as
+    /// [`SCHEDULED_JOB`].
     scheduled_at: Option<TokioInstant>,
+    /// The scheduled job cannot run (its lock is held): it stays.
+    scheduled_blocked: bool,
+    /// When the scheduled job was claimed.
+    scheduled_claimed: Option<Duration>,
     /// How long a look for it takes to answer, after it read the table.
     look_takes: Duration,
     /// How many looks to fail before answering again.
@@ -89,6 +97,8 @@ impl FakeState {
             failing_claims: 0,
             claim_takes: Duration::ZERO,
             scheduled_at: None,
+            scheduled_blocked: false,
+            scheduled_claimed: None,
             look_takes: Duration::ZERO,
             failing_looks: 0,
             recorded: Vec::new(),
@@ -116,13 +126,45 @@ impl FakeState {
     /// When each claim came, in milliseconds since the start.
     fn claim_times_ms(&self) -> Vec<u128> {
         let inner = self.0.lock().unwrap();
-        inner.claims.iter().map(|(at, _)| at.as_millis()).collect()
+        inner
+            .claims
+            .iter()
+            .map(|(at, _, _)| at.as_millis())
+            .collect()
+    }
+
+    /// When each full pass came, in milliseconds since the start.
+    fn full_pass_times_ms(&self) -> Vec<u128> {
+        let inner = self.0.lock().unwrap();
+        inner
+            .claims
+            .iter()
+            .filter(|(_, _, full)| *full)
+            .map(|(at, _, _)| at.as_millis())
+            .collect()
+    }
+
+    /// When the scheduled job was claimed, in milliseconds since the start.
+    fn scheduled_claimed_ms(&self) -> Option<u128> {
+        self.inner(|inner| inner.scheduled_claimed.map(|at| at.as_millis()))
+    }
+
+    /// The database's clock: the wall clock at the start, then the loop's.
+    fn db_time(&self, at: TokioInstant) -> DateTime<Utc> {
+        let since = self.inner(|inner| inner.since);
+        *DB_EPOCH + (at - since)
     }
 
     fn inner<T>(&self, read: impl FnOnce(&Inner) -> T) -> T {
         read(&self.0.lock().unwrap())
     }
 }
+
+/// The id of the fake's job scheduled for later.
+const SCHEDULED_JOB: i64 = 1_000_000;
+
+/// Where the fake database's clock starts.
+static DB_EPOCH: std::sync::LazyLock<DateTime<Utc>> = std::sync::LazyLock::new(Utc::now);
 
 impl Recorder for FakeState {
     async fn record(&self, batch: &[Outcome]) -> Result<(), sqlx::Error> {
@@ -145,14 +187,16 @@ impl Store for FakeState {
         _queues: Option<&[String]>,
         _worker_id: i64,
         limit: usize,
-        _floor: Option<Floor>,
+        floor: Option<Floor>,
     ) -> Result<Vec<Job>, sqlx::Error> {
         let takes = {
             let mut inner = self.0.lock().unwrap();
             let at = inner.since.elapsed();
-            inner.claims.push((at, limit));
+            inner.claims.push((at, limit, floor.is_none()));
             inner.claim_takes
         };
+        // The claim reads the table as it comes.
+        let read_at = TokioInstant::now();
         tokio::time::sleep(takes).await;
         let mut inner = self.0.lock().unwrap();
         if inner.failing_claims > 0 {
@@ -161,7 +205,14 @@ impl Store for FakeState {
             return Err(sqlx::Error::PoolTimedOut);
         }
         let count = limit.min(inner.waiting.len());
-        Ok(inner.waiting.drain(..count).collect())
+        let mut jobs: Vec<Job> = inner.waiting.drain(..count).collect();
+        let scheduled_due = inner.scheduled_at.is_some_and(|due| due <= read_at);
+        if floor.is_none() && scheduled_due && !inner.scheduled_blocked && jobs.len() < limit {
+            inner.scheduled_at = None;
+            inner.scheduled_claimed = Some(read_at - inner.since);
+            jobs.push(job(SCHEDULED_JOB, Quick::NAME));
+        }
+        Ok(jobs)
     }
 
     async fn put_back(&self, _put_back: &PutBack<'_>) -> Result<Vec<(i64, String)>, sqlx::Error> {
@@ -172,16 +223,22 @@ impl Store for FakeState {
     async fn next_scheduled(
         &self,
         _queues: Option<&[String]>,
-    ) -> Result<Option<Duration>, sqlx::Error> {
+        since: Option<DateTime<Utc>>,
+    ) -> Result<Scheduled, sqlx::Error> {
         let now = TokioInstant::now();
         let (due, takes) = self.inner(|inner| (inner.scheduled_at, inner.look_takes));
+        let found = due.filter(|due| since.is_none_or(|since| self.db_time(*due) > since));
+        let looked = Scheduled {
+            now: self.db_time(now),
+            wait: found.map(|due| due.saturating_duration_since(now)),
+        };
         tokio::time::sleep(takes).await;
         let mut inner = self.0.lock().unwrap();
         if inner.failing_looks > 0 {
             inner.failing_looks -= 1;
             return Err(sqlx::Error::PoolTimedOut);
         }
-        Ok(due.filter(|due| *due > now).map(|due| due - now))
+        Ok(looked)
     }
 
     async fn register(&self) -> Result<i64, sqlx::Error> {
@@ -238,7 +295,7 @@ where
 {
     let worker = worker(config);
     let wake = Arc::new(Notify::new());
-    let retries_written = Arc::new(Notify::new());
+    let retries_written = Arc::new(RetriesWritten::default());
     let (events, _) = broadcast::channel(16);
     let (completer, completer_task) = Completer::spawn(
         state.clone(),
@@ -347,7 +404,10 @@ async fn a_full_claim_is_followed_by_another_without_waiting_for_the_poll() {
     // 10, 10, 5 (not full: the loop then waits for the poll).
     let claims = state.inner(|inner| inner.claims.clone());
     assert!(claims.len() >= 3, "{claims:?}");
-    assert!(claims[..3].iter().all(|(at, _)| at.is_zero()), "{claims:?}");
+    assert!(
+        claims[..3].iter().all(|(at, _, _)| at.is_zero()),
+        "{claims:?}"
+    );
     assert_eq!(ran.report.succeeded, 25);
     let mut recorded = state.recorded_ids();
     recorded.sort_unstable();
@@ -368,11 +428,14 @@ async fn a_job_scheduled_for_later_is_claimed_when_due_not_at_the_next_poll() {
     .await;
     ran.ended.unwrap();
     assert_eq!(state.claim_times_ms(), [0, 3_500]);
+    assert_eq!(state.full_pass_times_ms(), [0, 3_500]);
+    assert_eq!(state.scheduled_claimed_ms(), Some(3_500));
 }
 
-/// Runs the loop for 10 s with polls a minute apart; at 1 s a retry due at
-/// 3 s is written. When the loop claimed, in ms since the start.
-async fn claims_after_a_retry_written_at_1_s_due_at_3_s(state: &FakeState) -> Vec<u128> {
+/// Polls a minute apart for 10 s; at 1 s, this worker's retry due at 3 s
+/// (and a millisecond: the loop counts on the wall clock, which has moved
+/// on a little by the time it reads it) is written.
+async fn retry_written_at_1_s_due_at_3_s(state: &FakeState) {
     let ran = run_loop(
         state,
         config().poll_interval(Duration::from_secs(60)),
@@ -384,40 +447,84 @@ async fn claims_after_a_retry_written_at_1_s_due_at_3_s(state: &FakeState) -> Ve
                 let mut inner = state.0.lock().unwrap();
                 inner.scheduled_at = Some(inner.since + Duration::from_secs(3));
                 drop(inner);
-                beside.retries_written.notify_one();
+                beside
+                    .retries_written
+                    .written(Utc::now() + chrono::Duration::milliseconds(2_001));
             }
         },
     )
     .await;
     ran.ended.unwrap();
-    state.claim_times_ms()
 }
 
 #[tokio::test(start_paused = true)]
-async fn a_written_retry_sets_the_timer_for_when_it_is_due() {
+async fn a_written_retry_is_claimed_from_the_head_when_due() {
     let state = FakeState::new();
-    let claimed_at = claims_after_a_retry_written_at_1_s_due_at_3_s(&state).await;
-    assert_eq!(claimed_at, [0, 3_000]);
+    retry_written_at_1_s_due_at_3_s(&state).await;
+    assert_eq!(state.claim_times_ms(), [0, 3_001]);
+    assert_eq!(state.full_pass_times_ms(), [0, 3_001]);
+    assert_eq!(state.scheduled_claimed_ms(), Some(3_001));
 }
 
 #[tokio::test(start_paused = true)]
-async fn a_retry_written_while_a_look_is_in_flight_is_looked_for_again() {
-    // The look after the first claim reads the table at 0 s and answers at
-    // 2 s; the retry is written at 1 s, due at 3 s. The first look cannot
-    // have seen it: a second one, started when the first answers, does.
-    let state = FakeState::new().with(|inner| inner.look_takes = Duration::from_secs(2));
-    let claimed_at = claims_after_a_retry_written_at_1_s_due_at_3_s(&state).await;
-    // The second look reads the table at 2 s (due in 1 s) and answers at
-    // 4 s; the wait counts from the answer: claimed at 5 s, not at the poll
-    // a minute later.
-    assert_eq!(claimed_at, [0, 5_000]);
+async fn a_written_retry_is_claimed_when_due_whatever_the_looks_say() {
+    // Every look fails, or reads the table long before the retry commits
+    // and answers after: the loop has the retry's time from the completer.
+    for change in [
+        (|inner: &mut Inner| inner.failing_looks = usize::MAX) as fn(&mut Inner),
+        |inner: &mut Inner| inner.look_takes = Duration::from_secs(5),
+    ] {
+        let state = FakeState::new().with(change);
+        retry_written_at_1_s_due_at_3_s(&state).await;
+        assert_eq!(state.scheduled_claimed_ms(), Some(3_001));
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_job_that_came_due_unseen_by_any_look_is_claimed_after_the_next_short_claim() {
+    // Another client schedules a job below the floor at 0.5 s, due at 1 s;
+    // nothing announces it. The look after the poll's claim at 2 s finds
+    // it due since the look before: a full pass at once, not in 30 s.
+    let state = FakeState::new();
+    // Their claim sets the floor.
+    state.add_jobs(1..=3);
+    let ran = run_loop(&state, config(), Duration::from_millis(4_500), {
+        let state = state.clone();
+        |_beside| async move {
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            let mut inner = state.0.lock().unwrap();
+            inner.scheduled_at = Some(inner.since + Duration::from_secs(1));
+        }
+    })
+    .await;
+    ran.ended.unwrap();
+    assert_eq!(state.claim_times_ms(), [0, 2_000, 2_000, 4_000]);
+    assert_eq!(state.full_pass_times_ms(), [0, 2_000]);
+    assert_eq!(state.scheduled_claimed_ms(), Some(2_000));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_failed_look_is_made_good_by_the_next_one() {
+    // A job due at 1 s; the look after the first claim fails. The one after
+    // the poll's claim at 2 s still finds it, though it is no longer ahead.
+    let state = FakeState::new().with(|inner| {
+        inner.scheduled_at = Some(inner.since + Duration::from_secs(1));
+        inner.failing_looks = 1;
+    });
+    state.add_jobs(1..=3);
+    let ran = run_loop(&state, config(), Duration::from_millis(2_500), nothing).await;
+    ran.ended.unwrap();
+    assert_eq!(state.claim_times_ms(), [0, 2_000, 2_000]);
+    assert_eq!(state.full_pass_times_ms(), [0, 2_000]);
+    assert_eq!(state.scheduled_claimed_ms(), Some(2_000));
 }
 
 #[tokio::test(start_paused = true)]
 async fn a_failed_look_keeps_the_time_an_earlier_look_found() {
     // The first look (after the claim at 0 s) finds a job due at 3.5 s.
-    // A retry written at 1 s asks for another look, which fails: the job
-    // due at 3.5 s is still claimed then, not at the poll a minute later.
+    // A notification at 1 s makes a claim and another look, which fails:
+    // the job due at 3.5 s is still claimed then, not at the poll a minute
+    // later.
     let state = FakeState::new().with(|inner| {
         inner.scheduled_at = Some(inner.since + Duration::from_millis(3_500));
     });
@@ -430,18 +537,39 @@ async fn a_failed_look_keeps_the_time_an_earlier_look_found() {
             |beside| async move {
                 tokio::time::sleep(Duration::from_secs(1)).await;
                 state.0.lock().unwrap().failing_looks = 1;
-                beside.retries_written.notify_one();
+                beside.wake.notify_one();
             }
         },
     )
     .await;
     ran.ended.unwrap();
-    assert_eq!(state.claim_times_ms(), [0, 3_500]);
+    assert_eq!(state.claim_times_ms(), [0, 1_000, 3_500]);
+    assert_eq!(state.scheduled_claimed_ms(), Some(3_500));
     assert_eq!(
         state.inner(|inner| inner.failing_looks),
         0,
         "the look failed"
     );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_due_job_that_cannot_run_asks_for_few_full_passes() {
+    // Due at 1 s, but its lock is held for the whole run: it is claimed
+    // from the head when it comes due, and once more for the look that
+    // then finds it due, never again, whatever the polls' looks see.
+    let state = FakeState::new().with(|inner| {
+        inner.scheduled_at = Some(inner.since + Duration::from_secs(1));
+        inner.scheduled_blocked = true;
+    });
+    state.add_jobs(1..=3);
+    let ran = run_loop(&state, config(), Duration::from_millis(9_500), nothing).await;
+    ran.ended.unwrap();
+    assert_eq!(state.full_pass_times_ms(), [0, 1_000, 1_000]);
+    assert_eq!(
+        state.claim_times_ms(),
+        [0, 1_000, 1_000, 2_000, 4_000, 6_000, 8_000]
+    );
+    assert_eq!(state.scheduled_claimed_ms(), None);
 }
 
 #[tokio::test(start_paused = true)]
