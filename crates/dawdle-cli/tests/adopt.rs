@@ -527,12 +527,29 @@ async fn a_live_procrastinate_database_is_adopted_while_python_and_dawdle_worker
         ok && held == "doing",
         "the held job was {held} after the adoption; Python worker:\n{stdout}\n{stderr}"
     );
-    eventually(
-        Duration::from_secs(60),
-        "the dawdle worker to drain its queue",
-        async || not_succeeded(pool, "dawdle").await == 0,
-    )
-    .await;
+    let limit = Duration::from_secs(60);
+    let drained = holds_within(limit, async || not_succeeded(pool, "dawdle").await == 0).await;
+    if !drained {
+        let statuses = status_counts(pool).await;
+        let (_, _, worker_log) = rust.stop().await;
+        let from = worker_log
+            .char_indices()
+            .rev()
+            .nth(8000)
+            .map_or(0, |(at, _)| at);
+        let warnings: Vec<&str> = worker_log
+            .lines()
+            .filter(|line| line.contains("WARN") || line.contains("ERROR"))
+            .take(40)
+            .collect();
+        panic!(
+            "timed out after {limit:?} waiting for the dawdle worker to drain its queue; \
+             jobs by queue and status: {statuses:?}\nits first warnings and errors:\n{}\n\
+             the end of its log:\n{}",
+            warnings.join("\n"),
+            &worker_log[from..]
+        );
+    }
     let (_, worker_report, worker_log) = rust.stop().await;
     let worker_report: Value = serde_json::from_str(worker_report.trim())
         .unwrap_or_else(|_| panic!("the dawdle worker printed no report; its log:\n{worker_log}"));
