@@ -122,6 +122,21 @@ fn look_ahead<S: Store>(
     })
 }
 
+/// The looks for jobs scheduled for later.
+#[derive(Default)]
+struct Looks {
+    /// The look running beside the loop (no claim waits for it).
+    in_flight: Option<LookFuture>,
+    /// Another is wanted once it answers: something may have been
+    /// scheduled after it read the table.
+    again: bool,
+    /// When the last look that answered read the table: the next looks for
+    /// what was scheduled after it.
+    since: Option<DateTime<Utc>>,
+    /// One started since the last poll.
+    since_poll: bool,
+}
+
 /// The earlier of two times, either of which may be unknown.
 fn earliest(
     a: Option<tokio::time::Instant>,
@@ -168,14 +183,7 @@ impl<S: Store> Loop<'_, S> {
         // When the earliest job scheduled for later becomes runnable, as
         // far as the looks at the table and this worker's own retries tell.
         let mut next_scheduled: Option<tokio::time::Instant> = None;
-        // The look for it, running beside the loop so that no claim waits
-        // for it, and whether another is wanted once it answers: something
-        // may have been scheduled after it read the table.
-        let mut looking: Option<LookFuture> = None;
-        let mut look_again = false;
-        // When the last look that answered read the table: the next looks
-        // for what was scheduled after it.
-        let mut look_since: Option<DateTime<Utc>> = None;
+        let mut looks = Looks::default();
         let mut backoff = Backoff::new();
         loop {
             self.start_held();
@@ -255,7 +263,7 @@ impl<S: Store> Loop<'_, S> {
                                     }
                                 }
                             } else if !claim_due {
-                                self.look_ahead(&mut looking, &mut look_again, look_since);
+                                self.look_ahead(&mut looks);
                             }
                         }
                         Err(_) => {
@@ -286,6 +294,14 @@ impl<S: Store> Loop<'_, S> {
                         self.floor.want_full_pass();
                     }
                     claim_due = true;
+                    // At least one look per poll: under a steady stream of
+                    // notifications no claim comes back with none due,
+                    // and only a look finds a job below the floor that
+                    // someone brought forward.
+                    if !std::mem::take(&mut looks.since_poll) {
+                        self.look_ahead(&mut looks);
+                        looks.since_poll = false;
+                    }
                 }
                 // This worker's retries and snoozes are committed: the
                 // earliest comes due then, below the floor.
@@ -296,14 +312,13 @@ impl<S: Store> Loop<'_, S> {
                 }
                 // A look answered: the timer fires for what it found, or
                 // earlier for what was known before. A failed look leaves
-                // `look_since` as it was, so the next one (after the next
-                // claim that comes back short, at the latest the next poll's)
-                // still finds what came due meanwhile.
-                looked = async { looking.as_mut().expect("guarded").await }, if looking.is_some() => {
-                    looking = None;
+                // `looks.since` as it was, so the next one (at the latest
+                // the next poll's) still finds what came due meanwhile.
+                looked = async { looks.in_flight.as_mut().expect("guarded").await }, if looks.in_flight.is_some() => {
+                    looks.in_flight = None;
                     match looked {
                         Ok(looked) => {
-                            look_since = Some(looked.now);
+                            looks.since = Some(looked.now);
                             next_scheduled = earliest(next_scheduled, looked.due);
                         }
                         Err(error) => {
@@ -314,8 +329,8 @@ impl<S: Store> Loop<'_, S> {
                             );
                         }
                     }
-                    if std::mem::take(&mut look_again) {
-                        self.look_ahead(&mut looking, &mut look_again, look_since);
+                    if std::mem::take(&mut looks.again) {
+                        self.look_ahead(&mut looks);
                     }
                 }
                 _ = sleep_until_some(next_scheduled), if next_scheduled.is_some() => {
@@ -351,18 +366,18 @@ impl<S: Store> Loop<'_, S> {
         )
     }
 
-    /// Starts a look for the earliest job scheduled after `since`, or asks
-    /// for another once the one in flight answers.
-    fn look_ahead(
-        &self,
-        looking: &mut Option<LookFuture>,
-        look_again: &mut bool,
-        since: Option<DateTime<Utc>>,
-    ) {
-        if looking.is_some() {
-            *look_again = true;
+    /// Starts a look for the earliest job scheduled after the last look,
+    /// or asks for another once the one in flight answers.
+    fn look_ahead(&self, looks: &mut Looks) {
+        looks.since_poll = true;
+        if looks.in_flight.is_some() {
+            looks.again = true;
         } else {
-            *looking = Some(look_ahead(self.store.clone(), self.queues.clone(), since));
+            looks.in_flight = Some(look_ahead(
+                self.store.clone(),
+                self.queues.clone(),
+                looks.since,
+            ));
         }
     }
 

@@ -504,6 +504,44 @@ async fn a_job_that_came_due_unseen_by_any_look_is_claimed_after_the_next_short_
 }
 
 #[tokio::test(start_paused = true)]
+async fn under_a_steady_stream_of_notifications_each_poll_still_looks() {
+    // Claims take 20 ms and a notification comes every 5 ms, so every claim
+    // answers with the next one already due and none is followed by a look.
+    // A job brought forward below the floor (due at 1 s, unannounced) is
+    // found by the look the poll at 2 s starts: read from the head once the
+    // claim in flight answers.
+    let state = FakeState::new().with(|inner| inner.claim_takes = Duration::from_millis(20));
+    state.add_jobs(1..=3);
+    let ran = run_loop(&state, config(), Duration::from_millis(2_500), {
+        let state = state.clone();
+        |beside| async move {
+            let mut notifications = tokio::time::interval(Duration::from_millis(5));
+            let brought_forward = tokio::time::Instant::now() + Duration::from_millis(500);
+            loop {
+                notifications.tick().await;
+                if tokio::time::Instant::now() >= brought_forward {
+                    let mut inner = state.0.lock().unwrap();
+                    if inner.scheduled_at.is_none() && inner.scheduled_claimed.is_none() {
+                        inner.scheduled_at = Some(inner.since + Duration::from_secs(1));
+                    }
+                }
+                beside.wake.notify_one();
+            }
+        }
+    })
+    .await;
+    ran.ended.unwrap();
+    let claimed = state
+        .scheduled_claimed_ms()
+        .expect("the job brought forward was claimed");
+    assert!(
+        (2_000..=2_040).contains(&claimed),
+        "claimed at {claimed} ms"
+    );
+    assert_eq!(state.full_pass_times_ms()[..2], [0, claimed]);
+}
+
+#[tokio::test(start_paused = true)]
 async fn a_failed_look_is_made_good_by_the_next_one() {
     // A job due at 1 s; the look after the first claim fails. The one after
     // the poll's claim at 2 s still finds it, though it is no longer ahead.
