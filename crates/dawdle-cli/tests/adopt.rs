@@ -1396,6 +1396,47 @@ async fn a_backfill_batch_held_up_by_a_locked_row_waits_and_carries_on() {
 }
 
 #[tokio::test]
+async fn the_backfill_wakes_workers_for_the_waiting_jobs_it_held() {
+    // A dawdle worker's claim skips the rows a backfill batch holds, and its
+    // next claims start past them: each batch names its waiting jobs in a
+    // notification once it commits, as the triggers do.
+    let db = common::procrastinate_database().await;
+    let pool = db.pool();
+    let url = db.url();
+    sqlx::raw_sql(HISTORY).execute(pool).await.unwrap();
+    let waiting: BTreeSet<i64> =
+        sqlx::query_scalar("SELECT id FROM procrastinate_jobs WHERE status = 'todo'")
+            .fetch_all(pool)
+            .await
+            .unwrap()
+            .into_iter()
+            .collect();
+    assert_eq!(waiting.len(), 100);
+    let mut listener = sqlx::postgres::PgListener::connect_with(pool)
+        .await
+        .unwrap();
+    listener.listen("procrastinate_any_queue_v1").await.unwrap();
+
+    let report = adopt(&url, &["--batch-size", "10"]).await;
+    assert!(report.contains("backfill:"), "{report}");
+
+    // One notification per batch: the batch's first waiting job.
+    let mut named = BTreeSet::new();
+    while let Ok(Ok(notification)) =
+        tokio::time::timeout(Duration::from_millis(500), listener.recv()).await
+    {
+        let payload: Value = serde_json::from_str(notification.payload()).unwrap();
+        if let (Some("job_inserted"), Some(id)) =
+            (payload["type"].as_str(), payload["job_id"].as_i64())
+        {
+            named.insert(id);
+        }
+    }
+    let first_of_each_batch: BTreeSet<i64> = waiting.iter().copied().step_by(10).collect();
+    assert_eq!(named, first_of_each_batch, "{report}");
+}
+
+#[tokio::test]
 async fn hostile_rows_of_a_procrastinate_database_are_adopted_as_they_are() {
     let db = common::procrastinate_database().await;
     let pool = db.pool();

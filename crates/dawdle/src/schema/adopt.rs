@@ -1269,6 +1269,16 @@ impl Run<'_> {
             .await
             .map_err(step("backfill"))?;
         let next = last.unwrap_or(boundary);
+        // A dawdle worker's claim skips the rows this batch holds, and its
+        // next claims start past them (its claim floor): once the batch
+        // commits, wake the workers for its waiting jobs, by id, as the
+        // triggers do for any job that becomes runnable.
+        sqlx::query(WAKE_FOR_BATCH)
+            .bind(through)
+            .bind(next)
+            .execute(&mut *tx)
+            .await
+            .map_err(step("backfill"))?;
         sqlx::query("UPDATE dawdle_adoption SET backfilled_through = $1")
             .bind(next)
             .execute(&mut *tx)
@@ -1402,6 +1412,15 @@ const BACKFILL: &str = "
         RETURNING job.id
     )
     SELECT (SELECT count(*) FROM filled), (SELECT max(id) FROM batch)";
+
+/// Notifies the runnable jobs of a backfill batch, ids after $1 up to $2
+/// (delivered when the batch commits).
+const WAKE_FOR_BATCH: &str = "
+    SELECT dawdle_notify_runnable_v1(array_agg(queue_name), array_agg(id))
+    FROM procrastinate_jobs
+    WHERE id > $1 AND id <= $2 AND status = 'todo'
+      AND (scheduled_at IS NULL OR scheduled_at <= now())
+    HAVING count(*) > 0";
 
 /// What a locking step runs once it has its locks.
 enum Body<'s> {
