@@ -52,7 +52,7 @@ pub mod names {
     /// Counter: jobs of stopped workers put back by this worker's upkeep.
     pub const JOBS_RESCUED: &str = "dawdle_jobs_rescued_total";
     /// Counter: failed statements, by `operation`: `claim`, `record`,
-    /// `upkeep`.
+    /// `look_ahead` (the look for jobs scheduled for later), `upkeep`.
     pub const DATABASE_ERRORS: &str = "dawdle_worker_database_errors_total";
 }
 
@@ -102,7 +102,7 @@ pub fn describe() {
     );
     describe_counter!(
         names::DATABASE_ERRORS,
-        "Failed worker statements, by operation (claim, record, upkeep)"
+        "Failed worker statements, by operation (claim, record, look_ahead, upkeep)"
     );
 }
 
