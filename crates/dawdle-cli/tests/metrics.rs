@@ -191,6 +191,11 @@ async fn a_draining_worker_serves_counts_that_match_the_jobs_table() {
         ),
         "{exposition}"
     );
+    // A worker's first claim reads the claim order from its head.
+    assert!(
+        exposition.contains(r#"dawdle_claim_duration_seconds_bucket{read_from="head",le="+Inf"}"#),
+        "{exposition}"
+    );
 }
 
 #[tokio::test]

@@ -39,7 +39,9 @@ pub mod names {
     pub const QUEUE_WAIT: &str = "dawdle_queue_wait_seconds";
     /// Histogram: jobs per claim statement.
     pub const CLAIM_SIZE: &str = "dawdle_claim_jobs";
-    /// Histogram: round trip of a claim statement, in seconds.
+    /// Histogram: round trip of a claim statement, in seconds, by
+    /// `read_from`: `head` (a full pass over the claim order) or `floor`
+    /// (from where the worker's last claim ended).
     pub const CLAIM_DURATION: &str = "dawdle_claim_duration_seconds";
     /// Histogram: outcomes per completion statement.
     pub const COMPLETION_SIZE: &str = "dawdle_completion_jobs";
@@ -79,7 +81,7 @@ pub fn describe() {
     describe_histogram!(
         names::CLAIM_DURATION,
         Unit::Seconds,
-        "Round trip of a claim statement"
+        "Round trip of a claim statement, by where it read the claim order from (head, floor)"
     );
     describe_histogram!(
         names::COMPLETION_SIZE,
@@ -298,10 +300,12 @@ pub(crate) fn outcome(verdict: &Verdict) -> &'static str {
     }
 }
 
-/// A claim statement answered `jobs` jobs after `took`.
-pub(crate) fn claimed(jobs: usize, took: Duration) {
+/// A claim statement answered `jobs` jobs after `took`; it read the claim
+/// order from its head (a full pass) or from the worker's floor.
+pub(crate) fn claimed(jobs: usize, took: Duration, from_head: bool) {
     histogram!(names::CLAIM_SIZE).record(jobs as f64);
-    histogram!(names::CLAIM_DURATION).record(took.as_secs_f64());
+    let read_from = if from_head { "head" } else { "floor" };
+    histogram!(names::CLAIM_DURATION, "read_from" => read_from).record(took.as_secs_f64());
 }
 
 /// A completion statement wrote `jobs` outcomes in `took`.

@@ -62,6 +62,8 @@ struct Claimed {
     limit: usize,
     worker_id: i64,
     round_trip: Duration,
+    /// It read the claim order from its head (no floor).
+    from_head: bool,
 }
 
 type ClaimFuture = std::pin::Pin<Box<dyn Future<Output = Claimed> + Send>>;
@@ -84,6 +86,7 @@ fn claim_jobs<S: Store>(
             limit,
             worker_id,
             round_trip: sent.elapsed(),
+            from_head: floor.is_none(),
         }
     })
 }
@@ -390,6 +393,7 @@ impl<S: Store> Loop<'_, S> {
             limit,
             worker_id,
             round_trip,
+            from_head,
         } = claimed;
         let mut jobs = match jobs {
             Ok(jobs) => jobs,
@@ -422,7 +426,7 @@ impl<S: Store> Loop<'_, S> {
         };
         self.floor.claimed(&jobs);
         self.pace.claim_answered(round_trip, Instant::now());
-        metrics::claimed(jobs.len(), round_trip);
+        metrics::claimed(jobs.len(), round_trip, from_head);
         jobs.sort_by(|a, b| b.priority.cmp(&a.priority).then(a.id.cmp(&b.id)));
         let count = jobs.len();
         self.hold(jobs);
