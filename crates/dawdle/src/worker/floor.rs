@@ -86,6 +86,10 @@ pub(crate) struct ClaimFloor {
     last_full_pass: Option<Instant>,
     full_pass_wanted: bool,
     announced: Announced,
+    /// The smallest job id the loop found waiting again since the last
+    /// claim was sent: applied when the next one is, so that the answer of
+    /// a claim in flight (which moves the floor on) cannot undo it.
+    lowered: Option<i64>,
 }
 
 impl ClaimFloor {
@@ -95,6 +99,7 @@ impl ClaimFloor {
             last_full_pass: None,
             full_pass_wanted: false,
             announced,
+            lowered: None,
         }
     }
 
@@ -106,6 +111,9 @@ impl ClaimFloor {
             NOTHING => {}
             UNKNOWN => self.full_pass_wanted = true,
             id => self.lower_to(id),
+        }
+        if let (Some(floor), Some(id)) = (&mut self.floor, self.lowered.take()) {
+            floor.id = floor.id.min(id);
         }
         let due = self
             .last_full_pass
@@ -137,12 +145,10 @@ impl ClaimFloor {
         }
     }
 
-    /// Job `id` may be waiting again (put back, announced): the next claim
-    /// reads from it on.
+    /// Job `id` may be waiting again (put back, announced, a retry come
+    /// due): the next claim sent reads from it on.
     pub(crate) fn lower_to(&mut self, id: i64) {
-        if let Some(floor) = &mut self.floor {
-            floor.id = floor.id.min(id);
-        }
+        self.lowered = Some(self.lowered.map_or(id, |lowered| lowered.min(id)));
     }
 
     /// The next claim reads from the head of the claim order.
@@ -216,5 +222,22 @@ mod tests {
         assert_eq!(claims.for_claim(now), floor(0, 10));
         claims.want_full_pass();
         assert_eq!(claims.for_claim(now), None);
+    }
+
+    #[test]
+    fn a_floor_lowered_while_a_claim_is_in_flight_stays_lowered_after_its_answer() {
+        let now = Instant::now();
+        let mut claims = ClaimFloor::new(Announced::default());
+        claims.for_claim(now);
+        claims.claimed(&[job(100, 0)]);
+        assert_eq!(claims.for_claim(now), floor(0, 101));
+        // Job 50 comes due while that claim is in flight; its answer then
+        // moves the floor on past job 120.
+        claims.lower_to(50);
+        claims.lower_to(70);
+        claims.claimed(&[job(120, 0)]);
+        assert_eq!(claims.for_claim(now), floor(0, 50));
+        claims.claimed(&[job(50, 0)]);
+        assert_eq!(claims.for_claim(now), floor(0, 51));
     }
 }

@@ -7,8 +7,7 @@
 //! the next one. A flush that fails is retried with backoff until it
 //! succeeds; outcomes are never dropped while the worker runs.
 
-use std::sync::atomic::{AtomicI64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -32,45 +31,42 @@ enum Message {
 }
 
 /// Retries and snoozes the completer wrote, told to the claiming loop once
-/// they are committed: the earliest time one of them comes due. A retried
-/// job keeps its id, so it usually lies below the loop's claim floor, where
-/// only a claim from the head of the claim order finds it; the loop makes
-/// one when the time comes, whatever its looks at the table say.
-#[derive(Debug)]
+/// they are committed: each job, and when it comes due. A retried job keeps
+/// its id, so it usually lies below the loop's claim floor; when its time
+/// comes the loop lowers the floor to it, whatever its looks at the table
+/// say, rather than reading the whole claim order from its head.
+#[derive(Debug, Default)]
 pub(crate) struct RetriesWritten {
     notify: Notify,
-    /// The earliest `scheduled_at` written since the loop last took it, in
-    /// microseconds since the epoch; [`NONE_WRITTEN`] when there is none.
-    earliest: AtomicI64,
-}
-
-const NONE_WRITTEN: i64 = i64::MAX;
-
-impl Default for RetriesWritten {
-    fn default() -> Self {
-        Self {
-            notify: Notify::new(),
-            earliest: AtomicI64::new(NONE_WRITTEN),
-        }
-    }
+    /// When each job written since the loop last took them comes due, and
+    /// its id.
+    written: Mutex<Vec<(DateTime<Utc>, i64)>>,
 }
 
 impl RetriesWritten {
-    /// Jobs runnable again at `at` (the earliest of a write) are committed.
-    pub(crate) fn written(&self, at: DateTime<Utc>) {
-        self.earliest
-            .fetch_min(at.timestamp_micros(), Ordering::Relaxed);
-        self.notify.notify_one();
+    /// These jobs, runnable again at the times given, are committed.
+    pub(crate) fn written(&self, jobs: impl IntoIterator<Item = (DateTime<Utc>, i64)>) {
+        let mut written = self
+            .written
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let before = written.len();
+        written.extend(jobs);
+        if written.len() > before {
+            self.notify.notify_one();
+        }
     }
 
-    /// Waits for a write, then takes the earliest time written since the
-    /// last call. Cancel-safe: what was written stays for the next call.
-    pub(crate) async fn next(&self) -> Option<DateTime<Utc>> {
+    /// Waits for a write, then takes everything written since the last
+    /// call. Cancel-safe: what was written stays for the next call.
+    pub(crate) async fn next(&self) -> Vec<(DateTime<Utc>, i64)> {
         self.notify.notified().await;
-        match self.earliest.swap(NONE_WRITTEN, Ordering::Relaxed) {
-            NONE_WRITTEN => None,
-            micros => DateTime::from_timestamp_micros(micros),
-        }
+        std::mem::take(
+            &mut *self
+                .written
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner()),
+        )
     }
 }
 
@@ -156,16 +152,10 @@ async fn run(
             Ok(()) => {
                 metrics::recorded(batch.len(), sent.elapsed());
                 backoff.reset();
-                let runnable_again = batch
-                    .iter()
-                    .filter_map(|outcome| match outcome.verdict {
-                        Verdict::Retry { at } | Verdict::Snooze { at } => Some(at),
-                        _ => None,
-                    })
-                    .min();
-                if let Some(at) = runnable_again {
-                    retries_written.written(at);
-                }
+                retries_written.written(batch.iter().filter_map(|outcome| match outcome.verdict {
+                    Verdict::Retry { at } | Verdict::Snooze { at } => Some((at, outcome.job_id)),
+                    _ => None,
+                }));
                 if events.receiver_count() > 0 {
                     for outcome in &batch {
                         let _ = events.send(event(outcome));

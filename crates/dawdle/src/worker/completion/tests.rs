@@ -255,29 +255,32 @@ async fn the_worker_is_told_of_written_retries_and_snoozes_only() {
             "{verdict:?}"
         );
     }
-    // Microseconds, as the database keeps them.
-    let at = DateTime::from_timestamp_micros(Utc::now().timestamp_micros()).unwrap();
+    let at = Utc::now();
     for verdict in [Verdict::Retry { at }, Verdict::Snooze { at }] {
         started.completer.send(outcome(1, verdict.clone()));
         started.completer.flush().await;
         assert_eq!(
             told(started.retries_written.clone()).await,
-            Some(Some(at)),
+            Some(vec![(at, 1)]),
             "{verdict:?}"
         );
     }
-    // Of a write, the earliest; of writes not yet taken, the earliest too.
+    // Every job of every write not yet taken, and nothing else.
     let later = at + chrono::Duration::seconds(5);
     started
         .completer
         .send(outcome(1, Verdict::Retry { at: later }));
-    started.completer.send(outcome(2, Verdict::Snooze { at }));
+    started.completer.send(outcome(2, Verdict::Succeeded));
+    started.completer.send(outcome(3, Verdict::Snooze { at }));
     started.completer.flush().await;
     started
         .completer
-        .send(outcome(3, Verdict::Retry { at: later }));
+        .send(outcome(4, Verdict::Retry { at: later }));
     started.completer.flush().await;
-    assert_eq!(told(started.retries_written.clone()).await, Some(Some(at)));
+    assert_eq!(
+        told(started.retries_written.clone()).await,
+        Some(vec![(later, 1), (at, 3), (later, 4)])
+    );
     assert_eq!(told(started.retries_written.clone()).await, None);
 }
 

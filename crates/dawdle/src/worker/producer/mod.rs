@@ -4,7 +4,7 @@
 //! again: a full claim, a notification, the earliest scheduled job coming
 //! due, the poll interval. Claims run while the loop goes on.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
@@ -140,6 +140,10 @@ struct Looks {
     since_poll: bool,
 }
 
+/// Most retries and snoozes of its own a worker times one by one; past
+/// that, one comes due with a claim from the head of the claim order.
+const MAX_OWN_RETRIES: usize = 10_000;
+
 /// The earlier of two times, either of which may be unknown.
 fn earliest(
     a: Option<tokio::time::Instant>,
@@ -183,9 +187,14 @@ impl<S: Store> Loop<'_, S> {
         let mut in_flight: Option<ClaimFuture> = None;
         // After a failed claim, no other before this.
         let mut retry_at: Option<tokio::time::Instant> = None;
-        // When the earliest job scheduled for later becomes runnable, as
-        // far as the looks at the table and this worker's own retries tell.
+        // When the earliest job scheduled for later that a look found (or
+        // an own retry past MAX_OWN_RETRIES) becomes runnable: the claim
+        // then reads from the head, as the job may lie anywhere below the
+        // floor.
         let mut next_scheduled: Option<tokio::time::Instant> = None;
+        // This worker's retries and snoozes waiting to come due: when, and
+        // the smallest job id due then. Each lowers the floor to its job.
+        let mut own_retries: BTreeMap<tokio::time::Instant, i64> = BTreeMap::new();
         let mut looks = Looks::default();
         let mut backoff = Backoff::new();
         loop {
@@ -306,11 +315,19 @@ impl<S: Store> Loop<'_, S> {
                         looks.since_poll = false;
                     }
                 }
-                // This worker's retries and snoozes are committed: the
-                // earliest comes due then, below the floor.
-                at = retries_written.next() => {
-                    if let Some(at) = at {
-                        next_scheduled = earliest(next_scheduled, Some(instant_at(at)));
+                // This worker's retries and snoozes are committed: each
+                // comes due at its time, below the floor.
+                written = retries_written.next() => {
+                    for (at, job_id) in written {
+                        let at = instant_at(at);
+                        if own_retries.len() < MAX_OWN_RETRIES || own_retries.contains_key(&at) {
+                            own_retries
+                                .entry(at)
+                                .and_modify(|id| *id = (*id).min(job_id))
+                                .or_insert(job_id);
+                        } else {
+                            next_scheduled = earliest(next_scheduled, Some(at));
+                        }
                     }
                 }
                 // A look answered: the timer fires for what it found, or
@@ -336,10 +353,21 @@ impl<S: Store> Loop<'_, S> {
                         self.look_ahead(&mut looks);
                     }
                 }
-                _ = sleep_until_some(next_scheduled), if next_scheduled.is_some() => {
-                    // A job scheduled for now may lie below the floor.
-                    next_scheduled = None;
-                    self.floor.want_full_pass();
+                _ = sleep_until_some(earliest(next_scheduled, own_retries.keys().next().copied())),
+                    if next_scheduled.is_some() || !own_retries.is_empty() => {
+                    let now = tokio::time::Instant::now();
+                    if next_scheduled.is_some_and(|at| at <= now) {
+                        next_scheduled = None;
+                        self.floor.want_full_pass();
+                    }
+                    // Own retries that came due: the floor goes down to
+                    // them, the claim reads on from there.
+                    while let Some(entry) = own_retries.first_entry() {
+                        if *entry.key() > now {
+                            break;
+                        }
+                        self.floor.lower_to(entry.remove());
+                    }
                     claim_due = true;
                 }
                 _ = sleep_until_some(retry_at), if retry_at.is_some() => {
