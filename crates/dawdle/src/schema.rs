@@ -103,6 +103,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "claims_for_listed_queues_read_only_their_jobs",
         sql: include_str!("../migrations/0015_claims_for_listed_queues_read_only_their_jobs.sql"),
     },
+    Migration {
+        version: 16,
+        name: "a_job_brought_forward_wakes_the_workers",
+        sql: include_str!("../migrations/0016_a_job_brought_forward_wakes_the_workers.sql"),
+    },
 ];
 
 /// The migration that fixes how the planner counts queues; the figure

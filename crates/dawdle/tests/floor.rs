@@ -208,14 +208,13 @@ async fn a_job_this_worker_retried_runs_again_when_its_wait_ends() {
 }
 
 #[tokio::test]
-async fn a_job_rescheduled_to_now_below_the_floor_runs_at_the_next_poll() {
-    // A person at psql brings a job scheduled for later forward. Nothing
-    // announces it, and it lies below the floor: the look after the next
-    // poll's claim finds it due since the look before, and the worker reads
-    // from the head of the claim order at once, not at its 30 s pass.
+async fn a_job_brought_forward_below_the_floor_runs_at_once() {
+    // A person at psql brings a job scheduled for later forward. It lies
+    // below the floor, and the worker polls once a minute: the update's
+    // wake-up names the job, and the worker lowers its floor to it.
     let db = TestDatabase::with_schema().await;
     let pool = db.pool();
-    let (stop, worker) = spawn_worker_with(pool, diagnostics(), Duration::from_millis(500));
+    let (stop, worker) = spawn_worker(pool);
     listening(pool).await;
 
     let brought_forward = defer(

@@ -363,6 +363,61 @@ async fn fetch_one(pool: &PgPool, worker: i64) -> Option<i64> {
 /// where a Python worker listens too); claims, lock-free jobs, jobs whose
 /// lock stays held and successors scheduled for later announce nothing.
 #[tokio::test]
+async fn a_waiting_job_brought_forward_wakes_the_workers_and_no_other_update_does() {
+    let db = TestDatabase::with_schema().await;
+    let pool = db.pool();
+    let later = Utc::now() + chrono::Duration::hours(1);
+    let ids = defer_batch(
+        pool,
+        &[
+            NewJob::new("t", json!({}))
+                .unwrap()
+                .queue("a")
+                .scheduled_at(later),
+            NewJob::new("t", json!({}))
+                .unwrap()
+                .queue("b")
+                .scheduled_at(later),
+            NewJob::new("t", json!({})).unwrap().queue("a"),
+        ],
+    )
+    .await
+    .unwrap();
+    let (a, b, due) = (ids[0], ids[1], ids[2]);
+    let mut listener = listener(pool).await;
+    let quiet = [
+        // Still scheduled for later: another column, an earlier time.
+        format!("UPDATE procrastinate_jobs SET priority = 3 WHERE id = {a}"),
+        format!(
+            "UPDATE procrastinate_jobs SET scheduled_at = now() + interval '30 minutes' WHERE id = {a}"
+        ),
+        // Already due: another column, or put off.
+        format!("UPDATE procrastinate_jobs SET priority = 3 WHERE id = {due}"),
+        format!(
+            "UPDATE procrastinate_jobs SET scheduled_at = now() + interval '1 hour' WHERE id = {due}"
+        ),
+    ];
+    for sql in &quiet {
+        assert_eq!(
+            notifications_of(pool, &mut listener, sql).await,
+            [],
+            "{sql}"
+        );
+    }
+    // Brought forward to the statement's now(), or to no schedule at all.
+    let to_now = format!("UPDATE procrastinate_jobs SET scheduled_at = now() WHERE id = {a}");
+    assert_eq!(
+        notifications_of(pool, &mut listener, &to_now).await,
+        wake_up("a", a)
+    );
+    let unscheduled = format!("UPDATE procrastinate_jobs SET scheduled_at = NULL WHERE id = {b}");
+    assert_eq!(
+        notifications_of(pool, &mut listener, &unscheduled).await,
+        wake_up("b", b)
+    );
+}
+
+#[tokio::test]
 async fn releasing_a_lock_announces_the_next_job_of_the_lock_and_nothing_else() {
     let db = TestDatabase::with_schema().await;
     let pool = db.pool();
@@ -449,12 +504,16 @@ async fn releasing_a_lock_announces_the_next_job_of_the_lock_and_nothing_else() 
     );
     assert_eq!(notifications_of(pool, &mut listener, &fail).await, []);
 
+    // Brought forward, it is announced (migration 0016); its lock is free.
+    let unscheduled = format!(
+        "UPDATE procrastinate_jobs SET scheduled_at = NULL WHERE id = {}",
+        ids[3]
+    );
+    assert_eq!(
+        notifications_of(pool, &mut listener, &unscheduled).await,
+        wake_up("a", ids[3])
+    );
     // A retry at once: the retried job is its own successor, announced once.
-    sqlx::query("UPDATE procrastinate_jobs SET scheduled_at = NULL WHERE id = $1")
-        .bind(ids[3])
-        .execute(pool)
-        .await
-        .unwrap();
     assert_eq!(fetch_one(pool, worker).await, Some(ids[3]));
     let retry = format!(
         "SELECT procrastinate_retry_job_v1({}, now(), NULL, NULL, NULL)",

@@ -11,16 +11,18 @@
 //!
 //! A job can appear below the floor afterwards: a defer that committed late
 //! (ids are handed out before commit), a retry or a put-back (a job keeps its
-//! id), the next job of a lock freed, a scheduled job coming due, a queue
-//! resumed, a job whose row another claimer had locked and then released.
-//! The notifications of the first four name the job (a retry or a put-back
-//! only if it is runnable at once), and lower the floor to it; the others
+//! id), the next job of a lock freed, a waiting job brought forward, a
+//! scheduled job coming due, a queue resumed, a job whose row another
+//! claimer had locked and then released. The notifications of the first
+//! five name the job (a retry or a put-back only if it is runnable at once),
+//! and lower the floor to it; the others
 //! (and a notification that names no job) ask for a claim without a floor,
 //! a full pass. A job coming due is this worker's retry or snooze (the
-//! completer says when) or one a look at the table found (scheduled since
-//! the previous look, due or not). A full pass also runs at least every
+//! completer says which and when: the floor goes down to it) or one a look
+//! at the table found (scheduled since the previous look, due or not: a
+//! full pass). A full pass also runs at least every
 //! [`FULL_PASS_EVERY`] for what nothing announces (a lost notification, a
-//! job brought forward while a look read the table, a worker that does not
+//! job whose schedule fell due before its commit, a worker that does not
 //! LISTEN: each of its polls is a full pass).
 
 use std::sync::atomic::{AtomicI64, Ordering};
