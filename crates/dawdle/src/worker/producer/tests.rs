@@ -435,8 +435,9 @@ async fn a_job_scheduled_for_later_is_claimed_when_due_not_at_the_next_poll() {
 
 /// Polls a minute apart for 10 s; at 1 s, this worker's retry due at 3 s
 /// (and a millisecond: the loop counts on the wall clock, which has moved
-/// on a little by the time it reads it) is written.
-async fn retry_written_at_1_s_due_at_3_s(state: &FakeState) {
+/// on a little by the time it reads it) is written, after `waiting` others
+/// due in an hour.
+async fn retry_written_at_1_s_due_at_3_s(state: &FakeState, waiting: usize) {
     let ran = run_loop(
         state,
         config().poll_interval(Duration::from_secs(60)),
@@ -445,6 +446,10 @@ async fn retry_written_at_1_s_due_at_3_s(state: &FakeState) {
             let state = state.clone();
             |beside| async move {
                 tokio::time::sleep(Duration::from_secs(1)).await;
+                let far = Utc::now() + chrono::Duration::hours(1);
+                beside.retries_written.written(
+                    (0..waiting as i64).map(|n| (far + chrono::Duration::milliseconds(n), 100 + n)),
+                );
                 let mut inner = state.0.lock().unwrap();
                 inner.scheduled_at = Some(inner.since + Duration::from_secs(3));
                 drop(inner);
@@ -466,7 +471,7 @@ async fn a_written_retry_is_claimed_from_its_own_id_when_due() {
     // yet remove.
     let state = FakeState::new();
     state.add_jobs(1..=3);
-    retry_written_at_1_s_due_at_3_s(&state).await;
+    retry_written_at_1_s_due_at_3_s(&state, 0).await;
     assert_eq!(state.claim_times_ms(), [0, 3_001]);
     assert_eq!(state.full_pass_times_ms(), [0]);
     assert_eq!(state.scheduled_claimed_ms(), Some(3_001));
@@ -476,31 +481,7 @@ async fn a_written_retry_is_claimed_from_its_own_id_when_due() {
 async fn retries_past_the_ones_timed_one_by_one_are_claimed_from_the_head_when_due() {
     let state = FakeState::new();
     state.add_jobs(1..=3);
-    let ran = run_loop(
-        &state,
-        config().poll_interval(Duration::from_secs(60)),
-        Duration::from_secs(10),
-        {
-            let state = state.clone();
-            |beside| async move {
-                tokio::time::sleep(Duration::from_secs(1)).await;
-                let far = Utc::now() + chrono::Duration::hours(1);
-                beside.retries_written.written(
-                    (0..MAX_OWN_RETRIES as i64)
-                        .map(|n| (far + chrono::Duration::milliseconds(n), 100 + n)),
-                );
-                let mut inner = state.0.lock().unwrap();
-                inner.scheduled_at = Some(inner.since + Duration::from_secs(3));
-                drop(inner);
-                beside.retries_written.written([(
-                    Utc::now() + chrono::Duration::milliseconds(2_001),
-                    SCHEDULED_JOB,
-                )]);
-            }
-        },
-    )
-    .await;
-    ran.ended.unwrap();
+    retry_written_at_1_s_due_at_3_s(&state, MAX_OWN_RETRIES).await;
     // Timed on the wall clock, which moved on while the 10,000 were taken
     // in: a claim a little early finds nothing, and the look after it sets
     // the timer again.
@@ -525,7 +506,7 @@ async fn a_written_retry_is_claimed_when_due_whatever_the_looks_say() {
         |inner: &mut Inner| inner.look_takes = Duration::from_secs(5),
     ] {
         let state = FakeState::new().with(change);
-        retry_written_at_1_s_due_at_3_s(&state).await;
+        retry_written_at_1_s_due_at_3_s(&state, 0).await;
         assert_eq!(state.scheduled_claimed_ms(), Some(3_001));
     }
 }
