@@ -226,6 +226,14 @@ async fn an_on_call_engineer_works_the_queue_from_the_browser() {
         .click()
         .await
         .unwrap();
+    // The unfiltered page has a #jobs table too: wait for the filtered one.
+    eventually(DEADLINE, "the filtered jobs page", async || {
+        client
+            .current_url()
+            .await
+            .is_ok_and(|url| url.as_str().contains("status=failed"))
+    })
+    .await;
     client
         .wait()
         .for_element(Locator::Css("#jobs"))
@@ -236,12 +244,6 @@ async fn an_on_call_engineer_works_the_queue_from_the_browser() {
         .await
         .unwrap();
     assert_eq!(rows.len(), 1);
-    assert!(client
-        .current_url()
-        .await
-        .unwrap()
-        .as_str()
-        .contains("status=failed"));
     screenshot(&client, "jobs").await;
 
     // The failed job and its traceback.
