@@ -46,15 +46,16 @@ pub(crate) struct RetriesWritten {
 impl RetriesWritten {
     /// These jobs, runnable again at the times given, are committed.
     pub(crate) fn written(&self, jobs: impl IntoIterator<Item = (DateTime<Utc>, i64)>) {
-        let mut written = self
-            .written
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        let before = written.len();
-        written.extend(jobs);
-        if written.len() > before {
-            self.notify.notify_one();
+        // Most writes hold no retry: they take no lock and wake no one.
+        let mut jobs = jobs.into_iter().peekable();
+        if jobs.peek().is_none() {
+            return;
         }
+        self.written
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .extend(jobs);
+        self.notify.notify_one();
     }
 
     /// Waits for a write, then takes everything written since the last

@@ -310,10 +310,10 @@ impl<S: Store> Loop<'_, S> {
                     // notifications no claim comes back with none due,
                     // and only a look finds a job below the floor that
                     // someone brought forward.
-                    if !std::mem::take(&mut looks.since_poll) {
+                    if !looks.since_poll {
                         self.look_ahead(&mut looks);
-                        looks.since_poll = false;
                     }
+                    looks.since_poll = false;
                 }
                 // This worker's retries and snoozes are committed: each
                 // comes due at its time, below the floor.
