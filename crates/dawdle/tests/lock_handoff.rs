@@ -415,6 +415,14 @@ async fn a_waiting_job_brought_forward_wakes_the_workers_and_no_other_update_doe
         notifications_of(pool, &mut listener, &unscheduled).await,
         wake_up("b", b)
     );
+    // Schedules at the ends of time, as a person at psql may write them.
+    let never = format!("UPDATE procrastinate_jobs SET scheduled_at = 'infinity' WHERE id = {a}");
+    assert_eq!(notifications_of(pool, &mut listener, &never).await, []);
+    let always = format!("UPDATE procrastinate_jobs SET scheduled_at = '-infinity' WHERE id = {a}");
+    assert_eq!(
+        notifications_of(pool, &mut listener, &always).await,
+        wake_up("a", a)
+    );
 }
 
 #[tokio::test]
