@@ -108,6 +108,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "a_job_brought_forward_wakes_the_workers",
         sql: include_str!("../migrations/0016_a_job_brought_forward_wakes_the_workers.sql"),
     },
+    Migration {
+        version: 17,
+        name: "a_paused_backlog_does_not_slow_the_other_queues",
+        sql: include_str!("../migrations/0017_a_paused_backlog_does_not_slow_the_other_queues.sql"),
+    },
 ];
 
 /// The migration that fixes how the planner counts queues; the figure

@@ -124,6 +124,118 @@ async fn the_python_librarys_fetch_skips_a_paused_queue_too() {
     assert_eq!(fetch(Some(vec!["mail".into()])).await, Some(mail[0]));
 }
 
+/// The Python library's fetch of every queue, in a transaction rolled back
+/// afterwards: the job it would claim, and how many index entries led to
+/// heap rows on the way (the server's own counter for this transaction).
+async fn fetch_every_queue(pool: &PgPool) -> (Option<i64>, i64) {
+    const FETCHED: &str = "SELECT idx_tup_fetch FROM pg_stat_xact_user_tables
+                           WHERE relname = 'procrastinate_jobs'";
+    let mut tx = pool.begin().await.unwrap();
+    let before: i64 = sqlx::query_scalar(FETCHED)
+        .fetch_one(&mut *tx)
+        .await
+        .unwrap();
+    let id: Option<i64> =
+        sqlx::query_scalar("SELECT id FROM procrastinate_fetch_job_v2(NULL, NULL)")
+            .fetch_one(&mut *tx)
+            .await
+            .unwrap();
+    let after: i64 = sqlx::query_scalar(FETCHED)
+        .fetch_one(&mut *tx)
+        .await
+        .unwrap();
+    tx.rollback().await.unwrap();
+    (id, after - before)
+}
+
+#[tokio::test]
+async fn the_python_librarys_fetch_of_every_queue_does_not_read_a_paused_backlog() {
+    let db = TestDatabase::with_schema().await;
+    let pool = db.pool();
+    // A paused backlog first in claim order, then, in other queues: a job
+    // scheduled for later, a job of higher priority behind an older one, and
+    // a job whose lock a running job holds.
+    defer_batch(pool, &noops("mail", 20_000)).await.unwrap();
+    pause_queue(pool, "mail", None, None).await.unwrap();
+    let later = NewJob::new("dawdle.noop", json!({}))
+        .unwrap()
+        .queue("reports")
+        .scheduled_in(Duration::from_secs(3600))
+        .unwrap();
+    let first = NewJob::new("dawdle.noop", json!({}))
+        .unwrap()
+        .queue("billing");
+    let urgent = NewJob::new("dawdle.noop", json!({}))
+        .unwrap()
+        .queue("sms")
+        .priority(5);
+    let locked = NewJob::new("dawdle.noop", json!({}))
+        .unwrap()
+        .queue("audit")
+        .priority(9)
+        .lock("ledger");
+    let ids = defer_batch(pool, &[later, first, urgent, locked])
+        .await
+        .unwrap();
+    let (first, urgent, locked) = (ids[1], ids[2], ids[3]);
+    sqlx::query(
+        "INSERT INTO procrastinate_jobs (queue_name, task_name, lock, status)
+         VALUES ('audit', 'dawdle.noop', 'ledger', 'doing')",
+    )
+    .execute(pool)
+    .await
+    .unwrap();
+    sqlx::query("ANALYZE procrastinate_jobs")
+        .execute(pool)
+        .await
+        .unwrap();
+
+    // Each fetch claims what the claim order gives, one after the other.
+    let fetch = || async {
+        sqlx::query_scalar::<_, Option<i64>>(
+            "SELECT id FROM procrastinate_fetch_job_v2(NULL, NULL)",
+        )
+        .fetch_one(pool)
+        .await
+        .unwrap()
+    };
+    assert_eq!(fetch_every_queue(pool).await.0, Some(urgent));
+    assert_eq!(fetch().await, Some(urgent));
+    // The next job in claim order comes after the whole paused backlog.
+    let (claimed, read) = fetch_every_queue(pool).await;
+    assert_eq!(claimed, Some(first));
+    assert!(
+        read < 100,
+        "read {read} index entries past a paused backlog"
+    );
+    assert_eq!(fetch().await, Some(first));
+    assert_eq!(
+        fetch().await,
+        None,
+        "only the locked and the later job wait"
+    );
+
+    // With every waiting queue paused, nothing; once the lock is free, its job.
+    pause_queue(pool, "reports", None, None).await.unwrap();
+    pause_queue(pool, "audit", None, None).await.unwrap();
+    assert_eq!(fetch_every_queue(pool).await.0, None);
+    resume_queue(pool, "audit").await.unwrap();
+    sqlx::query("UPDATE procrastinate_jobs SET status = 'succeeded' WHERE status = 'doing' AND lock = 'ledger'")
+        .execute(pool)
+        .await
+        .unwrap();
+    assert_eq!(fetch().await, Some(locked));
+
+    // Without a pause, the claim order index from its head, as before.
+    resume_queue(pool, "mail").await.unwrap();
+    resume_queue(pool, "reports").await.unwrap();
+    let (claimed, _) = fetch_every_queue(pool).await;
+    assert!(
+        claimed.is_some_and(|id| id < first),
+        "a mail job: {claimed:?}"
+    );
+}
+
 #[tokio::test]
 async fn pausing_and_resuming_tell_the_queues_listeners() {
     let db = TestDatabase::with_schema().await;
