@@ -263,7 +263,7 @@ async fn execute(pool: &PgPool, line: &str) -> Result<Flow, Failure> {
         }
         "reset_stalled" => {
             let id = job_id(&arguments, command)?;
-            admin::reset_stalled(pool, &admin::ResetTarget::Job(id)).await?;
+            admin::reset_stalled(pool, &admin::ResetTarget::Job(id), false).await?;
             print_one(pool, id).await?;
         }
         "job" => {

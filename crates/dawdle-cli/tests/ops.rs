@@ -538,3 +538,128 @@ async fn queues_are_paused_listed_and_resumed_saying_what_changed() {
         stderr(&bad)
     );
 }
+
+/// What a reset or a retry cannot change as asked stays as it is or ends
+/// failed, each with why, and holds back none of the others: a job whose
+/// worker is alive is left running, a job whose queueing lock a waiting
+/// job holds is failed instead of reset, and of failed jobs only those that
+/// can wait together are retried.
+#[tokio::test]
+async fn resets_and_retries_leave_what_they_cannot_change_and_say_why() {
+    let db = TestDatabase::with_schema().await;
+    let pool = db.pool();
+    let worker: i64 = sqlx::query_scalar("SELECT procrastinate_register_worker_v1()")
+        .fetch_one(pool)
+        .await
+        .unwrap();
+    let running = job(pool, "t", "default").await;
+    let twinned = job(pool, "t", "default").await;
+    let orphaned = job(pool, "t", "default").await;
+    exec(
+        pool,
+        &format!(
+            "UPDATE procrastinate_jobs SET status = 'doing', worker_id = {worker}
+             WHERE id = {running};
+             UPDATE procrastinate_jobs SET status = 'doing', queueing_lock = 'QL'
+             WHERE id IN ({twinned}, {orphaned});
+             UPDATE procrastinate_jobs SET queueing_lock = NULL WHERE id = {orphaned};
+             UPDATE procrastinate_jobs SET started_at = now() - interval '20 minutes'
+             WHERE status = 'doing';"
+        ),
+    )
+    .await;
+    let twin = job(pool, "t", "default").await;
+    exec(
+        pool,
+        &format!("UPDATE procrastinate_jobs SET queueing_lock = 'QL' WHERE id = {twin}"),
+    )
+    .await;
+
+    let alone = dawdle(&db, &["reset-stalled", &running.to_string()]).await;
+    assert_eq!(alone.status.code(), Some(1));
+    let said = stderr(&alone);
+    assert!(
+        said.contains("heartbeat") && said.contains("--even-if-alive"),
+        "{said}"
+    );
+    let reset = dawdle(&db, &["reset-stalled", "--older-than", "10m", "--json"]).await;
+    assert_eq!(reset.status.code(), Some(0), "{}", stderr(&reset));
+    let report = json_of(&reset);
+    assert_eq!(report["ids"], json!([orphaned]));
+    assert_eq!(report["failed_instead"], json!([twinned]));
+    assert_eq!(report["skipped_alive"], json!([running]));
+    assert_eq!(status(pool, running).await.as_deref(), Some("doing"));
+    assert_eq!(status(pool, twinned).await.as_deref(), Some("failed"));
+    assert_eq!(status(pool, twin).await.as_deref(), Some("todo"));
+    let forced = dawdle(
+        &db,
+        &["reset-stalled", &running.to_string(), "--even-if-alive"],
+    )
+    .await;
+    assert_eq!(forced.status.code(), Some(0), "{}", stderr(&forced));
+    assert!(stdout(&forced).contains("reset 1 stalled job(s)"));
+
+    // Failed jobs: two of one queueing lock, one whose lock the twin holds,
+    // one with a lock too large for the index of waiting jobs, one plain.
+    let mut failed = Vec::new();
+    for _ in 0..4 {
+        let id = job(pool, "t", "retry").await;
+        fail(pool, id, "Boom", "failed").await;
+        failed.push(id);
+    }
+    let [older, newer, huge, plain] = failed[..] else {
+        unreachable!()
+    };
+    exec(
+        pool,
+        &format!(
+            "UPDATE procrastinate_jobs SET queueing_lock = 'QL2' WHERE id IN ({older}, {newer});
+             UPDATE procrastinate_jobs
+             SET lock = (SELECT string_agg(md5(g::text), '') FROM generate_series(1, 200) AS g)
+             WHERE id = {huge};"
+        ),
+    )
+    .await;
+    let dry = json_of(&dawdle(&db, &["retry-failed", "--dry-run", "--json"]).await);
+    assert_eq!(dry["matching"], 3, "{dry}");
+    let retried = dawdle(&db, &["retry-failed", "retry"]).await;
+    assert_eq!(retried.status.code(), Some(0), "{}", stderr(&retried));
+    let text = stdout(&retried);
+    assert!(
+        text.contains("retried 2 failed job(s) in queue retry"),
+        "{text}"
+    );
+    assert!(text.contains("left 2 failed job(s) as they were"), "{text}");
+    assert!(
+        text.contains(&format!(
+            "job {older}: a newer failed job with the same queueing lock is retried instead"
+        )),
+        "{text}"
+    );
+    assert!(
+        text.contains(&format!(
+            "job {huge}: the database refused it with SQLSTATE 54000"
+        )),
+        "{text}"
+    );
+    for (id, expected) in [
+        (older, "failed"),
+        (newer, "todo"),
+        (huge, "failed"),
+        (plain, "todo"),
+    ] {
+        assert_eq!(
+            status(pool, id).await.as_deref(),
+            Some(expected),
+            "job {id}"
+        );
+    }
+    // The job failed instead of reset waits behind its twin's queueing lock.
+    let blocked = dawdle(&db, &["retry", &twinned.to_string()]).await;
+    assert_eq!(blocked.status.code(), Some(1));
+    assert!(
+        stderr(&blocked).contains("another job waits with the same queueing lock"),
+        "{}",
+        stderr(&blocked)
+    );
+}

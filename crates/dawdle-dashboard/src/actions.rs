@@ -168,13 +168,23 @@ pub(crate) async fn reset(
     Extension(user): Extension<User>,
     Path(id): Path<i64>,
 ) -> Response {
-    match admin::reset_stalled(&state.pool, &admin::ResetTarget::Job(id)).await {
-        Ok(reset) if !reset.is_empty() => {
-            tracing::info!(user = %user.0, action = "reset", job_id = id, changed = reset.len(), "dashboard_action");
+    match admin::reset_stalled(&state.pool, &admin::ResetTarget::Job(id), false).await {
+        Ok(reset) if !reset.reset.is_empty() => {
+            tracing::info!(user = %user.0, action = "reset", job_id = id, changed = reset.reset.len(), "dashboard_action");
             done(
                 &state,
                 "Reset",
                 format!("Job {id} is back in todo (1 job changed); a worker runs it again."),
+            )
+        }
+        Ok(reset) if !reset.failed.is_empty() => {
+            tracing::info!(user = %user.0, action = "reset", job_id = id, failed_instead = reset.failed.len(), "dashboard_action");
+            refused(
+                &state,
+                format!(
+                    "The database refused to put job {id} back in todo; it is failed instead \
+                     (1 job changed). Its history says why."
+                ),
             )
         }
         Ok(_) => refused(
@@ -216,7 +226,7 @@ pub(crate) async fn retry_selected(
     let mut message = format!("{} job(s) are waiting to run again.", retried.len());
     if !skipped.is_empty() {
         message.push_str(&format!(
-            " {} were not failed any more and were left as they were.",
+            " {} were left as they were (not failed any more, or refused).",
             skipped.len()
         ));
     }
@@ -237,14 +247,19 @@ pub(crate) async fn retry_failed(
         dry_run: false,
     };
     match admin::retry_failed(&state.pool, &filter).await {
-        Ok(changed) => {
+        Ok(retried) => {
+            let changed = retried.retried;
             tracing::info!(user = %user.0, action = "retry_failed", task = ?filter.task,
-                           queue = ?filter.queue, changed, "dashboard_action");
-            done(
-                &state,
-                "Retried",
-                format!("{changed} failed job(s) are waiting to run again."),
-            )
+                           queue = ?filter.queue, changed, left_out = retried.left_out.len(),
+                           "dashboard_action");
+            let mut message = format!("{changed} failed job(s) are waiting to run again.");
+            if let Some((id, why)) = retried.left_out.first() {
+                message.push_str(&format!(
+                    " {} were left failed (job {id}: {why}).",
+                    retried.left_out.len()
+                ));
+            }
+            done(&state, "Retried", message)
         }
         Err(error) => refused(&state, error.to_string()),
     }

@@ -166,6 +166,14 @@ pub(crate) const JOB_COLUMNS: &str = "id, queue_name, task_name, priority, lock,
     args::text AS args, status, scheduled_at, attempts, abort_requested, worker_id, created_at, \
     started_at, finished_at";
 
+impl Job {
+    /// The number of the attempt a run of this job is: one more than the
+    /// attempts recorded, which a row may hold at the top of their range.
+    pub fn attempt(&self) -> i32 {
+        self.attempts.saturating_add(1)
+    }
+}
+
 #[cfg(test)]
 impl Job {
     /// A job of task `task` in `doing` under worker 1, for unit tests.

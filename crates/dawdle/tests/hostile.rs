@@ -37,10 +37,37 @@ impl Task for NulError {
     }
 }
 
+/// Defers a waiting twin with its own queueing lock, then fails asking for
+/// a retry: the retry cannot go back to `todo` beside the twin.
+#[derive(Debug, Serialize, Deserialize)]
+struct TwinThenRetry {
+    queueing_lock: String,
+}
+
+impl Task for TwinThenRetry {
+    const NAME: &'static str = "test.twin_then_retry";
+
+    fn retry_strategy() -> dawdle::RetryStrategy {
+        dawdle::RetryStrategy::exponential(3, 2.0)
+    }
+
+    async fn run(self, ctx: JobContext) -> Result<(), TaskError> {
+        // Not due yet, so that it still waits when the retry is written.
+        let twin = NewJob::new("dawdle.noop", json!({}))
+            .unwrap()
+            .queueing_lock(self.queueing_lock)
+            .scheduled_in(Duration::from_secs(3600))
+            .unwrap();
+        dawdle::defer(ctx.pool(), &twin).await.unwrap();
+        Err(TaskError::new("Flaky", "try again later"))
+    }
+}
+
 fn registry() -> Registry {
     let mut registry = Registry::new();
     dawdle::diagnostics::register(&mut registry);
     registry.register::<NulError>();
+    registry.register::<TwinThenRetry>();
     registry
 }
 
@@ -624,4 +651,111 @@ async fn an_outcome_the_database_refuses_is_recorded_plainly_and_alone() {
     let (kind, message, _) = last_error(pool, ids[25]).await;
     assert_eq!(kind, "Error");
     assert!(message.contains("could not be stored"), "{message}");
+}
+
+/// An outcome refused even alone (a retry that would make a second waiting
+/// job of a queueing lock) ends its job `failed` with why, instead of
+/// leaving it `doing` with nobody to finish it; an attempt count at the top
+/// of its range stays there instead of refusing the outcome.
+#[tokio::test]
+async fn an_outcome_refused_even_alone_fails_its_job_instead_of_leaving_it_doing() {
+    let db = TestDatabase::with_schema().await;
+    let pool = db.pool();
+    let mut jobs: Vec<NewJob> = (0..20)
+        .map(|i| NewJob::new("dawdle.noop", json!({"i": i})).unwrap())
+        .collect();
+    jobs.insert(
+        10,
+        NewJob::new("test.twin_then_retry", json!({"queueing_lock": "QL"}))
+            .unwrap()
+            .queueing_lock("QL"),
+    );
+    let ids = defer_batch(pool, &jobs).await.unwrap();
+    let worn = insert(pool, "dawdle.noop", "{}", None).await;
+    sqlx::query("UPDATE procrastinate_jobs SET attempts = 2147483647 WHERE id = $1")
+        .bind(worn)
+        .execute(pool)
+        .await
+        .unwrap();
+    drain(pool).await;
+    for (index, id) in ids.iter().enumerate() {
+        let expected = if index == 10 { "failed" } else { "succeeded" };
+        assert_eq!(status(pool, *id).await, expected, "job {id}");
+    }
+    let (kind, message, _) = last_error(pool, ids[10]).await;
+    assert_eq!(kind, "Error");
+    assert!(
+        message.contains("recording its outcome (retry) was refused")
+            && message.contains("another job waits with the same queueing lock"),
+        "{message}"
+    );
+    assert_eq!(status(pool, worn).await, "succeeded");
+    let attempts: i32 = sqlx::query_scalar("SELECT attempts FROM procrastinate_jobs WHERE id = $1")
+        .bind(worn)
+        .fetch_one(pool)
+        .await
+        .unwrap();
+    assert_eq!(attempts, i32::MAX);
+    check_invariants(pool).await;
+}
+
+/// Orphaned jobs the rescue cannot put back as they are (an attempt count
+/// at the top of its range, a waiting twin of their queueing lock) hold
+/// back neither the rescue of the others nor themselves.
+#[tokio::test]
+async fn the_stalled_job_rescue_is_not_stopped_by_one_row() {
+    let db = TestDatabase::with_schema().await;
+    let pool = db.pool();
+    let insert_doing = |attempts: i32, queueing_lock: Option<&'static str>| async move {
+        sqlx::query_scalar::<_, i64>(
+            "INSERT INTO procrastinate_jobs
+                 (queue_name, task_name, status, attempts, queueing_lock, started_at)
+             VALUES ('default', 'dawdle.noop', 'doing', $1, $2, now() - interval '1 hour')
+             RETURNING id",
+        )
+        .bind(attempts)
+        .bind(queueing_lock)
+        .fetch_one(pool)
+        .await
+        .unwrap()
+    };
+    let worn = insert_doing(i32::MAX, None).await;
+    let twinned = insert_doing(0, Some("QL")).await;
+    let plain = insert_doing(0, None).await;
+    let twin = insert(pool, "dawdle.noop", "{}", Some("2999-01-01T00:00:00Z")).await;
+    sqlx::query("UPDATE procrastinate_jobs SET queueing_lock = 'QL' WHERE id = $1")
+        .bind(twin)
+        .execute(pool)
+        .await
+        .unwrap();
+
+    let worker = Worker::new(
+        pool.clone(),
+        registry(),
+        WorkerConfig::default()
+            .stalled_after(Duration::from_secs(1))
+            .heartbeat_interval(Duration::from_millis(200))
+            .poll_interval(Duration::from_millis(200)),
+    )
+    .start();
+    dawdle::testing::eventually(
+        Duration::from_secs(30),
+        "the orphaned jobs rescued",
+        async || {
+            status(pool, worn).await == "succeeded"
+                && status(pool, plain).await == "succeeded"
+                && status(pool, twinned).await == "failed"
+        },
+    )
+    .await;
+    worker.shutdown().await.unwrap();
+    let (kind, message, _) = last_error(pool, twinned).await;
+    assert_eq!(kind, "Error");
+    assert!(
+        message.contains("putting it back to todo was refused")
+            && message.contains("another job waits with the same queueing lock"),
+        "{message}"
+    );
+    assert_eq!(status(pool, twin).await, "todo");
+    check_invariants(pool).await;
 }

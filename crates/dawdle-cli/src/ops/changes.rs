@@ -57,7 +57,8 @@ pub(crate) async fn retry_failed(
         task: args.task.clone(),
         dry_run: args.dry_run,
     };
-    let count = admin::retry_failed(&pool, &filter).await?;
+    let done = admin::retry_failed(&pool, &filter).await?;
+    let count = done.retried;
     let scope = match (&args.queue, &args.task) {
         (Some(q), Some(t)) => format!(" in queue {q} of task {t}"),
         (Some(q), None) => format!(" in queue {q}"),
@@ -65,13 +66,40 @@ pub(crate) async fn retry_failed(
         (None, None) => String::new(),
     };
     if args.json {
-        print_json(
-            &serde_json::json!({"retried": if args.dry_run { 0 } else { count }, "matching": count, "dry_run": args.dry_run}),
-        );
-    } else if args.dry_run {
+        let left_out: Vec<_> = done
+            .left_out
+            .iter()
+            .map(|(id, why)| serde_json::json!({"id": id, "why": why}))
+            .collect();
+        print_json(&serde_json::json!({
+            "retried": if args.dry_run { 0 } else { count },
+            "matching": count,
+            "dry_run": args.dry_run,
+            "left_out": left_out,
+        }));
+        return Ok(ExitCode::SUCCESS);
+    }
+    if args.dry_run {
         outln!("would retry {count} failed job(s){scope} (dry run: nothing changed)");
     } else {
         outln!("retried {count} failed job(s){scope}");
+    }
+    if !done.left_out.is_empty() {
+        outln!(
+            "{} {} failed job(s) as they were:",
+            if args.dry_run { "would leave" } else { "left" },
+            done.left_out.len()
+        );
+        const SHOWN: usize = 20;
+        for (id, why) in done.left_out.iter().take(SHOWN) {
+            outln!("  job {id}: {why}");
+        }
+        if done.left_out.len() > SHOWN {
+            outln!(
+                "  … and {} more (--json lists them all)",
+                done.left_out.len() - SHOWN
+            );
+        }
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -161,6 +189,11 @@ pub(crate) struct ResetStalledArgs {
     /// Reset every job in doing that started longer ago than this (e.g. 10m).
     #[arg(long, value_name = "DURATION", value_parser = duration::parse)]
     older_than: Option<Duration>,
+    /// Reset jobs whose worker is alive too (it sent a heartbeat in the last
+    /// minute, so the job is most likely still running: a second run would
+    /// overlap it). Without it, such jobs are left alone and listed.
+    #[arg(long)]
+    even_if_alive: bool,
     #[arg(long)]
     json: bool,
 }
@@ -175,19 +208,44 @@ pub(crate) async fn reset_stalled(
         (None, Some(age)) => ResetTarget::OlderThan(age),
         (None, None) => unreachable!("clap requires one of them"),
     };
-    let ids = admin::reset_stalled(&pool, &target).await?;
+    let done = admin::reset_stalled(&pool, &target, args.even_if_alive).await?;
     if args.json {
-        print_json(&serde_json::json!({"reset": ids.len(), "ids": ids}));
-    } else {
-        let list: Vec<String> = ids.iter().map(i64::to_string).collect();
+        print_json(&serde_json::json!({
+            "reset": done.reset.len(),
+            "ids": done.reset,
+            "failed_instead": done.failed,
+            "skipped_alive": done.skipped_alive,
+        }));
+        return Ok(ExitCode::SUCCESS);
+    }
+    let list = |ids: &[i64]| {
+        if ids.is_empty() {
+            String::new()
+        } else {
+            let ids: Vec<String> = ids.iter().map(i64::to_string).collect();
+            format!(": {}", ids.join(", "))
+        }
+    };
+    outln!(
+        "reset {} stalled job(s) to todo{}",
+        done.reset.len(),
+        list(&done.reset)
+    );
+    if !done.failed.is_empty() {
         outln!(
-            "reset {} stalled job(s) to todo{}",
-            ids.len(),
-            if ids.is_empty() {
-                String::new()
-            } else {
-                format!(": {}", list.join(", "))
-            }
+            "failed {} job(s) instead, which the database refused to put back (another job \
+             waits with the same queueing lock, say; `dawdle job ID` says why){}",
+            done.failed.len(),
+            list(&done.failed)
+        );
+    }
+    if !done.skipped_alive.is_empty() {
+        outln!(
+            "left {} job(s) in doing whose worker is alive (a heartbeat in the last {} s): \
+             they are most likely still running; --even-if-alive resets them too{}",
+            done.skipped_alive.len(),
+            admin::WORKER_ALIVE_WITHIN.as_secs(),
+            list(&done.skipped_alive)
         );
     }
     Ok(ExitCode::SUCCESS)

@@ -25,6 +25,19 @@ pub enum ChangeError {
         status: JobStatus,
         why: &'static str,
     },
+    #[error(
+        "{action}: job {id} is running on a worker that sent a heartbeat in the last {} s; \
+         a second run would overlap it. Stop that worker first (from the command line, \
+         --even-if-alive resets it anyway)",
+        WORKER_ALIVE_WITHIN.as_secs()
+    )]
+    WorkerAlive { action: &'static str, id: i64 },
+    #[error("{action}: job {id} was left as it was: {why}")]
+    Refused {
+        action: &'static str,
+        id: i64,
+        why: String,
+    },
     #[error("{action}: {source}")]
     Database {
         action: &'static str,
@@ -66,7 +79,18 @@ pub async fn retry(pool: &PgPool, id: i64) -> Result<(), ChangeError> {
             },
         });
     }
-    state::retry_one(pool, id).await.map_err(database(ACTION))
+    match state::retry_one(pool, id).await {
+        Ok(()) => Ok(()),
+        Err(error) if state::refused_for_its_data(&error) => Err(ChangeError::Refused {
+            action: ACTION,
+            id,
+            why: state::why_refused(&error),
+        }),
+        Err(error) => Err(ChangeError::Database {
+            action: ACTION,
+            source: error,
+        }),
+    }
 }
 
 /// Which failed jobs [`retry_failed`] retries.
@@ -78,27 +102,35 @@ pub struct RetryFilter {
     pub dry_run: bool,
 }
 
-/// Retries every failed job matching `filter` with one statement; returns
-/// how many (would be) retried.
-pub async fn retry_failed(pool: &PgPool, filter: &RetryFilter) -> Result<u64, ChangeError> {
-    const ACTION: &str = "retry failed jobs";
-    if filter.dry_run {
-        let count: i64 = sqlx::query_scalar(
-            "SELECT count(*) FROM procrastinate_jobs
-             WHERE status = 'failed'
-               AND ($1::varchar IS NULL OR queue_name = $1)
-               AND ($2::varchar IS NULL OR task_name = $2)",
-        )
-        .bind(&filter.queue)
-        .bind(&filter.task)
-        .fetch_one(pool)
-        .await
-        .map_err(database(ACTION))?;
-        return Ok(count as u64);
-    }
-    state::retry_matching(pool, filter.queue.as_deref(), filter.task.as_deref())
-        .await
-        .map_err(database(ACTION))
+/// What [`retry_failed`] did (or, for a dry run, would do).
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct RetriedFailed {
+    /// How many jobs are (would be) back in `todo`.
+    pub retried: u64,
+    /// Jobs left failed, each with why: of failed jobs sharing a queueing
+    /// lock only the newest is retried, none while a waiting job holds it,
+    /// and none the database refuses.
+    pub left_out: Vec<(i64, String)>,
+}
+
+/// Retries every failed job matching `filter` with one statement, but for
+/// the ones that cannot go back (see [`RetriedFailed::left_out`]).
+pub async fn retry_failed(
+    pool: &PgPool,
+    filter: &RetryFilter,
+) -> Result<RetriedFailed, ChangeError> {
+    let done = state::retry_matching(
+        pool,
+        filter.queue.as_deref(),
+        filter.task.as_deref(),
+        filter.dry_run,
+    )
+    .await
+    .map_err(database("retry failed jobs"))?;
+    Ok(RetriedFailed {
+        retried: done.retried,
+        left_out: done.left_out,
+    })
 }
 
 /// Which stuck jobs [`reset_stalled`] puts back.
@@ -110,10 +142,35 @@ pub enum ResetTarget {
     OlderThan(Duration),
 }
 
+/// A worker that sent a heartbeat this recently is running its jobs (the
+/// same measure as `dawdle stats`' live workers): [`reset_stalled`] leaves
+/// them alone unless told otherwise.
+pub const WORKER_ALIVE_WITHIN: Duration = Duration::from_secs(60);
+
+/// What [`reset_stalled`] did.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct Reset {
+    /// Jobs back in `todo`.
+    pub reset: Vec<i64>,
+    /// Jobs the database refused to put back (another job waits with the
+    /// same queueing lock, say), ended `failed` instead with an event
+    /// saying why, rather than left in `doing`.
+    pub failed: Vec<i64>,
+    /// Jobs left in `doing` because their worker is alive: it sent a
+    /// heartbeat within [`WORKER_ALIVE_WITHIN`].
+    pub skipped_alive: Vec<i64>,
+}
+
 /// The runbook's "reset a stuck job" and "bulk reset": jobs in `doing` go
 /// back to `todo`, with a `deferred_for_retry` event and an `error` event of
-/// kind `Stalled` saying who reset them. Returns the ids reset.
-pub async fn reset_stalled(pool: &PgPool, target: &ResetTarget) -> Result<Vec<i64>, ChangeError> {
+/// kind `Stalled` saying who reset them. A job whose worker is alive is
+/// still running: it is left alone (a second run would overlap the first)
+/// unless `even_if_alive`; asked for by id, it is refused.
+pub async fn reset_stalled(
+    pool: &PgPool,
+    target: &ResetTarget,
+    even_if_alive: bool,
+) -> Result<Reset, ChangeError> {
     const ACTION: &str = "reset stalled jobs";
     let (id, older_than) = match target {
         ResetTarget::Job(id) => {
@@ -130,14 +187,17 @@ pub async fn reset_stalled(pool: &PgPool, target: &ResetTarget) -> Result<Vec<i6
         }
         ResetTarget::OlderThan(age) => (None, Some(*age)),
     };
-    let reset = state::put_back(
-        pool,
+    let which = Selection {
+        job_id: id,
+        started_before: older_than,
+        worker_silent_for: (!even_if_alive).then_some(WORKER_ALIVE_WITHIN),
+        ..Selection::default()
+    };
+    let mut conn = pool.acquire().await.map_err(database(ACTION))?;
+    let returned = state::put_back(
+        &mut conn,
         &PutBack {
-            which: Selection {
-                job_id: id,
-                started_before: older_than,
-                ..Selection::default()
-            },
+            which: which.clone(),
             count_attempt: false,
             note: Some((
                 ErrorKind::Stalled,
@@ -147,7 +207,33 @@ pub async fn reset_stalled(pool: &PgPool, target: &ResetTarget) -> Result<Vec<i6
     )
     .await
     .map_err(database(ACTION))?;
-    Ok(reset.into_iter().map(|(id, _)| id).collect())
+    let skipped_alive = if even_if_alive {
+        Vec::new()
+    } else {
+        sqlx::query_scalar(
+            "SELECT id FROM procrastinate_jobs
+             WHERE status = 'doing'
+               AND ($1::bigint IS NULL OR id = $1)
+               AND ($2::float8 IS NULL OR started_at < now() - make_interval(secs => $2))
+               AND worker_id IN (SELECT id FROM procrastinate_workers
+                                 WHERE last_heartbeat > now() - make_interval(secs => $3))
+             ORDER BY id",
+        )
+        .bind(id)
+        .bind(older_than.map(|age| age.as_secs_f64()))
+        .bind(WORKER_ALIVE_WITHIN.as_secs_f64())
+        .fetch_all(&mut *conn)
+        .await
+        .map_err(database(ACTION))?
+    };
+    if let (Some(id), [_]) = (id, skipped_alive.as_slice()) {
+        return Err(ChangeError::WorkerAlive { action: ACTION, id });
+    }
+    Ok(Reset {
+        reset: returned.back.into_iter().map(|(id, _)| id).collect(),
+        failed: returned.failed.into_iter().map(|(id, _)| id).collect(),
+        skipped_alive,
+    })
 }
 
 /// What [`cancel`] did.

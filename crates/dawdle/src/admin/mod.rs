@@ -116,7 +116,8 @@ mod workers;
 
 pub use changes::{
     cancel, clear_pending, purge, reset_stalled, retry, retry_failed, CancelOutcome, ChangeError,
-    PurgeOptions, PurgeProgress, ResetTarget, RetryFilter,
+    PurgeOptions, PurgeProgress, Reset, ResetTarget, RetriedFailed, RetryFilter,
+    WORKER_ALIVE_WITHIN,
 };
 pub use checks::{run_check, Check, CheckResult, CHECKS};
 pub use gauges::{queue_gauges, GaugeRecorder, QueueGauge, QueueGauges};

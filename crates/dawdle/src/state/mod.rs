@@ -26,8 +26,10 @@ mod claim;
 mod manage;
 mod put_back;
 mod record;
+mod refused;
 
 pub(crate) use claim::claim;
 pub(crate) use manage::{cancel, clear_pending, purge_window, retry_matching, retry_one};
-pub(crate) use put_back::{put_back, PutBack, Selection};
+pub(crate) use put_back::{put_back, PutBack, Returned, Selection};
 pub(crate) use record::{record, Outcome, Verdict};
+pub(crate) use refused::{refused_for_its_data, why_refused};

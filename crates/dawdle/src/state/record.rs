@@ -8,6 +8,7 @@ use crate::database::pinned::Db;
 use chrono::{DateTime, Utc};
 use tracing::warn;
 
+use super::refused::{fail_instead, refused_for_its_data};
 use crate::task_error::TaskError;
 
 /// How an attempt ended, as the database must record it.
@@ -32,6 +33,21 @@ pub(crate) enum Verdict {
     Release,
 }
 
+impl Verdict {
+    /// What the verdict makes of a job, for messages.
+    pub(crate) fn name(&self) -> &'static str {
+        match self {
+            Verdict::Succeeded => "succeeded",
+            Verdict::Retry { .. } => "retry",
+            Verdict::Failed => "failed",
+            Verdict::Snooze { .. } => "snooze",
+            Verdict::Cancelled => "cancelled",
+            Verdict::Aborted => "aborted",
+            Verdict::Release => "put back unstarted",
+        }
+    }
+}
+
 #[derive(Debug, Clone)]
 pub(crate) struct Outcome {
     pub(crate) job_id: i64,
@@ -53,24 +69,12 @@ pub(crate) struct Outcome {
     pub(crate) follow_ups: Vec<crate::job::NewJob>,
 }
 
-/// Whether a failed write was refused for what one of its rows holds (a
-/// data exception, an integrity or size limit) rather than for the
-/// connection: retrying the same batch would fail again.
-fn refused_for_its_data(error: &sqlx::Error) -> bool {
-    let code = error.as_database_error().and_then(|e| e.code());
-    code.is_some_and(|code| {
-        ["22", "23", "54"]
-            .iter()
-            .any(|class| code.starts_with(class))
-    })
-}
-
 /// Records `batch` with [`write`], and when the database refuses the batch for what one outcome
 /// holds, each outcome alone, so one cannot hold back the others. An
 /// outcome refused alone is recorded once more with its error details
 /// replaced by why they could not be stored, and without follow-ups; one
-/// refused even so is logged and left `doing`, to be rescued once this
-/// worker stops.
+/// refused even so ends `failed`, with an event saying why, rather than
+/// staying `doing` with nobody to finish it.
 pub(crate) async fn record(pool: &Db, batch: &[Outcome]) -> Result<(), sqlx::Error> {
     let error = match write(pool, batch).await {
         Ok(()) => return Ok(()),
@@ -125,9 +129,23 @@ async fn write_plain(
             Ok(())
         }
         Err(error) if refused_for_its_data(&error) => {
-            tracing::error!(job_id = outcome.job_id, error = %error,
-                "the database refuses this job's outcome; it stays doing until this worker stops");
-            Ok(())
+            let mut conn = pool.begin().await?;
+            let meant = format!("recording its outcome ({})", outcome.verdict.name());
+            let failed =
+                fail_instead(&mut conn, outcome.job_id, outcome.worker_id, &meant, &error).await;
+            match conn.finish(failed).await {
+                Ok(_) => {
+                    tracing::error!(job_id = outcome.job_id, error = %error,
+                        "the database refuses this job's outcome; the job is failed instead");
+                    Ok(())
+                }
+                Err(failing) if refused_for_its_data(&failing) => {
+                    tracing::error!(job_id = outcome.job_id, error = %error, failing = %failing,
+                        "the database refuses this job's outcome and its failure; it stays doing");
+                    Ok(())
+                }
+                Err(failing) => Err(failing),
+            }
         }
         Err(error) => Err(error),
     }
@@ -197,7 +215,10 @@ async fn write_on(conn: &mut sqlx::PgConnection, batch: &[Outcome]) -> Result<()
          recorded AS (
              UPDATE procrastinate_jobs AS job
              SET status = outcome.status,
-                 attempts = job.attempts + outcome.attempted::int,
+                 -- At the top of its range the count stays: an outcome
+                 -- refused for it would leave the job running for good.
+                 attempts = job.attempts + CASE WHEN job.attempts < 2147483647
+                                                THEN outcome.attempted::int ELSE 0 END,
                  worker_id = NULL,
                  abort_requested = false,
                  scheduled_at = CASE WHEN outcome.status = 'todo'

@@ -98,7 +98,7 @@ impl<S: Store> Loop<'_, S> {
     pub(super) fn request_abort(&mut self, job_id: i64) {
         if let Some(held) = self.held.take(job_id) {
             info!(job_id, task = %printable(&held.job.task_name), queue = %printable(&held.job.queue_name),
-                  attempt = held.job.attempts + 1, duration_ms = 0.0,
+                  attempt = held.job.attempt(), duration_ms = 0.0,
                   "job aborted before it started");
             self.report.aborted += 1;
             self.labels
@@ -351,7 +351,7 @@ fn attempt_span(job: &Job) -> tracing::Span {
     use tracing::field::{display, Empty};
     let span = tracing::info_span!(parent: None, "job", job_id = job.id,
         task = %printable(&job.task_name), queue = %printable(&job.queue_name),
-        attempt = job.attempts + 1, lock = Empty, otel.name = Empty, otel.kind = Empty);
+        attempt = job.attempt(), lock = Empty, otel.name = Empty, otel.kind = Empty);
     if let Some(lock) = &job.lock {
         span.record("lock", display(printable(lock)));
     }

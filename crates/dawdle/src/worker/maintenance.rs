@@ -120,11 +120,15 @@ async fn rescue_stalled(pool: &Db, stalled_after: Duration) -> Result<(), sqlx::
         )),
     };
     let mut conn = pool.begin().await?;
-    let rescued = state::put_back(&mut *conn, &rescue).await;
+    let rescued = state::put_back(&mut conn, &rescue).await;
     let rescued = conn.finish(rescued).await?;
-    super::metrics::rescued(rescued.len());
-    for (job_id, task) in &rescued {
+    super::metrics::rescued(rescued.back.len());
+    for (job_id, task) in &rescued.back {
         warn!(job_id, task = %printable(task), "put back a job whose worker stopped; it runs again");
+    }
+    for (job_id, task) in &rescued.failed {
+        warn!(job_id, task = %printable(task),
+              "a job whose worker stopped could not be put back; it is failed instead");
     }
     Ok(())
 }

@@ -135,7 +135,7 @@ pub struct LogJobs;
 impl Middleware for LogJobs {
     fn before(&self, job: &Job) {
         info!(job_id = job.id, task = %printable(&job.task_name), queue = %printable(&job.queue_name),
-              attempt = job.attempts + 1, "job started");
+              attempt = job.attempt(), "job started");
     }
 
     fn after(&self, job: &Job, end: AttemptEnd<'_>, duration: Duration) {
@@ -144,7 +144,7 @@ impl Middleware for LogJobs {
             job.id,
             printable(&job.task_name),
             printable(&job.queue_name),
-            job.attempts + 1,
+            job.attempt(),
         );
         match end {
             AttemptEnd::Succeeded => info!(job_id = id, task = %task, queue = %queue, attempt,

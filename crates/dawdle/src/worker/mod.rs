@@ -405,8 +405,8 @@ async fn put_back_unfinished(db: &Db, worker_id: i64) {
         note: None,
     };
     match Store::put_back(db, &everything).await {
-        Ok(jobs) if !jobs.is_empty() => warn!(
-            jobs = jobs.len(),
+        Ok(jobs) if !jobs.back.is_empty() => warn!(
+            jobs = jobs.back.len(),
             "put back jobs the stopped worker still held"
         ),
         Ok(_) => {}

@@ -11,7 +11,7 @@ use chrono::{DateTime, Utc};
 use super::floor::Floor;
 use crate::database::pinned::Db;
 use crate::job::Job;
-use crate::state::{self, Outcome, PutBack};
+use crate::state::{self, Outcome, PutBack, Returned};
 
 /// What a look for jobs scheduled for later found.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -40,11 +40,11 @@ pub(crate) trait Store: Recorder + Clone {
         floor: Option<Floor>,
     ) -> impl Future<Output = Result<Vec<Job>, sqlx::Error>> + Send;
 
-    /// [`state::put_back`]: the ids and task names of the jobs put back.
+    /// [`state::put_back`]: the jobs put back, and those failed instead.
     fn put_back(
         &self,
         put_back: &PutBack<'_>,
-    ) -> impl Future<Output = Result<Vec<(i64, String)>, sqlx::Error>> + Send;
+    ) -> impl Future<Output = Result<Returned, sqlx::Error>> + Send;
 
     /// When the earliest job of `queues` scheduled after `since` (every job
     /// scheduled at all, when `None`) is due, with the database's time of
@@ -78,9 +78,9 @@ impl Store for Db {
         conn.finish(claimed).await
     }
 
-    async fn put_back(&self, put_back: &PutBack<'_>) -> Result<Vec<(i64, String)>, sqlx::Error> {
+    async fn put_back(&self, put_back: &PutBack<'_>) -> Result<Returned, sqlx::Error> {
         let mut conn = self.begin().await?;
-        let put = state::put_back(&mut *conn, put_back).await;
+        let put = state::put_back(&mut conn, put_back).await;
         conn.finish(put).await
     }
 

@@ -529,7 +529,7 @@ impl<S: Store> Loop<'_, S> {
         // Waiting again, below where the next claim would start.
         self.floor.lower_to(job.id);
         info!(job_id = job.id, task = %printable(&job.task_name), queue = %printable(&job.queue_name),
-              attempt = job.attempts + 1,
+              attempt = job.attempt(),
               held_ms = held.claimed.elapsed().as_secs_f64() * 1000.0,
               "job put back unstarted");
         self.labels
@@ -569,12 +569,12 @@ impl<S: Store> Loop<'_, S> {
         match result {
             Ok(done) => {
                 self.reconcile = false;
-                if let Some(lowest) = done.iter().map(|(id, _)| *id).min() {
+                if let Some(lowest) = done.back.iter().map(|(id, _)| *id).min() {
                     self.floor.lower_to(lowest);
                 }
-                if !done.is_empty() {
+                if !done.back.is_empty() {
                     warn!(
-                        jobs = done.len(),
+                        jobs = done.back.len(),
                         "put back jobs claimed while the connection was lost"
                     );
                 }

@@ -9,7 +9,7 @@ use tokio::time::Instant as TokioInstant;
 
 use super::*;
 use crate::context::JobContext;
-use crate::state::Outcome;
+use crate::state::{Outcome, Returned};
 use crate::task::Task;
 use crate::worker::config::WorkerConfig;
 use crate::worker::floor::Announced;
@@ -216,9 +216,9 @@ impl Store for FakeState {
         Ok(jobs)
     }
 
-    async fn put_back(&self, _put_back: &PutBack<'_>) -> Result<Vec<(i64, String)>, sqlx::Error> {
+    async fn put_back(&self, _put_back: &PutBack<'_>) -> Result<Returned, sqlx::Error> {
         self.0.lock().unwrap().put_backs += 1;
-        Ok(Vec::new())
+        Ok(Returned::default())
     }
 
     async fn next_scheduled(
