@@ -58,7 +58,7 @@ pub(crate) struct JobsArgs {
     queue: Option<String>,
     #[arg(long)]
     task: Option<String>,
-    /// todo, doing, succeeded, failed, cancelled, aborted.
+    /// todo, doing, succeeded, failed, cancelled, aborting, aborted.
     #[arg(long, value_parser = parse_status)]
     status: Option<JobStatus>,
     #[arg(long)]
@@ -142,7 +142,7 @@ pub(crate) async fn list(explicit_url: Option<&str>, args: JobsArgs) -> Result<E
         limit: Some(args.limit),
         ..JobFilter::default()
     };
-    let jobs = admin::list_jobs(&pool, &filter).await?;
+    let jobs = admin::job_listing(&pool, &filter).await?;
     if args.json {
         output::print_json(&jobs);
         return Ok(ExitCode::SUCCESS);
@@ -160,10 +160,7 @@ pub(crate) async fn list(explicit_url: Option<&str>, args: JobsArgs) -> Result<E
                 job.lock.clone().unwrap_or_else(|| "-".into()),
                 output::timestamp(job.scheduled_at),
                 output::timestamp(Some(job.created_at)),
-                match &job.args_error {
-                    Some(why) => format!("(unreadable) {why}"),
-                    None => job.args.to_string(),
-                },
+                job.args_summary(),
             ]
         })
         .collect();

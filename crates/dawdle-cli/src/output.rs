@@ -30,8 +30,8 @@ pub fn write_line(line: std::fmt::Arguments<'_>) {
 
 use dawdle::text::{printable, truncate};
 
-/// Most characters a table cell shows; `dawdle job ID` and `--json` show
-/// values whole.
+/// Most characters a table cell shows; `dawdle job ID` shows up to 4,096
+/// of a field and `dawdle job ID --json` the values whole.
 pub const MAX_CELL_CHARS: usize = 100;
 
 /// Prints rows under a header, each column as wide as its widest cell.

@@ -216,7 +216,7 @@ async fn execute(pool: &PgPool, line: &str) -> Result<Flow, Failure> {
         "list_jobs" => {
             let mut filter = arguments.filter.clone();
             filter.limit = Some(1000);
-            let mut jobs = admin::list_jobs(pool, &filter).await?;
+            let mut jobs = admin::job_listing(pool, &filter).await?;
             jobs.reverse();
             for job in &jobs {
                 let mut line = format!(
@@ -229,7 +229,7 @@ async fn execute(pool: &PgPool, line: &str) -> Result<Flow, Failure> {
                         job.attempts,
                         job.priority,
                         crate::output::timestamp(job.scheduled_at),
-                        job.args_error.as_deref().map_or_else(|| job.args.to_string(), |why| format!("(unreadable: {why})")),
+                        job.args_summary(),
                         job.lock.as_deref().unwrap_or("-"),
                         job.queueing_lock.as_deref().unwrap_or("-"),
                     ));

@@ -146,6 +146,24 @@ async fn read_commands_render_every_hostile_row() {
         .filter(|job| job["args_error"].is_string())
         .count();
     assert_eq!(unreadable, 2, "the 1e400 and the deep job say why");
+    let left_out: Vec<&serde_json::Value> = listed
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|job| job["args_left_out"].is_object())
+        .collect();
+    assert_eq!(left_out.len(), 1, "the 70,000-character blob is left out");
+    assert!(left_out[0]["args"].is_null());
+    assert!(
+        left_out[0]["args_left_out"]["stored_bytes"]
+            .as_i64()
+            .unwrap()
+            > 0
+    );
+    assert!(left_out[0]["args_left_out"]["excerpt"]
+        .as_str()
+        .unwrap()
+        .starts_with("{\"blob\": \"xxx"));
 
     // One job at a time, as text and JSON, and through the shell.
     for id in ids {
@@ -207,4 +225,50 @@ async fn a_reader_that_goes_away_ends_a_listing_quietly() {
         assert!(output.status.success(), "{:?}: {stderr}", output.status);
         assert!(!stderr.contains("panicked"), "{stderr}");
     }
+}
+
+/// A job with 20,000 error events prints its first and last events and
+/// says how many it left out, as text, as JSON and in the shell.
+#[tokio::test]
+async fn a_long_history_prints_bounded() {
+    let db = TestDatabase::with_schema().await;
+    let id: i64 = sqlx::query_scalar(
+        "INSERT INTO procrastinate_jobs (queue_name, task_name, args, status)
+         VALUES ('default', 't', '{}', 'failed') RETURNING id",
+    )
+    .fetch_one(db.pool())
+    .await
+    .unwrap();
+    sqlx::query(
+        "INSERT INTO procrastinate_events (job_id, type, error, error_message, error_traceback)
+         SELECT $1, 'error', 'Kind', 'message', repeat('frame\n', 700)
+         FROM generate_series(1, 20000)",
+    )
+    .bind(id)
+    .execute(db.pool())
+    .await
+    .unwrap();
+    let url = db.url();
+    let id = id.to_string();
+    let text = run(&url, &["job", &id]).await;
+    assert_rendered(&["job", &id], &text, 4_200);
+    let out = String::from_utf8_lossy(&text.stdout);
+    assert!(
+        out.len() < 2_000_000,
+        "job {id} printed {} bytes",
+        out.len()
+    );
+    assert!(out.contains("(19780 events left out)"), "{out}");
+    let json = run(&url, &["job", &id, "--json"]).await;
+    assert!(json.stdout.len() < 2_000_000, "{} bytes", json.stdout.len());
+    let detail: serde_json::Value = serde_json::from_slice(&json.stdout).unwrap();
+    assert_eq!(detail["events_left_out"], 19_780);
+    assert_eq!(detail["events"].as_array().unwrap().len(), 220);
+    let shell = run(&url, &["shell", &format!("job {id}")]).await;
+    assert!(shell.status.success());
+    assert!(
+        shell.stdout.len() < 2_000_000,
+        "{} bytes",
+        shell.stdout.len()
+    );
 }

@@ -262,21 +262,56 @@ struct JobRow {
     args: String,
 }
 
-impl From<&Job> for JobRow {
-    fn from(job: &Job) -> Self {
-        let args = match &job.args_error {
-            Some(why) => why.clone(),
-            None => job.args.to_string(),
-        };
+/// Most characters of a name or lock shown in a list row.
+const CELL_CHARS: usize = 120;
+/// Most characters of one field shown on a job's page.
+const FIELD_CHARS: usize = 4096;
+/// Most characters of a job's arguments or of one traceback shown on its
+/// page; `dawdle job ID --json` has them whole.
+const BLOCK_CHARS: usize = 64 * 1024;
+
+/// A value for one cell or field: control characters and bidirectional
+/// overrides escaped as the CLI escapes them (`\u{202e}`), cut to
+/// `max_chars` (`…` when cut).
+fn shown(text: &str, max_chars: usize) -> String {
+    dawdle::text::excerpt(text, max_chars)
+}
+
+/// The templates' `shown` filter: [`shown`] at a cell's width, for values
+/// the templates take from rows as they are (queue and task names).
+mod filters {
+    #[askama::filter_fn]
+    pub fn shown(text: impl std::fmt::Display, _: &dyn askama::Values) -> askama::Result<String> {
+        Ok(super::shown(&text.to_string(), super::CELL_CHARS))
+    }
+}
+
+impl From<&admin::ListedJob> for JobRow {
+    fn from(job: &admin::ListedJob) -> Self {
         Self {
             id: job.id,
             status: job.status.to_string(),
-            queue: job.queue_name.clone(),
-            task: job.task_name.clone(),
-            lock: job.lock.clone().unwrap_or_default(),
+            queue: shown(&job.queue_name, CELL_CHARS),
+            task: shown(&job.task_name, CELL_CHARS),
+            lock: shown(job.lock.as_deref().unwrap_or_default(), CELL_CHARS),
             attempts: job.attempts,
             created: time(Some(job.created_at)),
-            args: dawdle::text::excerpt(&args, ARGS_PREVIEW_CHARS),
+            args: shown(&job.args_summary(), ARGS_PREVIEW_CHARS),
+        }
+    }
+}
+
+impl From<&Job> for JobRow {
+    fn from(job: &Job) -> Self {
+        Self {
+            id: job.id,
+            status: job.status.to_string(),
+            queue: shown(&job.queue_name, FIELD_CHARS),
+            task: shown(&job.task_name, FIELD_CHARS),
+            lock: shown(job.lock.as_deref().unwrap_or_default(), FIELD_CHARS),
+            attempts: job.attempts,
+            created: time(Some(job.created_at)),
+            args: String::new(),
         }
     }
 }
@@ -367,7 +402,7 @@ pub(crate) async fn jobs(
     ))
     .execute(&mut *tx)
     .await?;
-    let found = match admin::list_jobs(&mut *tx, &filter).await {
+    let found = match admin::job_listing(&mut *tx, &filter).await {
         Ok(found) => found,
         Err(error) if is_timeout(&error) => {
             problems.push(format!(
@@ -457,9 +492,32 @@ impl From<&Event> for EventRow {
             kind: event
                 .event_type
                 .map_or_else(|| "(unknown)".into(), |t| t.as_str().to_string()),
-            error: event.error.clone().unwrap_or_default(),
-            message: event.error_message.clone().unwrap_or_default(),
-            traceback: event.error_traceback.clone().unwrap_or_default(),
+            error: shown(event.error.as_deref().unwrap_or_default(), CELL_CHARS),
+            message: shown(
+                event.error_message.as_deref().unwrap_or_default(),
+                FIELD_CHARS,
+            ),
+            traceback: dawdle::text::printable_lines(
+                event.error_traceback.as_deref().unwrap_or_default(),
+                BLOCK_CHARS,
+            ),
+        }
+    }
+}
+
+impl EventRow {
+    /// The row standing for the events a job's page leaves out.
+    fn left_out(count: i64) -> Self {
+        Self {
+            at: "…".into(),
+            kind: "left-out".into(),
+            error: String::new(),
+            message: format!(
+                "{count} events left out: the first {} and the last {} are shown",
+                admin::HISTORY_FIRST,
+                admin::HISTORY_LAST
+            ),
+            traceback: String::new(),
         }
     }
 }
@@ -496,15 +554,35 @@ pub(crate) async fn job(
     };
     let job = &detail.job;
     let args = match &job.args_error {
-        Some(why) => why.clone(),
-        None => serde_json::to_string_pretty(&job.args).unwrap_or_default(),
+        Some(why) => shown(why, FIELD_CHARS),
+        None => {
+            let pretty = serde_json::to_string_pretty(&job.args).unwrap_or_default();
+            let mut args = dawdle::text::printable_lines(&pretty, BLOCK_CHARS);
+            if pretty.chars().nth(BLOCK_CHARS).is_some() {
+                args.push_str(&format!(
+                    "\n\n(the arguments are {} characters long; `dawdle job {} --json` shows \
+                     them whole)",
+                    pretty.chars().count(),
+                    job.id
+                ));
+            }
+            args
+        }
     };
+    let mut events: Vec<EventRow> = detail.events.iter().map(EventRow::from).collect();
+    if detail.events_left_out > 0 {
+        let at = admin::HISTORY_FIRST.min(events.len());
+        events.insert(at, EventRow::left_out(detail.events_left_out));
+    }
     Ok(render(&JobPage {
         csrf: state.token(),
         base: state.base,
         args,
         priority: job.priority,
-        queueing_lock: job.queueing_lock.clone().unwrap_or_default(),
+        queueing_lock: shown(
+            job.queueing_lock.as_deref().unwrap_or_default(),
+            FIELD_CHARS,
+        ),
         scheduled: time(job.scheduled_at),
         started: time(job.started_at),
         finished: time(job.finished_at),
@@ -514,7 +592,7 @@ pub(crate) async fn job(
             .as_ref()
             .map(|c| c.traceparent().to_string())
             .unwrap_or_default(),
-        events: detail.events.iter().map(EventRow::from).collect(),
+        events,
         job: JobRow::from(job),
     })
     .into_response())
@@ -532,7 +610,10 @@ fn not_found(base: &str, message: &str) -> Response {
 // ---------------------------------------------------------------- failures
 
 struct FailureGroup {
+    /// The task's name as stored, for the retry form.
     task: String,
+    /// The task's name for people.
+    task_shown: String,
     kind: String,
     jobs: usize,
     latest: String,
@@ -574,7 +655,8 @@ pub(crate) async fn failures(Extract(state): Extract<State>) -> Result<Html<Stri
             order.push(key.clone());
             FailureGroup {
                 task: job.task_name.clone(),
-                kind,
+                task_shown: shown(&job.task_name, CELL_CHARS),
+                kind: shown(&kind, CELL_CHARS),
                 jobs: 0,
                 latest: time(job.finished_at),
                 message: dawdle::text::excerpt(job.error_message.as_deref().unwrap_or(""), 200),

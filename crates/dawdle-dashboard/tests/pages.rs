@@ -737,3 +737,80 @@ async fn failed_jobs_are_retried_by_selection_or_by_filter() {
         .unwrap();
     assert!(!page.contains("id=\"retry-matching\""));
 }
+
+/// Rows too large to show whole: the pages stay small and quick, say what
+/// they left out, and show control characters escaped as the CLI does.
+#[tokio::test]
+async fn huge_and_control_character_rows_are_shown_bounded_and_escaped() {
+    let db = TestDatabase::with_schema().await;
+    let lock = "L".repeat(960_000);
+    let kind = "K".repeat(1_000_000);
+    let ids: Vec<i64> = sqlx::query_scalar(&format!(
+        "INSERT INTO procrastinate_jobs (queue_name, task_name, args, status, lock)
+         SELECT 'bulk', E'task\\u202e\\x1b[31m\\r', jsonb_build_object('blob',
+                repeat(E'A\\x1b[31m', 2500000)), 'failed', '{lock}'
+         FROM generate_series(1, 20)
+         RETURNING id"
+    ))
+    .fetch_all(db.pool())
+    .await
+    .unwrap();
+    let busy = ids[0];
+    sqlx::query(&format!(
+        "INSERT INTO procrastinate_events (job_id, type, error, error_message, error_traceback)
+         SELECT $1, 'error', CASE WHEN n = 20000 THEN '{kind}' ELSE 'Kind' END,
+                E'message\\u202e\\x1b[0m', repeat(E'line\\n', 1000)
+         FROM generate_series(1, 20000) AS n"
+    ))
+    .bind(busy)
+    .execute(db.pool())
+    .await
+    .unwrap();
+    let (_, base) = serve(&db, DashboardConfig::default()).await;
+
+    let started = std::time::Instant::now();
+    let (status, jobs) = get(&format!("{base}/jobs")).await;
+    let took = started.elapsed();
+    assert_eq!(status, 200);
+    assert!(
+        took < std::time::Duration::from_secs(3),
+        "/jobs took {took:?}"
+    );
+    assert!(!jobs.contains("took longer"), "{jobs}");
+    assert!(
+        jobs.contains(&format!("dawdle job {}", ids[19])),
+        "args left out: {jobs}"
+    );
+    assert!(jobs.len() < 100_000, "/jobs is {} bytes", jobs.len());
+
+    let (status, job) = get(&format!("{base}/jobs/{busy}")).await;
+    assert_eq!(status, 200);
+    assert!(job.len() < 2_000_000, "/jobs/{busy} is {} bytes", job.len());
+    assert!(
+        job.contains("events left out"),
+        "the left-out events are counted"
+    );
+    assert!(
+        job.contains(&format!("dawdle job {busy} --json")),
+        "how to get the arguments"
+    );
+
+    let (status, failures) = get(&format!("{base}/failures")).await;
+    assert_eq!(status, 200);
+    assert!(
+        failures.len() < 100_000,
+        "/failures is {} bytes",
+        failures.len()
+    );
+
+    for (path, body) in [
+        ("/jobs", &jobs),
+        ("/jobs/ID", &job),
+        ("/failures", &failures),
+    ] {
+        for raw in ['\u{202e}', '\u{1b}', '\r'] {
+            assert!(!body.contains(raw), "{path} holds a raw {raw:?}");
+        }
+        assert!(body.contains("\\u{202e}"), "{path} shows U+202E escaped");
+    }
+}

@@ -249,7 +249,7 @@ fn optional_trace_context(
 const ARGS_EXCERPT_CHARS: usize = 120;
 
 /// A job's arguments from their stored text: the value, or null and why not.
-fn parse_args(text: &str) -> (Value, Option<String>) {
+pub(crate) fn parse_args(text: &str) -> (Value, Option<String>) {
     match serde_json::from_str(text) {
         Ok(args) => (args, None),
         Err(error) => (

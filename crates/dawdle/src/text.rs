@@ -95,6 +95,18 @@ pub fn printable(text: &str) -> std::borrow::Cow<'_, str> {
     std::borrow::Cow::Owned(out)
 }
 
+/// At most `max_chars` characters of `text` (cut as [`truncate`] cuts),
+/// with its line breaks kept and every other control character escaped as
+/// [`printable`] escapes it: for a block of lines shown as such (a
+/// traceback, pretty-printed JSON in a web page).
+pub fn printable_lines(text: &str, max_chars: usize) -> String {
+    truncate(text, max_chars)
+        .split('\n')
+        .map(|line| printable(line).into_owned())
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
 fn needs_escape(ch: char) -> bool {
     ch.is_control()
         || matches!(ch, '\u{2028}' | '\u{2029}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
@@ -137,6 +149,17 @@ mod tests {
     fn control_characters_are_escaped() {
         assert_eq!(printable("a\x1b[2Jb\nc"), "a\\u{1b}[2Jb\\nc");
         assert_eq!(quote("bad\u{202e}name"), "\"bad\\u{202e}name\"");
+    }
+
+    #[test]
+    fn lines_keep_their_breaks_and_lose_other_controls() {
+        assert_eq!(
+            printable_lines("a\x1b[31m\r\nb\u{202e}\n", 100),
+            "a\\u{1b}[31m\\r\nb\\u{202e}\n"
+        );
+        let cut = printable_lines(&"line\n".repeat(1000), 50);
+        assert!(cut.ends_with(TRUNCATED), "{cut}");
+        assert!(cut.chars().count() <= 50);
     }
 
     #[test]

@@ -218,7 +218,7 @@ async fn measure(
         let mut rows = 0;
         for _ in 0..args.repeat {
             let started = Instant::now();
-            rows = admin::list_jobs(&mut conn, &filter)
+            rows = admin::job_listing(&mut conn, &filter)
                 .await
                 .or_failed_to(|| format!("list jobs ({name})"))?
                 .len();

@@ -170,12 +170,36 @@ pub(crate) async fn show_job(pool: &PgPool, id: i64, json: bool) -> Result<ExitC
             vec![timestamp(event.at), kind, detail]
         })
         .collect();
+    let mut rows = rows;
+    if detail.events_left_out > 0 {
+        let at = admin::HISTORY_FIRST.min(rows.len());
+        rows.insert(
+            at,
+            vec![
+                "…".to_string(),
+                format!("({} events left out)", detail.events_left_out),
+                String::new(),
+            ],
+        );
+    }
     print_table(&["AT", "EVENT", "DETAIL"], &rows);
     let errors: Vec<_> = detail
         .events
         .iter()
         .filter(|e| e.error_traceback.is_some())
         .collect();
+    if detail.events_left_out > 0 {
+        outln!();
+        outln!(
+            "{} events of the history are left out (the first {} and the last {} are \
+             shown); SELECT * FROM procrastinate_events WHERE job_id = {} ORDER BY id has \
+             them all",
+            detail.events_left_out,
+            admin::HISTORY_FIRST,
+            admin::HISTORY_LAST,
+            job.id
+        );
+    }
     for (number, event) in errors.iter().enumerate() {
         outln!();
         outln!(

@@ -28,14 +28,9 @@ pub struct JobFilter {
     pub limit: Option<i64>,
 }
 
-/// Jobs matching `filter`, newest first.
-pub async fn list_jobs<'e, E: PgExecutor<'e>>(
-    executor: E,
-    filter: &JobFilter,
-) -> Result<Vec<Job>, sqlx::Error> {
-    sqlx::query_as(&format!(
-        "SELECT {JOB_COLUMNS} FROM procrastinate_jobs
-         WHERE ($1::bigint IS NULL OR id = $1)
+/// The conditions of [`JobFilter`], over `procrastinate_jobs`, with the
+/// binds of [`bind_filter`]: `$1` to `$11`.
+const FILTER_CONDITIONS: &str = "($1::bigint IS NULL OR id = $1)
            AND ($2::varchar IS NULL OR queue_name = $2)
            AND ($3::varchar IS NULL OR task_name = $3)
            AND ($4::procrastinate_job_status IS NULL OR status = $4)
@@ -44,23 +39,190 @@ pub async fn list_jobs<'e, E: PgExecutor<'e>>(
            AND ($8::bigint IS NULL OR id < $8)
            AND ($9::timestamptz IS NULL OR created_at >= $9)
            AND ($10::timestamptz IS NULL OR created_at < $10)
-           AND ($11::text IS NULL OR args::text ILIKE '%' || $11 || '%')
+           AND ($11::text IS NULL OR args::text ILIKE '%' || $11 || '%')";
+
+fn bind_filter<'q, O>(
+    query: sqlx::query::QueryAs<'q, sqlx::Postgres, O, sqlx::postgres::PgArguments>,
+    filter: &'q JobFilter,
+) -> sqlx::query::QueryAs<'q, sqlx::Postgres, O, sqlx::postgres::PgArguments> {
+    query
+        .bind(filter.id)
+        .bind(&filter.queue)
+        .bind(&filter.task)
+        .bind(filter.status)
+        .bind(&filter.lock)
+        .bind(filter.limit)
+        .bind(&filter.queueing_lock)
+        .bind(filter.before_id)
+        .bind(filter.created_after)
+        .bind(filter.created_before)
+        .bind(filter.args_contain.as_deref().map(like_pattern))
+}
+
+/// Jobs matching `filter`, newest first, whole: every job's arguments are
+/// read and parsed, however large. For programs (the test kit) that need
+/// the values; listings for people use [`job_listing`].
+pub async fn list_jobs<'e, E: PgExecutor<'e>>(
+    executor: E,
+    filter: &JobFilter,
+) -> Result<Vec<Job>, sqlx::Error> {
+    let sql = format!(
+        "SELECT {JOB_COLUMNS} FROM procrastinate_jobs
+         WHERE {FILTER_CONDITIONS}
          ORDER BY id DESC
          LIMIT $6"
-    ))
-    .bind(filter.id)
-    .bind(&filter.queue)
-    .bind(&filter.task)
-    .bind(filter.status)
-    .bind(&filter.lock)
-    .bind(filter.limit)
-    .bind(&filter.queueing_lock)
-    .bind(filter.before_id)
-    .bind(filter.created_after)
-    .bind(filter.created_before)
-    .bind(filter.args_contain.as_deref().map(like_pattern))
-    .fetch_all(executor)
-    .await
+    );
+    bind_filter(sqlx::query_as(&sql), filter)
+        .fetch_all(executor)
+        .await
+}
+
+/// Most bytes a job's arguments may take in the table (`pg_column_size`,
+/// compressed or not) for a listing to read them. Reading larger ones
+/// means decompressing and printing them whole on the server (about a
+/// quarter of a second for 25 MB of text), per job of the page.
+pub const LISTED_ARGS_STORED_BYTES: i32 = 8 * 1024;
+
+/// Most characters of arguments, as JSON text, a listing carries as a
+/// value; longer ones are left out with an excerpt.
+pub const LISTED_ARGS_CHARS: usize = 16 * 1024;
+
+/// Characters of the excerpt of arguments a listing left out.
+pub const LEFT_OUT_EXCERPT_CHARS: usize = 200;
+
+/// A job as a listing shows it: [`Job`]'s fields, with its arguments only
+/// when they are small (see [`ArgsLeftOut`]). Reading a page costs the same
+/// whatever the rows hold.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct ListedJob {
+    pub id: i64,
+    pub queue_name: String,
+    pub task_name: String,
+    pub priority: i32,
+    pub lock: Option<String>,
+    pub queueing_lock: Option<String>,
+    /// The arguments; null when they could not be read ([`Self::args_error`])
+    /// or were left out of the listing ([`Self::args_left_out`]).
+    pub args: serde_json::Value,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub args_error: Option<String>,
+    /// Set when the arguments are too large for a listing; `dawdle job ID
+    /// --json` has them whole.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub args_left_out: Option<ArgsLeftOut>,
+    pub status: JobStatus,
+    pub scheduled_at: Option<chrono::DateTime<chrono::Utc>>,
+    pub attempts: i32,
+    pub abort_requested: bool,
+    pub worker_id: Option<i64>,
+    pub created_at: chrono::DateTime<chrono::Utc>,
+    pub started_at: Option<chrono::DateTime<chrono::Utc>>,
+    pub finished_at: Option<chrono::DateTime<chrono::Utc>>,
+}
+
+/// Arguments a listing left out: how large they are and, when they were
+/// read (not too large stored, only too long to list), how they begin.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct ArgsLeftOut {
+    /// Bytes the arguments take in the table (compressed, when they are).
+    pub stored_bytes: i64,
+    /// The first [`LEFT_OUT_EXCERPT_CHARS`] characters of their JSON text,
+    /// when read.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub excerpt: Option<String>,
+}
+
+impl ListedJob {
+    /// The arguments for one line of a listing: their JSON text, the
+    /// excerpt of arguments left out with their size, or why they cannot be
+    /// read. Not yet bounded or escaped (the caller cuts it to its width).
+    pub fn args_summary(&self) -> String {
+        match (&self.args_error, &self.args_left_out) {
+            (Some(why), _) => format!("(unreadable) {why}"),
+            (None, Some(left_out)) => {
+                let mut summary = format!(
+                    "(left out: {} bytes stored; `dawdle job {}` shows them)",
+                    left_out.stored_bytes, self.id
+                );
+                if let Some(excerpt) = &left_out.excerpt {
+                    summary.push(' ');
+                    summary.push_str(excerpt);
+                }
+                summary
+            }
+            (None, None) => self.args.to_string(),
+        }
+    }
+}
+
+impl<'r> sqlx::FromRow<'r, sqlx::postgres::PgRow> for ListedJob {
+    fn from_row(row: &'r sqlx::postgres::PgRow) -> Result<Self, sqlx::Error> {
+        use sqlx::Row;
+        let time = |column: &str| -> Result<Option<chrono::DateTime<chrono::Utc>>, sqlx::Error> {
+            Ok(row.try_get::<crate::rows::DbTime, _>(column)?.0)
+        };
+        let stored_bytes: i64 = row.try_get("args_stored_bytes")?;
+        let text: Option<String> = row.try_get("args")?;
+        let (args, args_error, args_left_out) = match text {
+            Some(text) if text.chars().nth(LISTED_ARGS_CHARS).is_none() => {
+                let (args, error) = crate::job::parse_args(&text);
+                (args, error, None)
+            }
+            text => (
+                serde_json::Value::Null,
+                None,
+                Some(ArgsLeftOut {
+                    stored_bytes,
+                    excerpt: text.map(|text| {
+                        crate::text::truncate(&text, LEFT_OUT_EXCERPT_CHARS).into_owned()
+                    }),
+                }),
+            ),
+        };
+        Ok(ListedJob {
+            id: row.try_get("id")?,
+            queue_name: row.try_get("queue_name")?,
+            task_name: row.try_get("task_name")?,
+            priority: row.try_get("priority")?,
+            lock: row.try_get("lock")?,
+            queueing_lock: row.try_get("queueing_lock")?,
+            args,
+            args_error,
+            args_left_out,
+            status: row.try_get("status")?,
+            scheduled_at: time("scheduled_at")?,
+            attempts: row.try_get("attempts")?,
+            abort_requested: row.try_get("abort_requested")?,
+            worker_id: row.try_get("worker_id")?,
+            created_at: time("created_at")?.unwrap_or(chrono::DateTime::<chrono::Utc>::MIN_UTC),
+            started_at: time("started_at")?,
+            finished_at: time("finished_at")?,
+        })
+    }
+}
+
+/// Jobs matching `filter`, newest first, as listings show them: arguments
+/// larger than [`LISTED_ARGS_STORED_BYTES`] in the table are neither read
+/// nor printed by the server, so a page of huge rows reads as fast as any.
+pub async fn job_listing<'e, E: PgExecutor<'e>>(
+    executor: E,
+    filter: &JobFilter,
+) -> Result<Vec<ListedJob>, sqlx::Error> {
+    let sql = format!(
+        "SELECT id, queue_name, task_name, priority, lock, queueing_lock,
+                CASE WHEN pg_column_size(args) <= {LISTED_ARGS_STORED_BYTES}
+                     THEN args::text END AS args,
+                pg_column_size(args)::bigint AS args_stored_bytes,
+                status, scheduled_at, attempts, abort_requested, worker_id, created_at,
+                started_at, finished_at
+         FROM procrastinate_jobs
+         WHERE {FILTER_CONDITIONS}
+         ORDER BY id DESC
+         LIMIT $6"
+    );
+    bind_filter(sqlx::query_as(&sql), filter)
+        .fetch_all(executor)
+        .await
 }
 
 /// `text` for the inside of an ILIKE pattern: its own `%`, `_` and `\`
@@ -92,7 +254,8 @@ pub async fn get_job<'e, E: PgExecutor<'e>>(
     .await
 }
 
-/// The history of one job, oldest first.
+/// The whole history of one job, oldest first, however long (for
+/// programs; people's views use [`job_detail`], which bounds it).
 pub async fn job_events<'e, E: PgExecutor<'e>>(
     executor: E,
     job_id: i64,
@@ -184,11 +347,24 @@ pub async fn failed_jobs<'e, E: PgExecutor<'e>>(
     .await
 }
 
-/// Everything about one job: its row and its whole history.
+/// Events a job's detail shows from the start of its history.
+pub const HISTORY_FIRST: usize = 20;
+/// Events a job's detail shows from the end of its history.
+pub const HISTORY_LAST: usize = 200;
+/// Most characters of one event's error kind, message or traceback a job's
+/// detail carries; longer ones end with [`crate::text::TRUNCATED`].
+pub const EVENT_FIELD_CHARS: usize = 64 * 1024;
+
+/// Everything about one job: its row and its history, the first
+/// [`HISTORY_FIRST`] and the last [`HISTORY_LAST`] events of it.
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct JobDetail {
     pub job: Job,
+    /// Oldest first. When events were left out, they were between the
+    /// first [`HISTORY_FIRST`] of these and the rest.
     pub events: Vec<Event>,
+    /// How many events of the history are not in `events`.
+    pub events_left_out: i64,
 }
 
 /// One job with its history, or `None` when there is no such job.
@@ -196,8 +372,62 @@ pub async fn job_detail(pool: &sqlx::PgPool, id: i64) -> Result<Option<JobDetail
     let Some(job) = get_job(pool, id).await? else {
         return Ok(None);
     };
-    let events = job_events(pool, id).await?;
-    Ok(Some(JobDetail { job, events }))
+    let (events, events_left_out) = bounded_history(pool, id).await?;
+    Ok(Some(JobDetail {
+        job,
+        events,
+        events_left_out,
+    }))
+}
+
+/// The first and the last events of a job, each field bounded, and how many
+/// were left out between them: one index range read, however long the
+/// history.
+pub async fn bounded_history<'e, E: PgExecutor<'e>>(
+    executor: E,
+    job_id: i64,
+) -> Result<(Vec<Event>, i64), sqlx::Error> {
+    let bounded = |column: &str| {
+        format!(
+            "CASE WHEN length({column}) > $4 THEN left({column}, $5) || $6 ELSE {column} END
+                 AS {column}"
+        )
+    };
+    let sql = format!(
+        "WITH shown AS (
+             (SELECT id FROM procrastinate_events WHERE job_id = $1 ORDER BY id LIMIT $2)
+             UNION
+             (SELECT id FROM procrastinate_events WHERE job_id = $1 ORDER BY id DESC LIMIT $3))
+         SELECT id, job_id, type, at, {error}, {message}, {traceback},
+                (SELECT count(*) FROM procrastinate_events WHERE job_id = $1) AS total
+         FROM procrastinate_events
+         WHERE job_id = $1 AND id IN (SELECT id FROM shown)
+         ORDER BY id",
+        error = bounded("error"),
+        message = bounded("error_message"),
+        traceback = bounded("error_traceback"),
+    );
+    let marker = crate::text::TRUNCATED;
+    let rows: Vec<sqlx::postgres::PgRow> = sqlx::query(&sql)
+        .bind(job_id)
+        .bind(HISTORY_FIRST as i64)
+        .bind(HISTORY_LAST as i64)
+        .bind(EVENT_FIELD_CHARS as i32)
+        .bind((EVENT_FIELD_CHARS - marker.chars().count()) as i32)
+        .bind(marker)
+        .fetch_all(executor)
+        .await?;
+    use sqlx::{FromRow, Row};
+    let total: i64 = match rows.first() {
+        Some(row) => row.try_get("total")?,
+        None => 0,
+    };
+    let events = rows
+        .iter()
+        .map(Event::from_row)
+        .collect::<Result<Vec<_>, _>>()?;
+    let left_out = total - events.len() as i64;
+    Ok((events, left_out))
 }
 
 /// Counts of jobs by status, for one value of a grouping column.
