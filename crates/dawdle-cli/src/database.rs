@@ -10,8 +10,14 @@ use crate::Failure;
 pub(crate) async fn jobs_database(explicit_url: Option<&str>) -> Result<JobsDatabase, Failure> {
     let database = JobsDatabase::resolve(explicit_url).await?;
     if database.is_embedded() {
+        // Set but empty is most often a deployment's missing substitution
+        // (`${JOBS_URL}`): say so, not "not set".
+        let how = match std::env::var_os(DATABASE_URL_ENV) {
+            Some(_) => "is set but empty (unset it, or give the jobs database's URL)",
+            None => "is not set",
+        };
         eprintln!(
-            "dawdle: {DATABASE_URL_ENV} is not set; using the embedded PostgreSQL at {}",
+            "dawdle: {DATABASE_URL_ENV} {how}; using the embedded PostgreSQL at {}",
             database.display_url()
         );
     }

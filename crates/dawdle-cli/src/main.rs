@@ -130,10 +130,23 @@ const MAX_QUOTED_ARG_CHARS: usize = 60;
 fn bounded(mut error: clap::Error) -> clap::Error {
     use clap::builder::StyledStr;
     use clap::error::{ContextKind, ContextValue};
-    let cut = |text: &str| dawdle::text::excerpt(text, MAX_QUOTED_ARG_CHARS);
+    // A connection string typed in the wrong place (`dawdle postgres://…`)
+    // is quoted back with its secrets hidden, as in every other message.
+    let hidden = |text: &str| {
+        let lower = text.to_ascii_lowercase();
+        if (text.contains("://") && text.contains('@')) || lower.contains("password") {
+            dawdle::database::redact_password(text)
+        } else {
+            text.to_string()
+        }
+    };
+    let cut = |text: &str| dawdle::text::excerpt(&hidden(text), MAX_QUOTED_ARG_CHARS);
     // A tip is a sentence around the argument: room for both.
     let cut_styled = |text: &StyledStr| {
         let plain = text.to_string();
+        if plain.contains("://") || plain.to_ascii_lowercase().contains("password") {
+            return StyledStr::from(cut(&plain));
+        }
         if plain.chars().count() > 2 * MAX_QUOTED_ARG_CHARS {
             StyledStr::from(dawdle::text::excerpt(&plain, 2 * MAX_QUOTED_ARG_CHARS))
         } else {

@@ -53,6 +53,9 @@ pub(crate) async fn run(
         if pool.is_none() {
             match jobs_pool_sized(explicit_url, 1).await {
                 Ok(connected) => pool = Some(connected),
+                // A malformed URL or a database without the schema does not
+                // heal by waiting: exit, as the worker and the dashboard do.
+                Err(failure) if !failure.is_unreachable() => return Err(failure),
                 Err(failure) => {
                     tracing::warn!(error = %failure.message(), retry_in_s = refresh.as_secs_f64(),
                                    "cannot read the queue gauges: the jobs database is unavailable; retrying");

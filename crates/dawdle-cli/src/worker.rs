@@ -87,7 +87,12 @@ pub(crate) struct WorkerArgs {
     /// instead of at the next poll or heartbeat. The worker holds one
     /// connection to it; if it cannot connect it polls and retries, logging
     /// why.
-    #[arg(long, env = "JOB_QUEUE_LISTEN_URL", value_name = "URL")]
+    #[arg(
+        long,
+        env = "JOB_QUEUE_LISTEN_URL",
+        value_name = "URL",
+        hide_env_values = true
+    )]
     listen_url: Option<String>,
     /// Serve the worker's metrics in Prometheus' text format at
     /// http://ADDR/metrics (e.g. 127.0.0.1:9187). Off when not given.

@@ -209,6 +209,30 @@ fn an_unparsable_connection_string_is_reported_without_its_text() {
     assert_short_error(&output, &huge, "huge URL");
 }
 
+/// A connection string typed where a command or a flag was expected, or
+/// held by a variable `--help` shows, is not quoted back with its secret.
+#[test]
+fn a_connection_string_in_the_wrong_place_is_not_echoed_with_its_secret() {
+    let secret = "Vq8rTz2LmN4pXw6s";
+    let url = format!("postgresql://app:{secret}@db.internal/jobs");
+    for args in [
+        vec![url.clone()],
+        vec!["jobs".to_string(), url.clone()],
+        vec![format!("--database-ur={url}"), "jobs".to_string()],
+    ] {
+        let output = dawdle(&format!("postgresql://{UNREACHABLE}/jobs"), &args, &[]);
+        assert_eq!(output.status.code(), Some(2), "{args:?}");
+        assert_hidden(&output, secret, &format!("{args:?}"));
+    }
+    let help = dawdle(
+        &format!("postgresql://{UNREACHABLE}/jobs"),
+        ["worker", "--help"],
+        &[("JOB_QUEUE_LISTEN_URL", url.as_str())],
+    );
+    assert_eq!(help.status.code(), Some(0));
+    assert_hidden(&help, secret, "worker --help");
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn secrets_are_never_printed_when_the_database_answers() {
     let db = TestDatabase::with_schema().await;

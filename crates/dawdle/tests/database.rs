@@ -45,3 +45,29 @@ async fn synchronous_commit_off_applies_to_every_session_of_the_pool() {
         assert_eq!(setting, "off");
     }
 }
+
+/// A server that accepts connections and never answers (frozen, say) makes
+/// connecting fail after the connect timeout, with why and no password,
+/// instead of hanging whoever connects.
+#[tokio::test]
+async fn a_server_that_never_answers_fails_the_connection_in_bounded_time() {
+    // The kernel completes the handshake of a listening socket nobody
+    // accepts on; the startup message then waits forever for an answer.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = silent.local_addr().unwrap().port();
+    let started = std::time::Instant::now();
+    let error = JobsDatabase::from_url(&format!("postgresql://u:S3cretPw@127.0.0.1:{port}/jobs"))
+        .unwrap()
+        .connect(1)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        started.elapsed() < dawdle::database::CONNECT_TIMEOUT + std::time::Duration::from_secs(5),
+        "took {:?}",
+        started.elapsed()
+    );
+    assert!(error.contains("no answer within"), "{error}");
+    assert!(!error.contains("S3cretPw"), "{error}");
+    drop(silent);
+}

@@ -210,18 +210,36 @@ impl JobsDatabase {
             url: self.display_url.clone(),
             source,
         };
-        let probe = sqlx::PgConnection::connect_with(&self.options)
-            .await
-            .map_err(unreachable)?;
+        // A server that accepts connections and never answers (frozen, or
+        // behind a firewall that drops packets) must not hang the caller.
+        let probe = tokio::time::timeout(
+            CONNECT_TIMEOUT,
+            sqlx::PgConnection::connect_with(&self.options),
+        )
+        .await
+        .map_err(|_| {
+            unreachable(sqlx::Error::Io(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                format!(
+                    "no answer within {} s: is the server up, and reachable from here?",
+                    CONNECT_TIMEOUT.as_secs()
+                ),
+            )))
+        })?
+        .map_err(unreachable)?;
         let _ = probe.close().await;
         Ok(PgPoolOptions::new()
             .max_connections(max_connections)
             .min_connections(0)
-            .acquire_timeout(Duration::from_secs(10))
+            .acquire_timeout(CONNECT_TIMEOUT)
             .test_before_acquire(test_before_acquire)
             .connect_lazy_with(self.options.clone()))
     }
 }
+
+/// How long connecting may take before it counts as a failure (the pools'
+/// acquire timeout too).
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// `$DAWDLE_HOME`, else `.dawdle` in the working directory.
 pub fn default_home() -> PathBuf {

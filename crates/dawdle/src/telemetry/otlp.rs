@@ -84,7 +84,15 @@ impl Otlp {
             .with_http()
             .with_endpoint(endpoint.clone())
             .build()
-            .map_err(|error| OtlpError::Build(crate::text::excerpt(&error.to_string(), 200)))?;
+            // The exporter's message quotes the endpoint, user info and all.
+            .map_err(|error| {
+                let message = error.to_string().replace(&endpoint, "the endpoint");
+                OtlpError::Build(format!(
+                    "{} ({})",
+                    crate::text::excerpt(&message, 200),
+                    crate::database::redact_password(&endpoint)
+                ))
+            })?;
         let mut resource = Resource::builder();
         if var("OTEL_SERVICE_NAME").is_none() {
             resource = resource.with_service_name(default_service_name.to_string());

@@ -181,10 +181,17 @@ async fn run(
                     "failed to record job outcomes; retrying"
                 );
                 if closed_at.is_some_and(|at| at.elapsed() > give_up_after) {
+                    // Which jobs will run again, for whoever reads the log.
+                    let job_ids: Vec<i64> = batch
+                        .iter()
+                        .take(100)
+                        .map(|outcome| outcome.job_id)
+                        .collect();
                     warn!(
                         jobs = batch.len(),
-                        "giving up recording job outcomes at shutdown; the jobs stay in doing \
-                         and will be found as stalled"
+                        ?job_ids,
+                        "giving up recording job outcomes at shutdown; the jobs stay in doing, \
+                         will be found as stalled and run again (job_ids lists up to 100)"
                     );
                     return;
                 }
