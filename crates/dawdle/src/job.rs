@@ -414,9 +414,91 @@ impl NewJob {
                     crate::text::quote(&self.task_name)
                 )));
             }
+            if value.as_deref().is_some_and(|value| value.contains('\0')) {
+                return Err(InvalidJob(format!(
+                    "{what} of task {} holds a NUL character (\\u0000), which PostgreSQL \
+                     text cannot store",
+                    crate::text::quote(&self.task_name)
+                )));
+            }
+        }
+        if let Some(path) = nul_in(&self.args) {
+            return Err(InvalidJob(format!(
+                "arguments of task {} hold a NUL character (\\u0000) at {}, which PostgreSQL's \
+                 jsonb cannot store; encode the value (base64, say) or leave the character out",
+                crate::text::quote(&self.task_name),
+                crate::text::excerpt(&path, 200)
+            )));
         }
         Ok(())
     }
+}
+
+/// Where in `args` a key or a string holds a NUL character, as a path
+/// (`args.a[2].b`); `None` when nowhere. Walks with a stack of its own, so
+/// no nesting depth can exhaust the thread's.
+fn nul_in(args: &Map<String, Value>) -> Option<String> {
+    // The common case first, without building any path.
+    let mut values: Vec<&Value> = Vec::new();
+    let mut found = false;
+    for (key, value) in args {
+        found |= key.contains('\0');
+        values.push(value);
+    }
+    while let (false, Some(value)) = (found, values.pop()) {
+        match value {
+            Value::String(text) => found = text.contains('\0'),
+            Value::Array(items) => values.extend(items),
+            Value::Object(map) => {
+                for (key, value) in map {
+                    found |= key.contains('\0');
+                    values.push(value);
+                }
+            }
+            _ => {}
+        }
+    }
+    if !found {
+        return None;
+    }
+    let mut stack: Vec<(String, &Value)> = Vec::new();
+    if let Some(found) = push_entries(&mut stack, "args", args) {
+        return Some(found);
+    }
+    while let Some((path, value)) = stack.pop() {
+        match value {
+            Value::String(text) if text.contains('\0') => return Some(path),
+            Value::Array(items) => {
+                for (index, item) in items.iter().enumerate().rev() {
+                    stack.push((format!("{path}[{index}]"), item));
+                }
+            }
+            Value::Object(map) => {
+                if let Some(found) = push_entries(&mut stack, &path, map) {
+                    return Some(found);
+                }
+            }
+            _ => {}
+        }
+    }
+    None
+}
+
+/// Pushes the entries of `map` at `path` for [`nul_in`]; the path of a key
+/// holding a NUL character, if one does.
+fn push_entries<'a>(
+    stack: &mut Vec<(String, &'a Value)>,
+    path: &str,
+    map: &'a Map<String, Value>,
+) -> Option<String> {
+    for (key, value) in map.iter().rev() {
+        let path = format!("{path}.{}", crate::text::excerpt(key, 40));
+        if key.contains('\0') {
+            return Some(path);
+        }
+        stack.push((path, value));
+    }
+    None
 }
 
 pub(crate) fn check_name(what: &str, name: &str) -> Result<(), InvalidJob> {
@@ -454,6 +536,24 @@ mod tests {
         let error = NewJob::new("t", json!([1, 2])).unwrap_err();
         assert!(error.0.contains("must be a JSON object"), "{error}");
         assert!(error.0.contains("an array"), "{error}");
+    }
+
+    #[test]
+    fn nul_characters_are_rejected_with_where_they_are() {
+        let job = NewJob::new("t", json!({"a": [1, {"b": "x\u{0}y"}]})).unwrap();
+        let error = job.validate().unwrap_err().0;
+        assert!(
+            error.contains("NUL character") && error.contains("args.a[1].b"),
+            "{error}"
+        );
+        let job = NewJob::new("t", json!({"k\u{0}": 1})).unwrap();
+        assert!(job.validate().unwrap_err().0.contains("args.k"));
+        let job = NewJob::new("t", json!({})).unwrap().lock("l\u{0}");
+        assert!(job.validate().unwrap_err().0.starts_with("lock of task"));
+        assert!(NewJob::new("t", json!({"a": "fine"}))
+            .unwrap()
+            .validate()
+            .is_ok());
     }
 
     #[test]

@@ -280,3 +280,25 @@ async fn a_bad_queue_name_is_refused_with_what_was_wrong() {
         assert!(error.len() < 300, "bounded: {error}");
     }
 }
+
+#[tokio::test]
+async fn a_long_reason_or_name_of_who_paused_is_cut_not_refused() {
+    let db = TestDatabase::with_schema().await;
+    let pool = db.pool();
+    let reason = format!("{}\u{1b}[31m", "r".repeat(5_000));
+    let by = "\u{1b}".repeat(300);
+    assert!(pause_queue(pool, "mail", Some(&by), Some(&reason))
+        .await
+        .unwrap());
+    let paused = paused_queues(pool).await.unwrap();
+    let reason = paused[0].reason.as_deref().unwrap();
+    assert!(
+        reason.chars().count() <= 1024 && reason.ends_with('…'),
+        "{reason:.80}"
+    );
+    let by = paused[0].paused_by.as_deref().unwrap();
+    assert!(
+        by.chars().count() <= 256 && !by.contains('\u{1b}'),
+        "{by:.80}"
+    );
+}

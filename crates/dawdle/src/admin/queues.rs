@@ -56,9 +56,17 @@ pub async fn pause_queue<'e, E: PgExecutor<'e>>(
         action: ACTION,
         source,
     })?;
+    // At most `max` characters once escaped and cut, as the table's checks
+    // require: an excerpt may be longer than the characters it keeps.
     let cut = |text: Option<&str>, max: usize| {
-        text.map(|text| crate::text::excerpt(text.trim(), max))
-            .filter(|text| !text.is_empty())
+        text.map(|text| {
+            let excerpt = crate::text::excerpt(text.trim(), max - 1);
+            if excerpt.chars().count() <= max {
+                return excerpt;
+            }
+            excerpt.chars().take(max - 1).chain(['…']).collect()
+        })
+        .filter(|text| !text.is_empty())
     };
     let inserted = sqlx::query(
         "INSERT INTO dawdle_queue_pauses (queue_name, paused_by, reason)
