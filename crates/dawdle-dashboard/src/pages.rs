@@ -780,7 +780,9 @@ pub(crate) async fn workers(Extract(state): Extract<State>) -> Result<Html<Strin
             } else {
                 "(unknown)".into()
             },
-            live: worker.silent_seconds <= live_within,
+            // A heartbeat from the future (beyond clock skew) is no sign of life.
+            live: worker.silent_seconds <= live_within
+                && worker.silent_seconds >= -admin::HEARTBEAT_SKEW.as_secs_f64(),
             running: worker.running,
         })
         .collect();

@@ -874,3 +874,44 @@ async fn a_long_history_is_shown_by_its_ends() {
     assert_eq!(detail.events_left_out, 0);
     assert!(detail.events.len() < 5, "{:?}", detail.events);
 }
+
+/// Infinite timestamps and heartbeats from the future: the gauges, stats
+/// and healthcheck still read, agree that no worker is live, and count
+/// `aborting` jobs as running.
+#[tokio::test]
+async fn infinite_times_neither_break_the_gauges_nor_count_as_life() {
+    let db = TestDatabase::with_schema().await;
+    sqlx::raw_sql(
+        "INSERT INTO procrastinate_jobs (queue_name, task_name, args, status, created_at)
+         VALUES ('neg', 't', '{}', 'todo', '-infinity'), ('neg', 't', '{}', 'todo', now());
+         INSERT INTO procrastinate_jobs (queue_name, task_name, args, status)
+         VALUES ('neg', 't', '{}', 'aborting');
+         INSERT INTO dawdle_queue_pauses (queue_name, paused_at) VALUES ('p', 'infinity');
+         INSERT INTO procrastinate_workers (last_heartbeat)
+         VALUES ('infinity'), (now() + interval '10 years');",
+    )
+    .execute(db.pool())
+    .await
+    .unwrap();
+    let gauges = admin::queue_gauges(db.pool(), Duration::from_secs(30))
+        .await
+        .expect("no row fails the gauges");
+    assert_eq!(gauges.live_workers, 0);
+    let neg = gauges.queues.iter().find(|q| q.queue == "neg").unwrap();
+    assert_eq!(neg.todo, 2);
+    assert!(neg.oldest_waiting_seconds.is_finite() && neg.oldest_waiting_seconds < 60.0);
+    assert_eq!(gauges.paused[0].seconds, 0.0);
+
+    let stats = admin::stats(db.pool(), &admin::StatsConfig::default())
+        .await
+        .unwrap();
+    assert_eq!(stats.live_workers, 0);
+    assert_eq!(stats.queues["neg"].doing, 1, "aborting counts as running");
+    let report = admin::healthcheck(db.pool(), Duration::from_secs(60), true).await;
+    assert_eq!(report.live_workers, 0);
+    assert!(!report.is_healthy());
+    let groups = admin::group_counts(db.pool(), admin::Grouping::Queue, &JobFilter::default())
+        .await
+        .unwrap();
+    assert_eq!(groups.iter().find(|g| g.name == "neg").unwrap().doing, 1);
+}

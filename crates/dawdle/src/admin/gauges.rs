@@ -91,25 +91,30 @@ pub async fn queue_gauges(
              ({failed}) AS failed_last_hour,
              ({processed}) AS processed_last_hour,
              (SELECT count(*) FROM procrastinate_workers
-              WHERE last_heartbeat > now() - make_interval(secs => $1)) AS live_workers,
+              WHERE {live}) AS live_workers,
              (SELECT coalesce(json_agg(q ORDER BY q.queue), '[]'::json) FROM (
                   SELECT queue_name AS queue,
                          count(*) FILTER (WHERE status = 'todo') AS todo,
                          count(*) FILTER (WHERE status = 'doing') AS doing,
+                         -- An infinite time is no age: such jobs count, not their wait.
                          coalesce(EXTRACT(EPOCH FROM now() - min(greatest(scheduled_at, created_at))
                              FILTER (WHERE status = 'todo'
-                                     AND (scheduled_at IS NULL OR scheduled_at <= now()))),
+                                     AND (scheduled_at IS NULL OR scheduled_at <= now())
+                                     AND isfinite(greatest(scheduled_at, created_at)))),
                              0)::float8 AS oldest_waiting_seconds
                   FROM procrastinate_jobs
                   WHERE status IN ('todo', 'doing')
                   GROUP BY queue_name) AS q) AS queues,
              (SELECT coalesce(json_agg(p ORDER BY p.queue), '[]'::json) FROM (
                   SELECT queue_name AS queue,
-                         greatest(EXTRACT(EPOCH FROM now() - paused_at), 0)::float8 AS seconds
+                         CASE WHEN isfinite(paused_at)
+                              THEN greatest(EXTRACT(EPOCH FROM now() - paused_at), 0)
+                              ELSE 0 END::float8 AS seconds
                   FROM dawdle_queue_pauses
                   ORDER BY queue_name
                   LIMIT {max_queues}) AS p) AS paused",
         max_queues = MAX_QUEUES,
+        live = super::live_heartbeat("$1"),
         stuck = check_sql("stuck-doing"),
         failed = check_sql("failed-last-hour"),
         processed = check_sql("processing-rate"),

@@ -56,10 +56,10 @@ pub async fn healthcheck(
             .push(format!("schema check failed: {error}")),
     }
     if report.schema_current {
-        match sqlx::query_scalar::<_, i64>(
-            "SELECT count(*) FROM procrastinate_workers
-             WHERE last_heartbeat > now() - make_interval(secs => $1)",
-        )
+        match sqlx::query_scalar::<_, i64>(&format!(
+            "SELECT count(*) FROM procrastinate_workers WHERE {}",
+            super::live_heartbeat("$1")
+        ))
         .bind(worker_within.as_secs_f64())
         .fetch_one(&mut *conn)
         .await

@@ -292,6 +292,24 @@ pub use stats::{
 };
 pub use workers::{periodic_defers, workers, PeriodicDefer, WorkerRow};
 
+/// Most a worker's heartbeat may be ahead of the database's clock and still
+/// count as a sign of life (clock skew between hosts).
+pub const HEARTBEAT_SKEW: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// The condition on `procrastinate_workers` of a live worker, `seconds`
+/// the parameter holding the seconds of silence allowed: a recent
+/// heartbeat, and not one from the future beyond [`HEARTBEAT_SKEW`]
+/// (`infinity`, a clock years ahead), which says nothing about the worker
+/// now. Stats, healthcheck, metrics and the dashboard's workers page all
+/// judge by it.
+pub(crate) fn live_heartbeat(seconds: &str) -> String {
+    format!(
+        "(last_heartbeat > now() - make_interval(secs => {seconds})
+          AND last_heartbeat <= now() + make_interval(secs => {skew}))",
+        skew = HEARTBEAT_SKEW.as_secs()
+    )
+}
+
 /// A failed job with its last error, for `dawdle failed`.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, sqlx::FromRow)]
 pub struct FailedJob {
@@ -430,7 +448,9 @@ pub async fn bounded_history<'e, E: PgExecutor<'e>>(
     Ok((events, left_out))
 }
 
-/// Counts of jobs by status, for one value of a grouping column.
+/// Counts of jobs by status, for one value of a grouping column. `doing`
+/// includes `aborting` (a status older Procrastinate releases set on a
+/// running job asked to abort).
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, sqlx::FromRow)]
 pub struct GroupCounts {
     pub name: String,
@@ -465,7 +485,7 @@ pub async fn group_counts<'e, E: PgExecutor<'e>>(
     sqlx::query_as(&format!(
         "SELECT {column}::text AS name, count(*) AS jobs,
                 count(*) FILTER (WHERE status = 'todo') AS todo,
-                count(*) FILTER (WHERE status = 'doing') AS doing,
+                count(*) FILTER (WHERE status IN ('doing', 'aborting')) AS doing,
                 count(*) FILTER (WHERE status = 'succeeded') AS succeeded,
                 count(*) FILTER (WHERE status = 'failed') AS failed,
                 count(*) FILTER (WHERE status = 'cancelled') AS cancelled,

@@ -100,7 +100,8 @@ pub async fn stats(pool: &PgPool, config: &StatsConfig) -> Result<QueueStats, sq
         for target in [&mut *counts, &mut totals] {
             match status.as_str() {
                 "todo" => target.todo += count,
-                "doing" => target.doing += count,
+                // Older Procrastinate releases' running job asked to abort.
+                "doing" | "aborting" => target.doing += count,
                 "succeeded" => target.succeeded += count,
                 "failed" => target.failed += count,
                 "cancelled" => target.cancelled += count,
@@ -120,7 +121,7 @@ pub async fn stats(pool: &PgPool, config: &StatsConfig) -> Result<QueueStats, sq
         succeeded_last_hour: i64,
         live_workers: i64,
     }
-    let measures: Measures = sqlx::query_as(
+    let measures: Measures = sqlx::query_as(&format!(
         "SELECT
              -- Runnable since it was created or scheduled, whichever came
              -- last; hand-written infinities must not break the arithmetic.
@@ -130,7 +131,7 @@ pub async fn stats(pool: &PgPool, config: &StatsConfig) -> Result<QueueStats, sq
                 AND isfinite(greatest(scheduled_at, created_at))
                 AND queue_name NOT IN (SELECT queue_name FROM dawdle_queue_pauses))
                  AS oldest_runnable_age_seconds,
-             (SELECT coalesce(array_agg(id ORDER BY id), '{}')
+             (SELECT coalesce(array_agg(id ORDER BY id), '{{}}')
               FROM procrastinate_jobs
               WHERE status = 'doing' AND started_at < now() - make_interval(secs => $1))
                  AS stuck_doing_ids,
@@ -144,10 +145,10 @@ pub async fn stats(pool: &PgPool, config: &StatsConfig) -> Result<QueueStats, sq
              (SELECT count(*) FROM procrastinate_jobs
               WHERE status = 'succeeded' AND finished_at > now() - interval '1 hour')
                  AS succeeded_last_hour,
-             (SELECT count(*) FROM procrastinate_workers
-              WHERE last_heartbeat > now() - make_interval(secs => $2))
+             (SELECT count(*) FROM procrastinate_workers WHERE {live})
                  AS live_workers",
-    )
+        live = super::live_heartbeat("$2"),
+    ))
     .bind(stuck_seconds)
     .bind(config.worker_alive_within.as_secs_f64())
     .fetch_one(pool)
