@@ -30,7 +30,7 @@ pub(crate) struct DeferArgs {
     #[arg(long, default_value_t = 0, allow_negative_numbers = true)]
     priority: i32,
     /// Run no earlier than this time (RFC 3339, e.g. 2030-01-01T09:00:00Z).
-    #[arg(long, value_name = "TIME", conflicts_with = "delay")]
+    #[arg(long, value_name = "TIME", conflicts_with = "delay", value_parser = parse_time)]
     at: Option<DateTime<Utc>>,
     /// Run no earlier than this long from now (90s, 1h 30m; a number alone is seconds).
     #[arg(long = "in", value_name = "DURATION", value_parser = dawdle::duration::parse)]
@@ -181,4 +181,16 @@ pub(crate) async fn list(explicit_url: Option<&str>, args: JobsArgs) -> Result<E
     );
     eprintln!("{} job(s)", jobs.len());
     Ok(ExitCode::SUCCESS)
+}
+
+/// A time of `--at`, saying which form it takes when it is not one.
+fn parse_time(text: &str) -> Result<DateTime<Utc>, String> {
+    DateTime::parse_from_rfc3339(text.trim())
+        .map(|time| time.with_timezone(&Utc))
+        .map_err(|error| {
+            format!(
+                "{error}: give an RFC 3339 time such as 2026-12-24T09:30:00Z or \
+                 2026-12-24T10:30:00+01:00 (or --in 2h for a delay)"
+            )
+        })
 }

@@ -16,7 +16,7 @@ use crate::{output, Failure};
 #[derive(Debug, Args)]
 pub(crate) struct WorkerArgs {
     /// Queues to work on, comma-separated (default: every queue).
-    #[arg(long, value_delimiter = ',', value_name = "QUEUE,...")]
+    #[arg(long, value_delimiter = ',', value_name = "QUEUE,...", value_parser = queue_name)]
     queues: Option<Vec<String>>,
     /// Jobs run at the same time.
     #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..=10_000))]
@@ -374,5 +374,15 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(error.contains("is negative"), "{error}");
+    }
+}
+
+/// A queue of `--queues`: a name a job can have. An empty one, from a
+/// stray comma, would have the worker wait for jobs that cannot exist.
+fn queue_name(name: &str) -> Result<String, String> {
+    match name.chars().count() {
+        0 => Err("a queue name is empty (list the queues separated by commas: a,b)".into()),
+        129.. => Err("a queue name is longer than 128 characters, the limit".into()),
+        _ => Ok(name.to_string()),
     }
 }

@@ -182,9 +182,10 @@ pub(crate) async fn purge(url: Option<&str>, args: PurgeArgs) -> Result<ExitCode
 // ---------------------------------------------------------------- resets and cancels
 
 #[derive(Debug, Args)]
+#[command(group = clap::ArgGroup::new("target").required(true).args(["id", "older_than"]))]
 pub(crate) struct ResetStalledArgs {
     /// Reset this job (it must be in doing).
-    #[arg(conflicts_with = "older_than", required_unless_present = "older_than")]
+    #[arg(conflicts_with = "older_than")]
     id: Option<i64>,
     /// Reset every job in doing that started longer ago than this (e.g. 10m).
     #[arg(long, value_name = "DURATION", value_parser = duration::parse)]
