@@ -211,23 +211,35 @@ pub(crate) async fn retry_selected(
             "No job was selected; tick the failed jobs to retry.".into(),
         );
     }
-    let (mut retried, mut skipped) = (Vec::new(), Vec::new());
+    let (mut retried, mut skipped, mut refused_ids) = (Vec::new(), Vec::new(), Vec::new());
+    let mut why_refused = None;
     for id in ids.iter().take(MAX_SELECTED) {
         match admin::retry(&state.pool, *id).await {
             Ok(()) => retried.push(*id),
             Err(admin::ChangeError::Database { source, .. }) => {
                 return refused(&state, format!("the database refused: {source}"))
             }
+            Err(admin::ChangeError::Refused { why, .. }) => {
+                refused_ids.push(*id);
+                why_refused.get_or_insert((*id, why));
+            }
             Err(_) => skipped.push(*id),
         }
     }
     tracing::info!(user = %user.0, action = "retry_selected", job_ids = ?retried,
-                   skipped = ?skipped, changed = retried.len(), "dashboard_action");
+                   skipped = ?skipped, refused = ?refused_ids, changed = retried.len(),
+                   "dashboard_action");
     let mut message = format!("{} job(s) are waiting to run again.", retried.len());
     if !skipped.is_empty() {
         message.push_str(&format!(
-            " {} were left as they were (not failed any more, or refused).",
+            " {} were not failed any more and were left as they were.",
             skipped.len()
+        ));
+    }
+    if let Some((id, why)) = why_refused {
+        message.push_str(&format!(
+            " {} were left failed (job {id}: {why}).",
+            refused_ids.len()
         ));
     }
     done(&state, "Retried", message)
