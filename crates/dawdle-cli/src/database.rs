@@ -38,7 +38,9 @@ pub(crate) async fn jobs_pool_sized(
         .await?
         .connect(max_connections)
         .await?;
-    ensure_schema(pool).await
+    let pool = ensure_schema(pool).await?;
+    ensure_ours(&pool).await?;
+    Ok(pool)
 }
 
 /// A worker's pool of up to `max_connections` on `database` (see
@@ -71,4 +73,24 @@ async fn ensure_schema(pool: sqlx::PgPool) -> Result<sqlx::PgPool, Failure> {
     dawdle::schema::ensure_present(&mut conn).await?;
     drop(conn);
     Ok(pool)
+}
+
+/// For the commands, not the worker (which waits for an adoption to end):
+/// a jobs table dawdle did not create (Procrastinate's own, not adopted
+/// yet, or one made by hand) lacks columns and tables the commands read,
+/// so say what it is and what to run, not "column does not exist".
+async fn ensure_ours(pool: &sqlx::PgPool) -> Result<(), Failure> {
+    let mut conn = pool.acquire().await?;
+    let ours: bool = sqlx::query_scalar("SELECT to_regclass('dawdle_migrations') IS NOT NULL")
+        .fetch_one(&mut *conn)
+        .await?;
+    if !ours {
+        let check = dawdle::schema::check(&mut conn).await?;
+        return Err(Failure::new(format!(
+            "failed to use the jobs database: {}; {}",
+            check.problems.join("; "),
+            check.fix
+        )));
+    }
+    Ok(())
 }

@@ -319,6 +319,16 @@ fn peak_rss_kb() -> Option<u64> {
         .and_then(|value| value.trim().trim_end_matches("kB").trim().parse().ok())
 }
 
+/// A queue of `--queues`: a name a job can have. An empty one, from a
+/// stray comma, would have the worker wait for jobs that cannot exist.
+fn queue_name(name: &str) -> Result<String, String> {
+    match name.chars().count() {
+        0 => Err("a queue name is empty (list the queues separated by commas: a,b)".into()),
+        129.. => Err("a queue name is longer than 128 characters, the limit".into()),
+        _ => Ok(name.to_string()),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -374,15 +384,5 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(error.contains("is negative"), "{error}");
-    }
-}
-
-/// A queue of `--queues`: a name a job can have. An empty one, from a
-/// stray comma, would have the worker wait for jobs that cannot exist.
-fn queue_name(name: &str) -> Result<String, String> {
-    match name.chars().count() {
-        0 => Err("a queue name is empty (list the queues separated by commas: a,b)".into()),
-        129.. => Err("a queue name is longer than 128 characters, the limit".into()),
-        _ => Ok(name.to_string()),
     }
 }

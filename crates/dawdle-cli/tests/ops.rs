@@ -663,3 +663,25 @@ async fn resets_and_retries_leave_what_they_cannot_change_and_say_why() {
         stderr(&blocked)
     );
 }
+
+/// A jobs table dawdle did not create (here one made by hand) gets what it
+/// is and what to run, not a missing column's error from deep in a query.
+#[tokio::test]
+async fn commands_on_a_jobs_table_dawdle_did_not_create_say_what_to_run() {
+    let db = TestDatabase::empty().await;
+    exec(
+        db.pool(),
+        "CREATE TABLE procrastinate_jobs (id bigserial PRIMARY KEY, status text)",
+    )
+    .await;
+    for args in [&["jobs"][..], &["stats"], &["retry", "1"], &["failed"]] {
+        let output = dawdle(&db, args).await;
+        assert_eq!(output.status.code(), Some(1), "{args:?}");
+        let said = stderr(&output);
+        assert!(
+            said.contains("which dawdle did not create") && said.contains("dawdle schema"),
+            "{args:?}: {said}"
+        );
+        assert!(!said.contains("does not exist"), "{args:?}: {said}");
+    }
+}
