@@ -685,3 +685,39 @@ async fn commands_on_a_jobs_table_dawdle_did_not_create_say_what_to_run() {
         assert!(!said.contains("does not exist"), "{args:?}: {said}");
     }
 }
+
+/// An age longer than any timestamp can be from now selects what is older
+/// than anything (nothing here), instead of failing with "timestamp out of
+/// range" from the database.
+#[tokio::test]
+async fn ages_beyond_any_timestamp_select_nothing_instead_of_failing() {
+    let db = TestDatabase::with_schema().await;
+    let stuck = job(db.pool(), "t", "default").await;
+    exec(
+        db.pool(),
+        &format!("UPDATE procrastinate_jobs SET status = 'doing' WHERE id = {stuck}"),
+    )
+    .await;
+    for args in [
+        &["purge", "--older-than", "99999999d", "--json"][..],
+        &["reset-stalled", "--older-than", "99999999d", "--json"],
+        &["stats", "--stuck-after", "999999999d", "--json"],
+        &[
+            "healthcheck",
+            "--no-worker",
+            "--worker-within",
+            "999999999d",
+            "--json",
+        ],
+    ] {
+        let output = dawdle(&db, args).await;
+        assert_eq!(
+            output.status.code(),
+            Some(0),
+            "{args:?}: {}",
+            stderr(&output)
+        );
+        json_of(&output);
+    }
+    assert_eq!(status(db.pool(), stuck).await.as_deref(), Some("doing"));
+}

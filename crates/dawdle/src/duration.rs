@@ -92,6 +92,18 @@ pub fn parse(text: &str) -> Result<Duration, DurationError> {
     parse_with(text, BareNumber::Seconds)
 }
 
+/// The longest age a query looks back: a thousand years. PostgreSQL
+/// cannot subtract much more from now (its timestamps begin in 4713 BC),
+/// and nothing a queue keeps is older, so a longer age means the same.
+pub const MAX_AGE: Duration = Duration::from_secs(1000 * 365 * 86_400 + 250 * 86_400);
+
+/// `age` in seconds for a query's `now() - make_interval(secs => …)`, at
+/// most [`MAX_AGE`]: `--older-than 99999999d` selects what is older than
+/// anything, instead of failing with "timestamp out of range".
+pub fn age_seconds(age: Duration) -> f64 {
+    age.min(MAX_AGE).as_secs_f64()
+}
+
 /// [`parse`], with a number alone counted as `bare` says.
 pub fn parse_with(text: &str, bare: BareNumber) -> Result<Duration, DurationError> {
     let refuse = |problem| DurationError {

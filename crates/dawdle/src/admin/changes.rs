@@ -210,17 +210,18 @@ pub async fn reset_stalled(
     let skipped_alive = if even_if_alive {
         Vec::new()
     } else {
-        sqlx::query_scalar(
+        sqlx::query_scalar(&format!(
             "SELECT id FROM procrastinate_jobs
              WHERE status = 'doing'
                AND ($1::bigint IS NULL OR id = $1)
                AND ($2::float8 IS NULL OR started_at < now() - make_interval(secs => $2))
-               AND worker_id IN (SELECT id FROM procrastinate_workers
-                                 WHERE last_heartbeat > now() - make_interval(secs => $3))
+               AND worker_id IN (SELECT id FROM procrastinate_workers WHERE {})
              ORDER BY id",
-        )
+            super::live_heartbeat("$3")
+        ))
+        .persistent(false)
         .bind(id)
-        .bind(older_than.map(|age| age.as_secs_f64()))
+        .bind(older_than.map(crate::duration::age_seconds))
         .bind(WORKER_ALIVE_WITHIN.as_secs_f64())
         .fetch_all(&mut *conn)
         .await
@@ -320,7 +321,7 @@ pub async fn purge(
     if options.include_failed {
         statuses.push("failed");
     }
-    let older_than = options.older_than.as_secs_f64();
+    let older_than = crate::duration::age_seconds(options.older_than);
     if options.dry_run {
         let count: i64 = sqlx::query_scalar(
             "SELECT count(*) FROM procrastinate_jobs

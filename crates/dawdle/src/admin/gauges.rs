@@ -136,7 +136,7 @@ pub async fn queue_gauges(
         paused: sqlx::types::Json<Vec<PausedGauge>>,
     }
     let reading: Reading = sqlx::query_as(&sql)
-        .bind(stalled_after.as_secs_f64())
+        .bind(crate::duration::age_seconds(stalled_after))
         .fetch_one(&mut *tx)
         .await?;
     tx.commit().await?;

@@ -60,7 +60,7 @@ pub async fn healthcheck(
             "SELECT count(*) FROM procrastinate_workers WHERE {}",
             super::live_heartbeat("$1")
         ))
-        .bind(worker_within.as_secs_f64())
+        .bind(crate::duration::age_seconds(worker_within))
         .fetch_one(&mut *conn)
         .await
         {

@@ -111,7 +111,7 @@ pub async fn stats(pool: &PgPool, config: &StatsConfig) -> Result<QueueStats, sq
         }
     }
 
-    let stuck_seconds = config.stuck_after.as_secs_f64();
+    let stuck_seconds = crate::duration::age_seconds(config.stuck_after);
     #[derive(sqlx::FromRow)]
     struct Measures {
         oldest_runnable_age_seconds: Option<f64>,
@@ -150,7 +150,7 @@ pub async fn stats(pool: &PgPool, config: &StatsConfig) -> Result<QueueStats, sq
         live = super::live_heartbeat("$2"),
     ))
     .bind(stuck_seconds)
-    .bind(config.worker_alive_within.as_secs_f64())
+    .bind(crate::duration::age_seconds(config.worker_alive_within))
     .fetch_one(pool)
     .await?;
 

@@ -179,7 +179,7 @@ pub(crate) async fn purge_window(
     )
     .bind(after)
     .bind(statuses)
-    .bind(older_than.as_secs_f64())
+    .bind(crate::duration::age_seconds(older_than))
     .bind(queue)
     .bind(window)
     .fetch_one(pool)

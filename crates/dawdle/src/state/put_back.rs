@@ -125,20 +125,25 @@ pub(crate) async fn put_back(
     Ok(returned)
 }
 
-/// Which jobs `which` selects, as the statement would, without locking them.
-const SELECTED: &str = "
-    job.status = 'doing'
-    AND ($1::bigint IS NULL OR job.worker_id = $1)
-    AND ($2::bigint[] IS NULL OR NOT (job.id = ANY ($2)))
-    AND ($3::bigint IS NULL OR job.id = $3)
-    AND ($4::float8 IS NULL OR job.started_at < now() - make_interval(secs => $4))
-    AND (NOT $5 OR job.worker_id IS NULL
-         OR NOT EXISTS (SELECT 1 FROM procrastinate_workers AS worker
-                        WHERE worker.id = job.worker_id))
-    AND ($6::float8 IS NULL OR job.worker_id IS NULL
-         OR NOT EXISTS (SELECT 1 FROM procrastinate_workers AS worker
-                        WHERE worker.id = job.worker_id
-                          AND worker.last_heartbeat > now() - make_interval(secs => $6)))";
+/// Which jobs `which` selects, as the statement would, without locking
+/// them; a worker is silent unless its heartbeat is live as the admin
+/// commands judge it.
+fn selected() -> String {
+    format!(
+        "job.status = 'doing'
+         AND ($1::bigint IS NULL OR job.worker_id = $1)
+         AND ($2::bigint[] IS NULL OR NOT (job.id = ANY ($2)))
+         AND ($3::bigint IS NULL OR job.id = $3)
+         AND ($4::float8 IS NULL OR job.started_at < now() - make_interval(secs => $4))
+         AND (NOT $5 OR job.worker_id IS NULL
+              OR NOT EXISTS (SELECT 1 FROM procrastinate_workers AS worker
+                             WHERE worker.id = job.worker_id))
+         AND ($6::float8 IS NULL OR job.worker_id IS NULL
+              OR NOT EXISTS (SELECT 1 FROM procrastinate_workers AS worker
+                             WHERE worker.id = job.worker_id AND {}))",
+        crate::admin::live_heartbeat("$6")
+    )
+}
 
 fn bind_selection<'q, O>(
     query: sqlx::query::QueryAs<'q, sqlx::Postgres, O, sqlx::postgres::PgArguments>,
@@ -148,9 +153,9 @@ fn bind_selection<'q, O>(
         .bind(which.worker_id)
         .bind(which.except)
         .bind(which.job_id)
-        .bind(which.started_before.map(|age| age.as_secs_f64()))
+        .bind(which.started_before.map(crate::duration::age_seconds))
         .bind(which.orphaned)
-        .bind(which.worker_silent_for.map(|age| age.as_secs_f64()))
+        .bind(which.worker_silent_for.map(crate::duration::age_seconds))
 }
 
 async fn candidates(
@@ -159,7 +164,8 @@ async fn candidates(
 ) -> Result<Vec<(i64, String)>, sqlx::Error> {
     let sql = format!(
         "SELECT job.id, job.task_name::text FROM procrastinate_jobs AS job
-         WHERE {SELECTED} ORDER BY job.id"
+         WHERE {} ORDER BY job.id",
+        selected()
     );
     bind_selection(sqlx::query_as(&sql), which)
         .persistent(false)
@@ -180,7 +186,7 @@ async fn statement(
         "WITH target AS (
              SELECT job.id
              FROM procrastinate_jobs AS job
-             WHERE {SELECTED}
+             WHERE {}
              FOR UPDATE OF job SKIP LOCKED
          ),
          back AS (
@@ -201,7 +207,8 @@ async fn statement(
              FROM back
              WHERE $8 IS NOT NULL
          )
-         SELECT id, task_name FROM back ORDER BY id"
+         SELECT id, task_name FROM back ORDER BY id",
+        selected()
     );
     bind_selection(sqlx::query_as(&sql), &put_back.which)
         .bind(i32::from(put_back.count_attempt))
