@@ -219,9 +219,18 @@ async fn cancel_and_clear_pending_say_what_they_changed() {
     let pool = db.pool();
     let waiting = job(pool, "t", "email").await;
     let running = job(pool, "t", "email").await;
+    let orphaned = job(pool, "t", "email").await;
+    let worker: i64 = sqlx::query_scalar("SELECT procrastinate_register_worker_v1()")
+        .fetch_one(pool)
+        .await
+        .unwrap();
     exec(
         pool,
-        &format!("UPDATE procrastinate_jobs SET status = 'doing' WHERE id = {running}"),
+        &format!(
+            "UPDATE procrastinate_jobs SET status = 'doing', worker_id = {worker}
+             WHERE id = {running};
+             UPDATE procrastinate_jobs SET status = 'doing' WHERE id = {orphaned};"
+        ),
     )
     .await;
     let done = job(pool, "t", "email").await;
@@ -236,6 +245,17 @@ async fn cancel_and_clear_pending_say_what_they_changed() {
         stdout(&abort).contains("abort requested"),
         "{}",
         stdout(&abort)
+    );
+    let again = dawdle(&db, &["cancel", &running.to_string(), "--json"]).await;
+    assert_eq!(json_of(&again)["changed"], 0);
+    assert_eq!(json_of(&again)["outcome"], "abort_already_requested");
+    // Nobody would stop a job whose worker is gone: refused, with what to do.
+    let nobody = dawdle(&db, &["cancel", &orphaned.to_string()]).await;
+    assert_eq!(nobody.status.code(), Some(1));
+    assert!(
+        stderr(&nobody).contains("no live worker") && stderr(&nobody).contains("reset-stalled"),
+        "{}",
+        stderr(&nobody)
     );
     let refused = dawdle(&db, &["cancel", &done.to_string()]).await;
     assert_eq!(refused.status.code(), Some(1));

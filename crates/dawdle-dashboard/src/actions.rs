@@ -150,11 +150,14 @@ pub(crate) async fn cancel(
     match admin::cancel(&state.pool, id).await {
         Ok(outcome) => {
             tracing::info!(user = %user.0, action = "cancel", job_id = id, outcome = ?outcome,
-                           changed = 1, "dashboard_action");
+                           changed = outcome.changed(), "dashboard_action");
             let message = match outcome {
                 admin::CancelOutcome::Cancelled => format!("Job {id} was cancelled (1 job changed)."),
                 admin::CancelOutcome::AbortRequested => format!(
                     "Job {id} is running: its abort was requested (1 job changed); its worker stops it."
+                ),
+                admin::CancelOutcome::AbortAlreadyRequested => format!(
+                    "Job {id} is running and its abort was already requested; nothing changed."
                 ),
             };
             done(&state, "Cancelled", message)

@@ -264,12 +264,18 @@ pub(crate) async fn cancel(url: Option<&str>, args: CancelArgs) -> Result<ExitCo
     let pool = jobs_pool(url).await?;
     let outcome = admin::cancel(&pool, args.id).await?;
     if args.json {
-        print_json(&serde_json::json!({"id": args.id, "outcome": outcome, "changed": 1}));
+        print_json(
+            &serde_json::json!({"id": args.id, "outcome": outcome, "changed": outcome.changed()}),
+        );
     } else {
         match outcome {
             admin::CancelOutcome::Cancelled => outln!("cancelled 1 job ({})", args.id),
             admin::CancelOutcome::AbortRequested => outln!(
                 "job {} is running: abort requested (1 job); its worker stops it",
+                args.id
+            ),
+            admin::CancelOutcome::AbortAlreadyRequested => outln!(
+                "job {} is running and its abort was already requested: nothing changed (0 jobs)",
                 args.id
             ),
         }

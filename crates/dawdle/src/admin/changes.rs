@@ -245,6 +245,18 @@ pub enum CancelOutcome {
     Cancelled,
     /// A running job: abort requested; the worker stops it.
     AbortRequested,
+    /// A running job whose abort was already requested: nothing changed.
+    AbortAlreadyRequested,
+}
+
+impl CancelOutcome {
+    /// How many jobs the cancel changed.
+    pub fn changed(self) -> u64 {
+        match self {
+            CancelOutcome::Cancelled | CancelOutcome::AbortRequested => 1,
+            CancelOutcome::AbortAlreadyRequested => 0,
+        }
+    }
 }
 
 /// Cancels a waiting job, or asks for a running one to be aborted.
@@ -253,7 +265,38 @@ pub async fn cancel(pool: &PgPool, id: i64) -> Result<CancelOutcome, ChangeError
     let status = status_of(pool, id, ACTION).await?;
     let outcome = match status {
         JobStatus::Todo => CancelOutcome::Cancelled,
-        JobStatus::Doing => CancelOutcome::AbortRequested,
+        JobStatus::Doing => {
+            // Only a live worker stops a job on request; a job whose worker
+            // is gone would keep the flag until the stalled-job rescue put
+            // it back to run again, the request forgotten.
+            let (requested, alive): (bool, bool) = sqlx::query_as(&format!(
+                "SELECT job.abort_requested,
+                        EXISTS (SELECT 1 FROM procrastinate_workers
+                                WHERE id = job.worker_id AND {})
+                 FROM procrastinate_jobs AS job WHERE job.id = $1",
+                super::live_heartbeat("$2")
+            ))
+            .bind(id)
+            .bind(WORKER_ALIVE_WITHIN.as_secs_f64())
+            .persistent(false)
+            .fetch_one(pool)
+            .await
+            .map_err(database(ACTION))?;
+            if requested {
+                return Ok(CancelOutcome::AbortAlreadyRequested);
+            }
+            if !alive {
+                return Err(ChangeError::WrongStatus {
+                    action: ACTION,
+                    id,
+                    status,
+                    why: "running on no live worker (none sent a heartbeat in the last minute), \
+                          so nobody would stop it; put it back with `dawdle reset-stalled ID`, \
+                          then cancel it",
+                });
+            }
+            CancelOutcome::AbortRequested
+        }
         _ => {
             return Err(ChangeError::WrongStatus {
                 action: ACTION,
