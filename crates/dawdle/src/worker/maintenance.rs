@@ -35,18 +35,54 @@ pub(crate) async fn run(
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         ticks.tick().await;
-        heartbeat(&pool, &worker_id).await;
-        if let Err(error) = rescue_stalled(&pool, stalled_after).await {
-            super::metrics::database_error("upkeep");
-            warn!(error = %error, "failed to check for stalled workers and jobs");
-        }
-        match aborts_requested(&pool, worker_id.load(Ordering::Relaxed)).await {
-            Ok(ids) => {
-                for id in ids {
-                    let _ = abort_requests.send(Request::Abort(id));
-                }
+        let upkeep = async {
+            heartbeat(&pool, &worker_id).await;
+            if let Err(error) = rescue_stalled(&pool, stalled_after).await {
+                super::metrics::database_error("upkeep");
+                warn!(error = %error, "failed to check for stalled workers and jobs");
             }
-            Err(error) => warn!(error = %error, "failed to check for abort requests"),
+            match aborts_requested(&pool, worker_id.load(Ordering::Relaxed)).await {
+                Ok(ids) => {
+                    for id in ids {
+                        let _ = abort_requests.send(Request::Abort(id));
+                    }
+                }
+                Err(error) => warn!(error = %error, "failed to check for abort requests"),
+            }
+        };
+        // A server that stops answering without closing the connection (a
+        // frozen host, a network dropping packets) fails no statement: say
+        // so while it lasts rather than fall silent.
+        waiting_loudly(upkeep, stalled_after, |waited| {
+            super::metrics::database_error("upkeep");
+            warn!(
+                waited_s = waited.as_secs(),
+                "the jobs database has not answered this worker's heartbeat for a while \
+                 (a frozen server, or a network dropping packets?); still waiting, and other \
+                 workers will count this one as stalled"
+            );
+        })
+        .await;
+    }
+}
+
+/// Awaits `future`, calling `on_wait` with the time waited so far after
+/// every `every` it is still pending. Nothing is cancelled.
+async fn waiting_loudly<T>(
+    future: impl Future<Output = T>,
+    every: Duration,
+    mut on_wait: impl FnMut(Duration),
+) -> T {
+    let started = tokio::time::Instant::now();
+    tokio::pin!(future);
+    let mut next = started + every;
+    loop {
+        tokio::select! {
+            output = &mut future => return output,
+            () = tokio::time::sleep_until(next) => {
+                on_wait(started.elapsed());
+                next += every;
+            }
         }
     }
 }
@@ -334,4 +370,27 @@ pub(super) async fn register_once(pool: &Db) -> Result<i64, sqlx::Error> {
         )
     })
     .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn a_slow_upkeep_is_reported_while_it_lasts_and_not_cancelled() {
+        let mut waits = Vec::new();
+        let output = waiting_loudly(
+            async {
+                tokio::time::sleep(Duration::from_secs(35)).await;
+                7
+            },
+            Duration::from_secs(10),
+            |waited| waits.push(waited.as_secs()),
+        )
+        .await;
+        assert_eq!(output, 7);
+        assert_eq!(waits, [10, 20, 30]);
+        let quick = waiting_loudly(async { 1 }, Duration::from_secs(10), |_| panic!()).await;
+        assert_eq!(quick, 1);
+    }
 }
