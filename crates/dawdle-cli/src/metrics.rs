@@ -4,10 +4,13 @@
 
 use std::net::SocketAddr;
 use std::process::ExitCode;
+use std::sync::{Arc, PoisonError, RwLock};
 use std::time::Duration;
 
+use axum::http::header;
 use clap::{Args, Subcommand};
-use dawdle::admin::GaugeRecorder;
+use dawdle::admin::{queue_gauges, GaugeRecorder, QueueGauges};
+use metrics_exporter_prometheus::PrometheusBuilder;
 
 use crate::database::jobs_pool_sized;
 use crate::failure::Failure;
@@ -42,10 +45,11 @@ pub(crate) async fn run(
 ) -> Result<ExitCode, Failure> {
     let MetricsCommand::Serve(args) = command;
     let _otlp = init_logging(args.log_format)?;
-    install_exporter(args.bind, "--bind")?;
-    GaugeRecorder::describe();
+    let exposition = serve_exposition(args.bind).await?;
     let refresh = args.refresh.max(Duration::from_millis(100));
-    let mut recorder = GaugeRecorder::default();
+    // The last good reading: shown (with `dawdle_queue_gauges_up 0`) while
+    // the database cannot be read.
+    let mut last: Option<QueueGauges> = None;
     let shutdown = shutdown_signal();
     tokio::pin!(shutdown);
     let mut pool = None;
@@ -59,13 +63,23 @@ pub(crate) async fn run(
                 Err(failure) => {
                     tracing::warn!(error = %failure.message(), retry_in_s = refresh.as_secs_f64(),
                                    "cannot read the queue gauges: the jobs database is unavailable; retrying");
-                    recorder.record(None);
                 }
             }
         }
+        let mut up = false;
         if let Some(pool) = &pool {
-            recorder.refresh(pool, args.stalled_after).await;
+            match queue_gauges(pool, args.stalled_after).await {
+                Ok(gauges) => {
+                    last = Some(gauges);
+                    up = true;
+                }
+                Err(error) => {
+                    tracing::warn!(error = %error, "failed to read the queue gauges; retrying");
+                }
+            }
         }
+        let rendered = render(last.as_ref(), up);
+        *exposition.write().unwrap_or_else(PoisonError::into_inner) = rendered;
         tokio::select! {
             _ = &mut shutdown => return Ok(ExitCode::SUCCESS),
             _ = tokio::time::sleep(refresh) => {}
@@ -73,12 +87,62 @@ pub(crate) async fn run(
     }
 }
 
+/// The exposition of one reading, recorded into a recorder of its own: the
+/// series are exactly the queues of that reading (the busiest
+/// [`dawdle::admin::gauges::MAX_QUEUES`], `other`, the paused ones), so a
+/// queue gone from the database is gone from /metrics at the next refresh.
+fn render(reading: Option<&QueueGauges>, up: bool) -> String {
+    let recorder = PrometheusBuilder::new().build_recorder();
+    metrics::with_local_recorder(&recorder, || {
+        GaugeRecorder::describe();
+        let mut gauges = GaugeRecorder::default();
+        if let Some(reading) = reading {
+            gauges.record(Some(reading));
+        }
+        if !up {
+            gauges.record(None);
+        }
+    });
+    recorder.handle().render()
+}
+
+/// Serves the latest exposition at `address`/metrics; binds before it
+/// returns, so a taken address is a clear error at start.
+async fn serve_exposition(address: SocketAddr) -> Result<Arc<RwLock<String>>, Failure> {
+    let listener = tokio::net::TcpListener::bind(address)
+        .await
+        .map_err(|error| {
+            Failure::new(format!(
+                "failed to serve metrics on {address}: {error}; choose a free address with --bind"
+            ))
+        })?;
+    let exposition = Arc::new(RwLock::new(String::new()));
+    let shared = Arc::clone(&exposition);
+    let router = axum::Router::new().route(
+        "/metrics",
+        axum::routing::get(move || {
+            let body = shared
+                .read()
+                .unwrap_or_else(PoisonError::into_inner)
+                .clone();
+            async move { ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], body) }
+        }),
+    );
+    tokio::spawn(async move {
+        if let Err(error) = axum::serve(listener, router).await {
+            tracing::error!(error = %error, "the metrics listener stopped");
+        }
+    });
+    tracing::info!(address = %address, "serving metrics at /metrics");
+    Ok(exposition)
+}
+
 /// Installs the Prometheus recorder and its HTTP listener on `address`
 /// (given with `flag`): histograms as buckets; the exporter binds before it
 /// returns, so a taken address is a clear error at start.
 pub(crate) fn install_exporter(address: SocketAddr, flag: &str) -> Result<(), Failure> {
     use dawdle::worker::metrics::{DURATION_BUCKETS, SIZE_BUCKETS};
-    use metrics_exporter_prometheus::{Matcher, PrometheusBuilder};
+    use metrics_exporter_prometheus::Matcher;
     PrometheusBuilder::new()
         .with_http_listener(address)
         .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), DURATION_BUCKETS)

@@ -341,9 +341,139 @@ async fn metrics_serve_shows_the_queues_as_the_runbook_queries_count_them() {
         .unwrap();
     eventually(Duration::from_secs(30), "the resume to show", async || {
         exposition = scrape_now(&address).await;
-        sample(&exposition, paused) == Some(0.0)
+        sample(&exposition, paused).is_none()
     })
     .await;
+}
+
+/// The distinct `queue` label values of `metric`'s samples in `exposition`
+/// (label values as written, escapes kept).
+fn queue_labels(exposition: &str, metric: &str) -> std::collections::BTreeSet<String> {
+    let prefix = format!("{metric}{{");
+    exposition
+        .lines()
+        .filter_map(|line| line.strip_prefix(&prefix))
+        .filter_map(|labels| {
+            let value = labels.split_once("queue=\"")?.1;
+            let mut end = 0;
+            let mut escaped = false;
+            for (at, char) in value.char_indices() {
+                match char {
+                    '"' if !escaped => {
+                        end = at;
+                        break;
+                    }
+                    '\\' => escaped = !escaped,
+                    _ => escaped = false,
+                }
+            }
+            Some(value[..end].to_string())
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn metrics_serve_exports_only_the_queues_of_the_last_reading_within_the_bound() {
+    use dawdle::admin::gauges::MAX_QUEUES;
+    let db = TestDatabase::with_schema().await;
+    let address = free_address();
+    let _sidecar = Worker(
+        Command::new(env!("CARGO_BIN_EXE_dawdle"))
+            .args(["metrics", "serve", "--bind", &address, "--refresh", "0.2"])
+            .env("JOB_QUEUE_DATABASE_URL", db.url())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    // A steady busy queue, and each round 70 new queues (more than can keep
+    // their names) in place of the round before's, one of them paused.
+    sqlx::query(
+        "INSERT INTO procrastinate_jobs (queue_name, task_name, args)
+         SELECT 'steady', 't', '{}'::jsonb FROM generate_series(1, 5)",
+    )
+    .execute(db.pool())
+    .await
+    .unwrap();
+    let jobs = ["dawdle_queue_jobs", "dawdle_queue_oldest_waiting_seconds"];
+    let mut exposition = String::new();
+    for round in 0..4 {
+        sqlx::query("DELETE FROM procrastinate_jobs WHERE queue_name <> 'steady'")
+            .execute(db.pool())
+            .await
+            .unwrap();
+        sqlx::query("DELETE FROM dawdle_queue_pauses")
+            .execute(db.pool())
+            .await
+            .unwrap();
+        sqlx::query(
+            "INSERT INTO procrastinate_jobs (queue_name, task_name, args)
+             SELECT format('r%s-q%s', $1::int, lpad(n::text, 2, '0')), 't', '{}'::jsonb
+             FROM generate_series(0, 69) AS n",
+        )
+        .bind(round)
+        .execute(db.pool())
+        .await
+        .unwrap();
+        dawdle::admin::pause_queue(db.pool(), &format!("r{round}-paused"), None, None)
+            .await
+            .unwrap();
+        let mine = format!("r{round}-");
+        let this_round = |labels: &std::collections::BTreeSet<String>| {
+            labels
+                .iter()
+                .all(|queue| queue.starts_with(&mine) || queue == "steady" || queue == "other")
+        };
+        eventually(
+            Duration::from_secs(30),
+            "only this round's queues",
+            async || {
+                exposition = scrape_now(&address).await;
+                for metric in jobs {
+                    let labels = queue_labels(&exposition, metric);
+                    assert!(
+                        labels.len() <= MAX_QUEUES + 1,
+                        "{metric}: {} queue label values",
+                        labels.len()
+                    );
+                }
+                let paused = queue_labels(&exposition, "dawdle_queue_paused_seconds");
+                assert!(paused.len() <= MAX_QUEUES, "{paused:?}");
+                let labels = queue_labels(&exposition, "dawdle_queue_jobs");
+                labels.contains(&format!("r{round}-q00"))
+                    && this_round(&labels)
+                    && paused.len() == 1
+                    && paused.contains(&format!("r{round}-paused"))
+            },
+        )
+        .await;
+        let labels = queue_labels(&exposition, "dawdle_queue_jobs");
+        assert_eq!(labels.len(), MAX_QUEUES + 1, "{labels:?}");
+        assert!(labels.contains("steady") && labels.contains("other"));
+        // 71 queues: `steady` and 63 of this round by name, 7 summed.
+        assert_eq!(
+            sample(
+                &exposition,
+                r#"dawdle_queue_jobs{queue="other",status="todo"}"#
+            ),
+            Some(7.0)
+        );
+    }
+    // Once every queue is empty and none is paused, no queue is exported.
+    sqlx::query("DELETE FROM procrastinate_jobs")
+        .execute(db.pool())
+        .await
+        .unwrap();
+    sqlx::query("DELETE FROM dawdle_queue_pauses")
+        .execute(db.pool())
+        .await
+        .unwrap();
+    eventually(Duration::from_secs(30), "no queue left", async || {
+        exposition = scrape_now(&address).await;
+        exposition.lines().all(|line| !line.contains("queue="))
+    })
+    .await;
+    assert_eq!(sample(&exposition, "dawdle_queue_gauges_up"), Some(1.0));
 }
 
 /// Debian's `prometheus` server, or `None` with a loud message.
@@ -485,7 +615,7 @@ async fn a_real_prometheus_scrapes_the_counts_the_jobs_table_shows() {
         }
     };
     // The gauges are seen holding the waiting jobs before a worker starts:
-    // a queue that has never been seen with work has no series yet.
+    // a queue without jobs has no series.
     eventually(
         Duration::from_secs(60),
         "Prometheus to scrape the 35 waiting jobs from the gauges",
@@ -505,7 +635,10 @@ async fn a_real_prometheus_scrapes_the_counts_the_jobs_table_shows() {
                     Some(table("succeeded").await),
                     ask(r#"sum(dawdle_job_outcomes_total{outcome="failed"})"#).await,
                     Some(table("failed").await),
-                    ask(r#"sum(dawdle_queue_jobs{status="todo"})"#).await,
+                    // A drained queue is no longer exported: no series is 0
+                    // (the dashboard's "jobs waiting").
+                    ask(r#"sum(dawdle_queue_jobs{status="todo"}) or 0 * max(dawdle_queue_gauges_up)"#)
+                        .await,
                     ask("max(dawdle_workers_live)").await,
                     ask(r#"sum(up{job=~"dawdle-.*"})"#).await,
                 ];

@@ -36,7 +36,7 @@ pub mod names {
     pub const LIVE_WORKERS: &str = "dawdle_workers_live";
     /// 1 when the last reading of these gauges succeeded, else 0.
     pub const GAUGES_UP: &str = "dawdle_queue_gauges_up";
-    /// Seconds since each paused `queue` was paused (0 once resumed).
+    /// Seconds since each paused `queue` was paused (0 once resumed, when the recorder keeps the series).
     pub const QUEUE_PAUSED: &str = "dawdle_queue_paused_seconds";
 }
 
@@ -181,15 +181,25 @@ fn busiest(mut queues: Vec<QueueGauge>) -> Vec<QueueGauge> {
     queues
 }
 
-/// Records gauges through the `metrics` facade, keeping series stable: a
-/// queue seen before and empty now reads 0 rather than vanishing.
+/// Records gauges through the `metrics` facade. The label values it
+/// writes are those of the last reading: the [`MAX_QUEUES`] busiest queues
+/// and `other`, and at most [`MAX_QUEUES`] paused queues. A queue gone
+/// since the previous reading (no job left, or resumed) is set to 0 once and
+/// then no longer written; it is not remembered.
+///
+/// The `metrics` facade cannot remove a series, so a recorder that lives as
+/// long as the process keeps exporting those zeros. To export only the
+/// queues of the last reading, record each reading into a fresh recorder
+/// (`metrics::with_local_recorder`) with a fresh `GaugeRecorder`, as
+/// `dawdle metrics serve` does, or have the recorder drop idle gauges
+/// (`metrics_exporter_prometheus::PrometheusBuilder::idle_timeout`).
 #[derive(Debug, Default)]
 pub struct GaugeRecorder {
+    /// Queues of the last reading.
     seen: HashSet<String>,
-    /// Queues recorded as paused: 0 once resumed.
+    /// Paused queues of the last reading.
     paused: HashSet<String>,
 }
-
 impl GaugeRecorder {
     /// Registers the gauges' help texts with the installed recorder.
     pub fn describe() {
@@ -216,7 +226,7 @@ impl GaugeRecorder {
         describe_gauge!(
             names::QUEUE_PAUSED,
             Unit::Seconds,
-            "How long each paused queue has been paused (0 once resumed)"
+            "How long each paused queue has been paused"
         );
     }
 
@@ -243,7 +253,7 @@ impl GaugeRecorder {
         gauge!(names::FAILED_LAST_HOUR).set(gauges.failed_last_hour as f64);
         gauge!(names::PROCESSED_LAST_HOUR).set(gauges.processed_last_hour as f64);
         gauge!(names::LIVE_WORKERS).set(gauges.live_workers as f64);
-        let mut now: HashSet<String> = HashSet::new();
+        let now: HashSet<String> = gauges.queues.iter().map(|q| q.queue.clone()).collect();
         for queue in &gauges.queues {
             set_queue(
                 &queue.queue,
@@ -251,7 +261,6 @@ impl GaugeRecorder {
                 queue.doing,
                 queue.oldest_waiting_seconds,
             );
-            now.insert(queue.queue.clone());
         }
         for gone in self.seen.difference(&now) {
             set_queue(gone, 0, 0, 0.0);
@@ -263,15 +272,9 @@ impl GaugeRecorder {
         for resumed in self.paused.difference(&paused_now) {
             gauge!(names::QUEUE_PAUSED, "queue" => resumed.clone()).set(0.0);
         }
-        self.paused.extend(paused_now);
-        if self.paused.len() > 4 * MAX_QUEUES {
-            self.paused = gauges.paused.iter().map(|p| p.queue.clone()).collect();
-        }
-        // Remember at most what can be labelled, plus `other`.
-        self.seen.extend(now);
-        if self.seen.len() > 4 * MAX_QUEUES {
-            self.seen = gauges.queues.iter().map(|q| q.queue.clone()).collect();
-        }
+        // Only the last reading: what can be labelled, plus `other`.
+        self.seen = now;
+        self.paused = paused_now;
     }
 }
 
