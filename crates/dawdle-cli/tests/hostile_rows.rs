@@ -272,3 +272,85 @@ async fn a_long_history_prints_bounded() {
         shell.stdout.len()
     );
 }
+
+/// `--json` timestamps: PostgreSQL's infinities are the strings "infinity"
+/// and "-infinity" (an RFC 3339 parser accepts no year 262142), finite ones
+/// chrono's RFC 3339 form as before.
+#[tokio::test]
+async fn json_timestamps_say_infinity_and_keep_finite_ones() {
+    let db = TestDatabase::with_schema().await;
+    let url = db.url();
+    let finite = "2026-12-03T10:00:00.5Z";
+    let id: i64 = sqlx::query_scalar(
+        "INSERT INTO procrastinate_jobs
+             (queue_name, task_name, args, status, scheduled_at, created_at, started_at, finished_at)
+         VALUES ('mail', 't', '{}', 'failed', 'infinity', $1::timestamptz, '-infinity', 'infinity')
+         RETURNING id",
+    )
+    .bind(finite)
+    .fetch_one(db.pool())
+    .await
+    .unwrap();
+    sqlx::query(
+        "INSERT INTO procrastinate_events (job_id, type, at)
+         VALUES ($1, 'started', '-infinity'), ($1, 'error', 'infinity'), ($1, 'failed', $2::timestamptz)",
+    )
+    .bind(id)
+    .bind(finite)
+    .execute(db.pool())
+    .await
+    .unwrap();
+    sqlx::query(
+        "INSERT INTO dawdle_queue_pauses (queue_name, paused_at)
+         VALUES ('mail', '-infinity'), ('crm', 'infinity'), ('sms', $1::timestamptz)",
+    )
+    .bind(finite)
+    .execute(db.pool())
+    .await
+    .unwrap();
+    // How a finite timestamp serialized before: chrono's own form.
+    let as_before =
+        serde_json::to_value(finite.parse::<chrono::DateTime<chrono::Utc>>().unwrap()).unwrap();
+    assert_eq!(as_before, "2026-12-03T10:00:00.500Z");
+
+    let json = async |args: &[&str]| -> serde_json::Value {
+        let output = run(&url, args).await;
+        assert_rendered(args, &output, 0);
+        serde_json::from_slice(&output.stdout)
+            .unwrap_or_else(|error| panic!("{args:?}: not JSON: {error}"))
+    };
+    let listed = json(&["jobs", "--json"]).await;
+    let detail = json(&["job", &id.to_string(), "--json"]).await;
+    for job in [&listed[0], &detail["job"]] {
+        assert_eq!(job["scheduled_at"], "infinity", "{job}");
+        assert_eq!(job["created_at"], as_before, "{job}");
+        assert_eq!(job["started_at"], "-infinity", "{job}");
+        assert_eq!(job["finished_at"], "infinity", "{job}");
+    }
+    let text = detail.to_string();
+    assert!(
+        !text.contains("262142") && !text.contains("262143"),
+        "{text}"
+    );
+    let events = text.matches(r#""at":"#).count();
+    assert!(events >= 3, "{text}");
+    assert!(text.contains(r#""at":"-infinity""#), "{text}");
+    assert!(text.contains(r#""at":"infinity""#), "{text}");
+    assert!(text.contains(&format!(r#""at":{as_before}"#)), "{text}");
+
+    let failed = json(&["failed", "--json"]).await;
+    assert_eq!(failed[0]["finished_at"], "infinity", "{failed}");
+
+    let paused = json(&["queue", "list", "--json"]).await;
+    let at = |queue: &str| {
+        paused
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|row| row["queue"] == queue)
+            .map(|row| row["paused_at"].clone())
+    };
+    assert_eq!(at("mail"), Some("-infinity".into()), "{paused}");
+    assert_eq!(at("crm"), Some("infinity".into()), "{paused}");
+    assert_eq!(at("sms"), Some(as_before), "{paused}");
+}

@@ -147,12 +147,16 @@ pub struct Job {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub args_error: Option<String>,
     pub status: JobStatus,
+    #[serde(serialize_with = "crate::rows::serialize_optional_time")]
     pub scheduled_at: Option<DateTime<Utc>>,
     pub attempts: i32,
     pub abort_requested: bool,
     pub worker_id: Option<i64>,
+    #[serde(serialize_with = "crate::rows::serialize_time")]
     pub created_at: DateTime<Utc>,
+    #[serde(serialize_with = "crate::rows::serialize_optional_time")]
     pub started_at: Option<DateTime<Utc>>,
+    #[serde(serialize_with = "crate::rows::serialize_optional_time")]
     pub finished_at: Option<DateTime<Utc>>,
     /// The trace context the job was deferred with, read by the claim
     /// (other reads leave it unset).
@@ -301,6 +305,7 @@ pub struct Event {
     #[serde(rename = "type")]
     pub event_type: Option<EventType>,
     #[sqlx(try_from = "DbTime")]
+    #[serde(serialize_with = "crate::rows::serialize_optional_time")]
     pub at: Option<DateTime<Utc>>,
     pub error: Option<String>,
     pub error_message: Option<String>,

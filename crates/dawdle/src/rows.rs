@@ -70,6 +70,36 @@ pub fn is_clamped(at: DateTime<Utc>) -> bool {
     at == DateTime::<Utc>::MIN_UTC || at == DateTime::<Utc>::MAX_UTC
 }
 
+/// Serializes a timestamp as JSON does everywhere in dawdle: chrono's RFC
+/// 3339 form, except PostgreSQL's infinities (and years beyond chrono's
+/// range, see [`is_clamped`]), which are the strings `"infinity"` and
+/// `"-infinity"` rather than a year no RFC 3339 parser accepts. For
+/// `#[serde(serialize_with = "crate::rows::serialize_time")]`.
+pub fn serialize_time<S: serde::Serializer>(
+    at: &DateTime<Utc>,
+    serializer: S,
+) -> Result<S::Ok, S::Error> {
+    use serde::Serialize;
+    if *at == DateTime::<Utc>::MAX_UTC {
+        serializer.serialize_str("infinity")
+    } else if *at == DateTime::<Utc>::MIN_UTC {
+        serializer.serialize_str("-infinity")
+    } else {
+        at.serialize(serializer)
+    }
+}
+
+/// [`serialize_time`] for an optional timestamp (null when `None`).
+pub fn serialize_optional_time<S: serde::Serializer>(
+    at: &Option<DateTime<Utc>>,
+    serializer: S,
+) -> Result<S::Ok, S::Error> {
+    match at {
+        Some(at) => serialize_time(at, serializer),
+        None => serializer.serialize_none(),
+    }
+}
+
 impl Type<Postgres> for DbTime {
     fn type_info() -> PgTypeInfo {
         <DateTime<Utc> as Type<Postgres>>::type_info()

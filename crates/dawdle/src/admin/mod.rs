@@ -111,12 +111,16 @@ pub struct ListedJob {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub args_left_out: Option<ArgsLeftOut>,
     pub status: JobStatus,
+    #[serde(serialize_with = "crate::rows::serialize_optional_time")]
     pub scheduled_at: Option<chrono::DateTime<chrono::Utc>>,
     pub attempts: i32,
     pub abort_requested: bool,
     pub worker_id: Option<i64>,
+    #[serde(serialize_with = "crate::rows::serialize_time")]
     pub created_at: chrono::DateTime<chrono::Utc>,
+    #[serde(serialize_with = "crate::rows::serialize_optional_time")]
     pub started_at: Option<chrono::DateTime<chrono::Utc>>,
+    #[serde(serialize_with = "crate::rows::serialize_optional_time")]
     pub finished_at: Option<chrono::DateTime<chrono::Utc>>,
 }
 
@@ -318,6 +322,7 @@ pub struct FailedJob {
     pub task_name: String,
     pub attempts: i32,
     #[sqlx(try_from = "crate::rows::DbTime")]
+    #[serde(serialize_with = "crate::rows::serialize_optional_time")]
     pub finished_at: Option<chrono::DateTime<chrono::Utc>>,
     /// Kind of the last `error` event (jobs failed by a Python worker have none).
     pub error: Option<String>,

@@ -17,6 +17,7 @@ const MAX_REASON_CHARS: usize = 1024;
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct PausedQueue {
     pub queue: String,
+    #[serde(serialize_with = "crate::rows::serialize_time")]
     pub paused_at: DateTime<Utc>,
     pub paused_by: Option<String>,
     pub reason: Option<String>,

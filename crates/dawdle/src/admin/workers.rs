@@ -10,6 +10,7 @@ use crate::rows::DbTime;
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct WorkerRow {
     pub id: i64,
+    #[serde(serialize_with = "crate::rows::serialize_time")]
     pub last_heartbeat: DateTime<Utc>,
     /// Seconds since that heartbeat.
     pub silent_seconds: f64,
@@ -56,6 +57,7 @@ pub struct PeriodicDefer {
     pub task_name: String,
     pub periodic_id: String,
     /// The latest tick deferred.
+    #[serde(serialize_with = "crate::rows::serialize_optional_time")]
     pub last_tick: Option<DateTime<Utc>>,
     /// The job deferred for it (gone once purged).
     pub last_job_id: Option<i64>,
