@@ -301,7 +301,8 @@ async fn execute(pool: &PgPool, line: &str) -> Result<Flow, Failure> {
             }
             Some(name) => {
                 let result = admin::run_check(pool, name)
-                    .await?
+                    .await
+                    .map_err(|error| ops::check_failure(name, error))?
                     .ok_or_else(|| usage(command, &format!("no check named {}", quote(name))))?;
                 for row in &result.rows {
                     let cells: Vec<String> = result

@@ -385,6 +385,56 @@ async fn monitoring_checks_run_by_name_with_json() {
     assert!(stderr(&unknown).contains("queue-depth"));
 }
 
+/// The runbook's avg-duration query cannot subtract an infinite time: the
+/// check says which row is at fault and how to find it, rather than the
+/// bare database error (its SQL stays the runbook's).
+#[tokio::test]
+async fn a_check_on_an_infinite_timestamp_says_which_rows_and_how_to_find_them() {
+    let db = TestDatabase::with_schema().await;
+    let pool = db.pool();
+    let fine = job(pool, "t", "default").await;
+    let infinite = job(pool, "t", "default").await;
+    exec(
+        pool,
+        &format!(
+            "UPDATE procrastinate_jobs SET status = 'succeeded',
+                 started_at = now() - interval '2 seconds', finished_at = now() WHERE id = {fine};
+             UPDATE procrastinate_jobs SET status = 'succeeded',
+                 started_at = '-infinity', finished_at = now() WHERE id = {infinite}"
+        ),
+    )
+    .await;
+    let find = dawdle::admin::INFINITE_TIMESTAMPS_SQL;
+    for args in [
+        &["check", "avg-duration"][..],
+        &["check", "avg-duration", "--json"],
+        &["shell", "check avg-duration"],
+    ] {
+        let output = dawdle(&db, args).await;
+        let said = stderr(&output);
+        assert_eq!(output.status.code(), Some(1), "{args:?}: {said}");
+        assert!(said.contains("infinite timestamp"), "{args:?}: {said}");
+        assert!(said.contains(find), "{args:?}: {said}");
+        assert!(stdout(&output).is_empty(), "{args:?}");
+    }
+    // The query it gives finds that row, and only it.
+    let found: Vec<i64> = sqlx::query_scalar(find).fetch_all(pool).await.unwrap();
+    assert_eq!(found, [infinite]);
+    let runbook = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs/runbook.md"),
+    )
+    .unwrap();
+    assert!(runbook.contains(find), "the runbook gives the same query");
+    // Once the row is mended, the check runs.
+    exec(
+        pool,
+        &format!("UPDATE procrastinate_jobs SET started_at = now() - interval '1 second' WHERE id = {infinite}"),
+    )
+    .await;
+    let mended = json_of(&dawdle(&db, &["check", "avg-duration", "--json"]).await);
+    assert_eq!(mended["rows"].as_array().unwrap().len(), 1, "{mended}");
+}
+
 #[tokio::test]
 async fn the_shell_runs_procrastinate_commands_one_at_a_time_or_interactively() {
     let db = TestDatabase::with_schema().await;

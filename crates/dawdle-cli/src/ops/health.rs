@@ -99,7 +99,8 @@ pub(crate) async fn check(url: Option<&str>, args: CheckArgs) -> Result<ExitCode
     }
     let pool = jobs_pool(url).await?;
     let result = admin::run_check(&pool, &name)
-        .await?
+        .await
+        .map_err(|error| check_failure(&name, error))?
         .expect("the name was checked above");
     if args.json {
         print_json(&result);
@@ -124,4 +125,13 @@ pub(crate) async fn check(url: Option<&str>, args: CheckArgs) -> Result<ExitCode
         .collect();
     print_table(&header, &rows);
     Ok(ExitCode::SUCCESS)
+}
+
+/// A check that failed: what the row holds and how to find it when the
+/// runbook's SQL cannot handle it, else the database's error.
+pub(crate) fn check_failure(name: &str, error: sqlx::Error) -> Failure {
+    match admin::explain_failure(name, &error) {
+        Some(explained) => Failure::new(explained),
+        None => Failure::from(error),
+    }
 }

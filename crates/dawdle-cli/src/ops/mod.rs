@@ -15,6 +15,6 @@ pub(crate) use changes::{
     cancel, clear_pending, purge, reset_stalled, retry, retry_failed, CancelArgs, ClearPendingArgs,
     PurgeArgs, ResetStalledArgs, RetryArgs, RetryFailedArgs,
 };
-pub(crate) use health::{check, healthcheck, CheckArgs, HealthcheckArgs};
+pub(crate) use health::{check, check_failure, healthcheck, CheckArgs, HealthcheckArgs};
 pub(crate) use inspect::{failed, job, show_job, FailedArgs, JobArgs};
 pub(crate) use stats::{print_stats, stats, StatsArgs};

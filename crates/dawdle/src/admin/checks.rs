@@ -74,6 +74,28 @@ GROUP BY task_name;",
     },
 ];
 
+/// Finds the jobs whose `started_at` or `finished_at` is infinite, which
+/// the runbook's `avg-duration` query cannot subtract.
+pub const INFINITE_TIMESTAMPS_SQL: &str =
+    "SELECT id FROM procrastinate_jobs WHERE NOT isfinite(started_at) OR NOT isfinite(finished_at)";
+
+/// Why check `name` failed, for a person, when the runbook's SQL (run as
+/// written) cannot handle what a row holds: PostgreSQL's "cannot subtract
+/// infinite timestamps" (SQLSTATE 22008, `datetime_field_overflow`) from
+/// `avg-duration` on a job with an infinite `started_at` or `finished_at`.
+/// `None` for any other error.
+pub fn explain_failure(name: &str, error: &sqlx::Error) -> Option<String> {
+    let database = error.as_database_error()?;
+    if database.code().as_deref() != Some("22008") {
+        return None;
+    }
+    Some(format!(
+        "check {name} failed: a job row holds an infinite timestamp (started_at or finished_at) \
+         that the runbook's query cannot subtract ({}); find such rows with: {INFINITE_TIMESTAMPS_SQL}",
+        crate::text::truncate(database.message(), 200),
+    ))
+}
+
 /// The rows a check returned, as JSON objects keyed by column name.
 #[derive(Debug, Clone, Serialize)]
 pub struct CheckResult {

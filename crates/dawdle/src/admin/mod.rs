@@ -286,7 +286,7 @@ pub use changes::{
     PurgeOptions, PurgeProgress, Reset, ResetTarget, RetriedFailed, RetryFilter,
     WORKER_ALIVE_WITHIN,
 };
-pub use checks::{run_check, Check, CheckResult, CHECKS};
+pub use checks::{explain_failure, run_check, Check, CheckResult, CHECKS, INFINITE_TIMESTAMPS_SQL};
 pub use gauges::{queue_gauges, GaugeRecorder, QueueGauge, QueueGauges};
 pub use health::{healthcheck, HealthReport};
 pub use queues::{pause_queue, paused_queues, resume_queue, PausedQueue, QueueError};
