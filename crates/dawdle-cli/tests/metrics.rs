@@ -241,6 +241,15 @@ async fn metrics_serve_shows_the_queues_as_the_runbook_queries_count_them() {
     .execute(db.pool())
     .await
     .unwrap();
+    // A job an older Procrastinate release was aborting counts as doing,
+    // as `dawdle stats` counts it.
+    sqlx::query(
+        "INSERT INTO procrastinate_jobs (queue_name, task_name, args, status, started_at)
+         VALUES ('aborts', 't', '{}'::jsonb, 'aborting', now())",
+    )
+    .execute(db.pool())
+    .await
+    .unwrap();
     // Three waiting jobs made old, two failed jobs, one stuck in doing.
     sqlx::query(
         "UPDATE procrastinate_jobs SET created_at = now() - interval '10 minutes'
@@ -290,6 +299,10 @@ async fn metrics_serve_shows_the_queues_as_the_runbook_queries_count_them() {
             .lines()
             .all(|line| !line.starts_with("new{line}")),
         "a newline in a label value broke a line"
+    );
+    assert_eq!(
+        gauge(r#"dawdle_queue_jobs{queue="aborts",status="doing"}"#),
+        Some(1.0)
     );
     assert_eq!(gauge("dawdle_jobs_failed_last_hour"), Some(2.0));
     assert_eq!(gauge("dawdle_jobs_stuck_doing"), Some(0.0));

@@ -22,7 +22,8 @@ const STATEMENT_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Names of the gauges.
 pub mod names {
-    /// Jobs by `queue` and `status` (`todo`, `doing`).
+    /// Jobs by `queue` and `status` (`todo`, `doing`; `doing` includes
+    /// `aborting`, as `dawdle stats` counts it).
     pub const QUEUE_JOBS: &str = "dawdle_queue_jobs";
     /// Age of the oldest runnable `todo` job of each `queue` (0 when none).
     pub const OLDEST_WAITING: &str = "dawdle_queue_oldest_waiting_seconds";
@@ -52,6 +53,8 @@ pub struct PausedGauge {
 pub struct QueueGauge {
     pub queue: String,
     pub todo: i64,
+    /// `doing` and `aborting` (an older Procrastinate release's running job
+    /// asked to abort).
     pub doing: i64,
     /// Seconds since the oldest runnable `todo` job could run; 0 when none.
     pub oldest_waiting_seconds: f64,
@@ -95,7 +98,9 @@ pub async fn queue_gauges(
              (SELECT coalesce(json_agg(q ORDER BY q.queue), '[]'::json) FROM (
                   SELECT queue_name AS queue,
                          count(*) FILTER (WHERE status = 'todo') AS todo,
-                         count(*) FILTER (WHERE status = 'doing') AS doing,
+                         -- `aborting`: older Procrastinate releases' running job
+                         -- asked to abort, counted as `stats` counts it.
+                         count(*) FILTER (WHERE status IN ('doing', 'aborting')) AS doing,
                          -- An infinite time is no age: such jobs count, not their wait.
                          coalesce(EXTRACT(EPOCH FROM now() - min(greatest(scheduled_at, created_at))
                              FILTER (WHERE status = 'todo'
@@ -103,7 +108,7 @@ pub async fn queue_gauges(
                                      AND isfinite(greatest(scheduled_at, created_at)))),
                              0)::float8 AS oldest_waiting_seconds
                   FROM procrastinate_jobs
-                  WHERE status IN ('todo', 'doing')
+                  WHERE status IN ('todo', 'doing', 'aborting')
                   GROUP BY queue_name) AS q) AS queues,
              (SELECT coalesce(json_agg(p ORDER BY p.queue), '[]'::json) FROM (
                   SELECT queue_name AS queue,
@@ -203,7 +208,10 @@ pub struct GaugeRecorder {
 impl GaugeRecorder {
     /// Registers the gauges' help texts with the installed recorder.
     pub fn describe() {
-        describe_gauge!(names::QUEUE_JOBS, "Jobs by queue and status (todo, doing)");
+        describe_gauge!(
+            names::QUEUE_JOBS,
+            "Jobs by queue and status (todo, doing; doing includes aborting)"
+        );
         describe_gauge!(
             names::OLDEST_WAITING,
             Unit::Seconds,
