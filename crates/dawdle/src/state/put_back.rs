@@ -82,7 +82,7 @@ pub(crate) async fn put_back(
     warn!(error = %error,
           "the database refused to put back a set of jobs; putting them back one by one");
     let mut returned = Returned::default();
-    for (id, task) in candidates(&mut *conn, &put_back.which).await? {
+    for (id, task, worker_id) in candidates(&mut *conn, &put_back.which).await? {
         let alone = PutBack {
             which: Selection {
                 job_id: Some(id),
@@ -100,9 +100,9 @@ pub(crate) async fn put_back(
             Err(refused) if refused_for_its_data(&refused) => {
                 one.rollback().await?;
                 let mut failing = conn.begin().await?;
-                match fail_instead(&mut failing, id, None, "putting it back to todo", &refused)
-                    .await
-                {
+                // Only if still the job seen: claimed meanwhile, it is not ours.
+                let meant = "putting it back to todo";
+                match fail_instead(&mut failing, id, worker_id, meant, &refused).await {
                     Ok(changed) => {
                         failing.commit().await?;
                         warn!(job_id = id, error = %refused,
@@ -161,9 +161,9 @@ fn bind_selection<'q, O>(
 async fn candidates(
     conn: &mut sqlx::PgConnection,
     which: &Selection<'_>,
-) -> Result<Vec<(i64, String)>, sqlx::Error> {
+) -> Result<Vec<(i64, String, Option<i64>)>, sqlx::Error> {
     let sql = format!(
-        "SELECT job.id, job.task_name::text FROM procrastinate_jobs AS job
+        "SELECT job.id, job.task_name::text, job.worker_id FROM procrastinate_jobs AS job
          WHERE {} ORDER BY job.id",
         selected()
     );

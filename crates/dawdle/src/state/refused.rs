@@ -45,7 +45,7 @@ pub(crate) fn why_refused(error: &sqlx::Error) -> String {
     }
 }
 
-/// Ends job `job_id`, still `doing` (under `worker_id` when given), as
+/// Ends job `job_id`, still `doing` under `worker_id` (none: no worker), as
 /// `failed` because the database refused `meant` (what should have
 /// happened to it, e.g. "put back to todo") with `refused`. Its attempt
 /// count is kept. Returns whether the job was changed.
@@ -67,7 +67,7 @@ pub(crate) async fn fail_instead(
              SET status = 'failed', worker_id = NULL, abort_requested = false,
                  finished_at = now()
              WHERE id = $1 AND status::text = 'doing'
-               AND ($2::bigint IS NULL OR worker_id = $2)
+               AND worker_id IS NOT DISTINCT FROM $2
              RETURNING id
          ),
          noted AS (
