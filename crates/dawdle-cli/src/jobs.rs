@@ -64,7 +64,7 @@ pub(crate) struct JobsArgs {
     #[arg(long)]
     lock: Option<String>,
     /// At most this many jobs.
-    #[arg(long, default_value_t = 50)]
+    #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(i64).range(1..))]
     limit: i64,
     #[arg(long)]
     json: bool,

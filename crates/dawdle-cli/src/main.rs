@@ -106,7 +106,11 @@ enum Command {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::try_parse().unwrap_or_else(|error| bounded(error).exit());
+    use clap::{CommandFactory, FromArgMatches};
+    let cli = negative_numbers_as_values(Cli::command())
+        .try_get_matches()
+        .and_then(|matches| Cli::from_arg_matches(&matches))
+        .unwrap_or_else(|error| bounded(error).exit());
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -119,6 +123,21 @@ fn main() -> ExitCode {
             ExitCode::from(failure.code)
         }
     }
+}
+
+/// `--limit -1`, `retry -1`: a negative number where a value is expected is
+/// that value, refused (or not) by the value's own check with its reason,
+/// rather than taken for an unknown flag.
+fn negative_numbers_as_values(command: clap::Command) -> clap::Command {
+    command
+        .mut_args(|arg| {
+            if arg.get_action().takes_values() {
+                arg.allow_negative_numbers(true)
+            } else {
+                arg
+            }
+        })
+        .mut_subcommands(negative_numbers_as_values)
 }
 
 /// Longest piece of the command line that a usage error quotes.

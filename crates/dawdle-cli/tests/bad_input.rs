@@ -369,6 +369,23 @@ fn malformed_arguments_get_a_short_usage_error() {
     assert_eq!(output.status.code(), Some(2));
     assert_short_error(&output, "-1 days", "negative purge age");
     assert!(text(&output.stderr).contains("is negative"));
+    // A negative number after a space is the flag's value, judged by it,
+    // not an unknown flag.
+    for args in [
+        &["purge", "--older-than", "-1"][..],
+        &["defer", "t", "--in", "-5"],
+        &["jobs", "--limit", "-1"],
+        &["failed", "--limit=0"],
+        &["worker", "--concurrency", "-1"],
+    ] {
+        let output = dawdle(&url, args, &[]);
+        assert_eq!(output.status.code(), Some(2), "{args:?}");
+        let stderr = text(&output.stderr);
+        assert!(
+            stderr.contains("invalid value") && !stderr.contains("unexpected argument"),
+            "{args:?}: {stderr}"
+        );
+    }
 }
 
 #[test]

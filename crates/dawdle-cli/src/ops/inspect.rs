@@ -49,7 +49,7 @@ pub(crate) struct FailedArgs {
     /// Only failures since this time (RFC 3339) or this long ago (1h, 2d).
     #[arg(long, value_parser = parse_since)]
     since: Option<DateTime<Utc>>,
-    #[arg(long, default_value_t = 50)]
+    #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(i64).range(1..))]
     limit: i64,
     #[arg(long)]
     json: bool,
