@@ -283,14 +283,17 @@ pub(crate) async fn run(explicit_url: Option<&str>, args: WorkerArgs) -> Result<
             "retried": report.retried,
             "failed": report.failed,
             "interrupted": report.interrupted,
+            "refused": report.refused,
             "peak_rss_kb": peak_rss_kb(),
         }));
     }
-    Ok(if args.one_shot && report.failed > 0 {
-        ExitCode::FAILURE
-    } else {
-        ExitCode::SUCCESS
-    })
+    Ok(
+        if args.one_shot && (report.failed > 0 || report.refused > 0) {
+            ExitCode::FAILURE
+        } else {
+            ExitCode::SUCCESS
+        },
+    )
 }
 
 /// Completes on SIGINT or SIGTERM.

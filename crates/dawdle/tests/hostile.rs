@@ -79,12 +79,12 @@ fn one_shot() -> WorkerConfig {
 }
 
 /// Runs a one-shot worker to its end, which must come, and normally.
-async fn drain(pool: &PgPool) {
+async fn drain(pool: &PgPool) -> dawdle::WorkerReport {
     let worker = Worker::new(pool.clone(), registry(), one_shot());
     let report = tokio::time::timeout(Duration::from_secs(60), worker.run(std::future::pending()))
         .await
         .expect("a one-shot worker over hostile rows must terminate");
-    report.expect("the worker must end normally");
+    report.expect("the worker must end normally")
 }
 
 /// Inserts a job row by hand, as a person at psql would: `args` and
@@ -677,7 +677,8 @@ async fn an_outcome_refused_even_alone_fails_its_job_instead_of_leaving_it_doing
         .execute(pool)
         .await
         .unwrap();
-    drain(pool).await;
+    let report = drain(pool).await;
+    assert_eq!(report.refused, 1, "{report:?}");
     for (index, id) in ids.iter().enumerate() {
         let expected = if index == 10 { "failed" } else { "succeeded" };
         assert_eq!(status(pool, *id).await, expected, "job {id}");

@@ -75,9 +75,11 @@ pub(crate) struct Outcome {
 /// replaced by why they could not be stored, and without follow-ups; one
 /// refused even so ends `failed`, with an event saying why, rather than
 /// staying `doing` with nobody to finish it.
-pub(crate) async fn record(pool: &Db, batch: &[Outcome]) -> Result<(), sqlx::Error> {
+/// Returns how many outcomes were refused even so, their jobs failed
+/// instead.
+pub(crate) async fn record(pool: &Db, batch: &[Outcome]) -> Result<u64, sqlx::Error> {
     let error = match write(pool, batch).await {
-        Ok(()) => return Ok(()),
+        Ok(()) => return Ok(0),
         Err(error) if batch.len() > 1 && refused_for_its_data(&error) => error,
         Err(error) if batch.len() == 1 && refused_for_its_data(&error) => {
             return write_plain(pool, &batch[0], &error).await;
@@ -86,16 +88,17 @@ pub(crate) async fn record(pool: &Db, batch: &[Outcome]) -> Result<(), sqlx::Err
     };
     warn!(jobs = batch.len(), error = %error,
           "the database refused a batch of job outcomes; recording them one by one");
+    let mut failed_instead = 0;
     for outcome in batch {
         match write(pool, std::slice::from_ref(outcome)).await {
             Ok(()) => {}
             Err(error) if refused_for_its_data(&error) => {
-                write_plain(pool, outcome, &error).await?
+                failed_instead += write_plain(pool, outcome, &error).await?;
             }
             Err(error) => return Err(error),
         }
     }
-    Ok(())
+    Ok(failed_instead)
 }
 
 /// Records `outcome` with its error replaced by why it could not be stored.
@@ -103,7 +106,7 @@ async fn write_plain(
     pool: &Db,
     outcome: &Outcome,
     refused: &sqlx::Error,
-) -> Result<(), sqlx::Error> {
+) -> Result<u64, sqlx::Error> {
     let plain = Outcome {
         error: outcome.error.as_ref().map(|_| {
             TaskError::new(
@@ -126,7 +129,7 @@ async fn write_plain(
         Ok(()) => {
             warn!(job_id = outcome.job_id, error = %refused,
                   "recorded a job outcome without the error details the database refused");
-            Ok(())
+            Ok(0)
         }
         Err(error) if refused_for_its_data(&error) => {
             let mut conn = pool.begin().await?;
@@ -134,15 +137,15 @@ async fn write_plain(
             let failed =
                 fail_instead(&mut conn, outcome.job_id, outcome.worker_id, &meant, &error).await;
             match conn.finish(failed).await {
-                Ok(_) => {
+                Ok(changed) => {
                     tracing::error!(job_id = outcome.job_id, error = %error,
                         "the database refuses this job's outcome; the job is failed instead");
-                    Ok(())
+                    Ok(u64::from(changed))
                 }
                 Err(failing) if refused_for_its_data(&failing) => {
                     tracing::error!(job_id = outcome.job_id, error = %error, failing = %failing,
                         "the database refuses this job's outcome and its failure; it stays doing");
-                    Ok(())
+                    Ok(0)
                 }
                 Err(failing) => Err(failing),
             }

@@ -207,6 +207,11 @@ pub struct WorkerReport {
     pub snoozed: u64,
     /// Jobs their task cancelled.
     pub cancelled: u64,
+    /// Outcomes the database refused even alone (a retry beside a waiting
+    /// job of the same queueing lock, say): their jobs were failed instead,
+    /// with an event saying why. Each is also counted above by how its
+    /// attempt ended.
+    pub refused: u64,
 }
 
 /// Failures that stop a worker before it starts, worded to read after "failed to …".

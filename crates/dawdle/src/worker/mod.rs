@@ -354,11 +354,12 @@ impl Worker {
             error!(reason = %reason, "stopping the worker panicked; putting its jobs back");
             failure.get_or_insert(WorkerError::Crashed { reason });
         }
-        let report = state.report;
+        let mut report = state.report;
         drop(state);
         drop(completer);
-        if completer_task.await.is_err() {
-            error!("the completion task panicked");
+        match completer_task.await {
+            Ok(refused) => report.refused = refused,
+            Err(_) => error!("the completion task panicked"),
         }
         helpers.abort_all();
         let id = worker_id.load(Ordering::Relaxed);
@@ -383,6 +384,7 @@ impl Worker {
             retried = report.retried,
             failed = report.failed,
             interrupted = report.interrupted,
+            refused = report.refused,
             "job_queue_worker_stopped"
         );
         match failure {

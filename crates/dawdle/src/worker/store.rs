@@ -26,7 +26,9 @@ pub(crate) struct Scheduled {
 /// Where the completer writes outcomes.
 pub(crate) trait Recorder: Send + Sync + 'static {
     /// Writes `batch` whole, or fails leaving it unwritten.
-    fn record(&self, batch: &[Outcome]) -> impl Future<Output = Result<(), sqlx::Error>> + Send;
+    /// [`state::record`]: how many outcomes were refused, their jobs
+    /// failed instead.
+    fn record(&self, batch: &[Outcome]) -> impl Future<Output = Result<u64, sqlx::Error>> + Send;
 }
 
 /// What the claiming loop reads and changes.
@@ -60,7 +62,7 @@ pub(crate) trait Store: Recorder + Clone {
 }
 
 impl Recorder for Db {
-    async fn record(&self, batch: &[Outcome]) -> Result<(), sqlx::Error> {
+    async fn record(&self, batch: &[Outcome]) -> Result<u64, sqlx::Error> {
         state::record(self, batch).await
     }
 }

@@ -78,7 +78,8 @@ pub(crate) struct Completer {
 }
 
 impl Completer {
-    /// Starts the completer task. It ends once every `Completer` is dropped
+    /// Starts the completer task, which returns how many outcomes the
+    /// database refused even alone (their jobs failed instead). It ends once every `Completer` is dropped
     /// and the remaining outcomes are written, or `give_up_after` has passed
     /// since the channel closed with writes still failing. `retries_written`
     /// is told of each write that scheduled a retry or a snooze, so the
@@ -88,7 +89,7 @@ impl Completer {
         give_up_after: Duration,
         retries_written: Arc<RetriesWritten>,
         events: broadcast::Sender<JobEvent>,
-    ) -> (Self, tokio::task::JoinHandle<()>) {
+    ) -> (Self, tokio::task::JoinHandle<u64>) {
         let (sender, receiver) = mpsc::unbounded_channel();
         let task = tokio::spawn(run(
             recorder,
@@ -120,7 +121,8 @@ async fn run(
     give_up_after: Duration,
     retries_written: Arc<RetriesWritten>,
     events: broadcast::Sender<JobEvent>,
-) {
+) -> u64 {
+    let mut failed_instead = 0;
     let mut batch: Vec<Outcome> = Vec::new();
     let mut acks: Vec<oneshot::Sender<()>> = Vec::new();
     let mut backoff = Backoff::new();
@@ -129,7 +131,7 @@ async fn run(
         if batch.is_empty() && acks.is_empty() {
             match receiver.recv().await {
                 Some(message) => take(message, &mut batch, &mut acks),
-                None => return,
+                None => return failed_instead,
             }
         }
         while batch.len() < MAX_FLUSH {
@@ -150,7 +152,8 @@ async fn run(
         }
         let sent = tokio::time::Instant::now();
         match recorder.record(&batch).await {
-            Ok(()) => {
+            Ok(refused) => {
+                failed_instead += refused;
                 metrics::recorded(batch.len(), sent.elapsed());
                 backoff.reset();
                 retries_written.written(batch.iter().filter_map(|outcome| match outcome.verdict {
@@ -193,7 +196,7 @@ async fn run(
                         "giving up recording job outcomes at shutdown; the jobs stay in doing, \
                          will be found as stalled and run again (job_ids lists up to 100)"
                     );
-                    return;
+                    return failed_instead;
                 }
                 tokio::time::sleep(wait).await;
             }

@@ -64,7 +64,7 @@ impl FakeState {
 }
 
 impl Recorder for FakeState {
-    async fn record(&self, batch: &[Outcome]) -> Result<(), sqlx::Error> {
+    async fn record(&self, batch: &[Outcome]) -> Result<u64, sqlx::Error> {
         self.0.write_started.notify_one();
         self.0.gate.acquire().await.expect("never closed").forget();
         self.0.tries.fetch_add(1, Ordering::SeqCst);
@@ -80,13 +80,13 @@ impl Recorder for FakeState {
         }
         let ids = batch.iter().map(|outcome| outcome.job_id).collect();
         self.0.written.lock().unwrap().push(ids);
-        Ok(())
+        Ok(0)
     }
 }
 
 struct Started {
     completer: Completer,
-    task: tokio::task::JoinHandle<()>,
+    task: tokio::task::JoinHandle<u64>,
     retries_written: Arc<RetriesWritten>,
     events: broadcast::Receiver<JobEvent>,
 }

@@ -167,7 +167,7 @@ const SCHEDULED_JOB: i64 = 0;
 static DB_EPOCH: std::sync::LazyLock<DateTime<Utc>> = std::sync::LazyLock::new(Utc::now);
 
 impl Recorder for FakeState {
-    async fn record(&self, batch: &[Outcome]) -> Result<(), sqlx::Error> {
+    async fn record(&self, batch: &[Outcome]) -> Result<u64, sqlx::Error> {
         let mut inner = self.0.lock().unwrap();
         let at = inner.since.elapsed();
         inner.recorded.extend(batch.iter().map(|outcome| {
@@ -177,7 +177,7 @@ impl Recorder for FakeState {
                 .map_or(String::new(), |error| error.kind().to_string());
             (outcome.job_id, at, format!("{:?} {kind}", outcome.verdict))
         }));
-        Ok(())
+        Ok(0)
     }
 }
 
