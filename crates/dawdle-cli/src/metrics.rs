@@ -93,16 +93,7 @@ pub(crate) async fn run(
 /// queue gone from the database is gone from /metrics at the next refresh.
 fn render(reading: Option<&QueueGauges>, up: bool) -> String {
     let recorder = PrometheusBuilder::new().build_recorder();
-    metrics::with_local_recorder(&recorder, || {
-        GaugeRecorder::describe();
-        let mut gauges = GaugeRecorder::default();
-        if let Some(reading) = reading {
-            gauges.record(Some(reading));
-        }
-        if !up {
-            gauges.record(None);
-        }
-    });
+    GaugeRecorder::record_reading_into(&recorder, reading, up);
     recorder.handle().render()
 }
 

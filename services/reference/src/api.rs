@@ -41,7 +41,7 @@ pub(crate) struct AppState {
     pub(crate) worker: Arc<WorkerStatus>,
     pub(crate) outbox_enabled: bool,
     /// Renders `GET /metrics`; `None` when metrics are off.
-    pub(crate) metrics: Option<metrics_exporter_prometheus::PrometheusHandle>,
+    pub(crate) metrics: Option<crate::metrics::Metrics>,
 }
 
 pub(crate) fn router(state: AppState) -> Router {

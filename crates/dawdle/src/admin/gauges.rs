@@ -195,9 +195,8 @@ fn busiest(mut queues: Vec<QueueGauge>) -> Vec<QueueGauge> {
 /// The `metrics` facade cannot remove a series, so a recorder that lives as
 /// long as the process keeps exporting those zeros. To export only the
 /// queues of the last reading, record each reading into a fresh recorder
-/// (`metrics::with_local_recorder`) with a fresh `GaugeRecorder`, as
-/// `dawdle metrics serve` does, or have the recorder drop idle gauges
-/// (`metrics_exporter_prometheus::PrometheusBuilder::idle_timeout`).
+/// with [`GaugeRecorder::record_reading_into`] and serve that reading
+/// whole, as `dawdle metrics serve` and the reference service do.
 #[derive(Debug, Default)]
 pub struct GaugeRecorder {
     /// Queues of the last reading.
@@ -248,6 +247,28 @@ impl GaugeRecorder {
                 self.record(None);
             }
         }
+    }
+
+    /// Records `last`, the last reading that succeeded, alone into
+    /// `recorder` (a fresh one, e.g. `PrometheusBuilder::build_recorder`,
+    /// rendered whole afterwards): its series are exactly the queues of
+    /// that reading. `up` says whether the latest attempt to read
+    /// succeeded (`dawdle_queue_gauges_up`).
+    pub fn record_reading_into(
+        recorder: &impl metrics::Recorder,
+        last: Option<&QueueGauges>,
+        up: bool,
+    ) {
+        metrics::with_local_recorder(recorder, || {
+            Self::describe();
+            let mut gauges = Self::default();
+            if let Some(reading) = last {
+                gauges.record(Some(reading));
+            }
+            if !up {
+                gauges.record(None);
+            }
+        });
     }
 
     /// Records a reading; `None` records that it failed.
