@@ -340,6 +340,20 @@ async fn schema_not_ready(conn: &mut PgConnection) -> Result<Option<String>, sql
     .fetch_one(&mut *conn)
     .await?;
     if ready {
+        // A newer build migrated the database: this one still runs (the
+        // interface it uses is kept), but says so, as healthcheck does.
+        let version: Option<i32> = sqlx::query_scalar("SELECT max(version) FROM dawdle_migrations")
+            .fetch_one(&mut *conn)
+            .await?;
+        let known = crate::schema::latest_version();
+        if let Some(version) = version.filter(|version| *version > known) {
+            warn!(
+                database_version = version,
+                known_version = known,
+                "the jobs database was migrated by a newer dawdle than this worker's; \
+                 upgrade this worker"
+            );
+        }
         return Ok(None);
     }
     Ok(Some(match crate::schema::check(conn).await {
