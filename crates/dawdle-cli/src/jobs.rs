@@ -149,7 +149,8 @@ pub(crate) async fn list(explicit_url: Option<&str>, args: JobsArgs) -> Result<E
     }
     let rows: Vec<Vec<String>> = jobs
         .iter()
-        .map(|job| {
+        .map(|listed| {
+            let job = &listed.job;
             vec![
                 job.id.to_string(),
                 job.queue_name.clone(),
@@ -160,7 +161,7 @@ pub(crate) async fn list(explicit_url: Option<&str>, args: JobsArgs) -> Result<E
                 job.lock.clone().unwrap_or_else(|| "-".into()),
                 output::timestamp(job.scheduled_at),
                 output::timestamp(Some(job.created_at)),
-                job.args_summary(),
+                listed.args_summary(),
             ]
         })
         .collect();

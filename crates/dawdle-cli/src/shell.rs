@@ -218,7 +218,8 @@ async fn execute(pool: &PgPool, line: &str) -> Result<Flow, Failure> {
             filter.limit = Some(1000);
             let mut jobs = admin::job_listing(pool, &filter).await?;
             jobs.reverse();
-            for job in &jobs {
+            for listed in &jobs {
+                let job = &listed.job;
                 let mut line = format!(
                     "#{} {} on {} - [{}]",
                     job.id, job.task_name, job.queue_name, job.status
@@ -229,7 +230,7 @@ async fn execute(pool: &PgPool, line: &str) -> Result<Flow, Failure> {
                         job.attempts,
                         job.priority,
                         crate::output::timestamp(job.scheduled_at),
-                        job.args_summary(),
+                        listed.args_summary(),
                         job.lock.as_deref().unwrap_or("-"),
                         job.queueing_lock.as_deref().unwrap_or("-"),
                     ));

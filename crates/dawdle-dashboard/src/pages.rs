@@ -287,7 +287,8 @@ mod filters {
 }
 
 impl From<&admin::ListedJob> for JobRow {
-    fn from(job: &admin::ListedJob) -> Self {
+    fn from(listed: &admin::ListedJob) -> Self {
+        let job = &listed.job;
         Self {
             id: job.id,
             status: job.status.to_string(),
@@ -296,7 +297,7 @@ impl From<&admin::ListedJob> for JobRow {
             lock: shown(job.lock.as_deref().unwrap_or_default(), CELL_CHARS),
             attempts: job.attempts,
             created: time(Some(job.created_at)),
-            args: shown(&job.args_summary(), ARGS_PREVIEW_CHARS),
+            args: shown(&listed.args_summary(), ARGS_PREVIEW_CHARS),
         }
     }
 }
@@ -416,7 +417,7 @@ pub(crate) async fn jobs(
     };
     drop(tx);
     let next = (found.len() as i64 == PAGE_SIZE)
-        .then(|| found.last().map(|job| job.id))
+        .then(|| found.last().map(|listed| listed.job.id))
         .flatten()
         .map(|last| {
             let mut pairs = vec![];

@@ -208,10 +208,23 @@ impl Job {
 impl<'r> sqlx::FromRow<'r, sqlx::postgres::PgRow> for Job {
     fn from_row(row: &'r sqlx::postgres::PgRow) -> Result<Self, sqlx::Error> {
         use sqlx::Row;
+        let (args, args_error) = parse_args(&row.try_get::<JsonText, _>("args")?.0);
+        Job::from_row_with_args(row, args, args_error)
+    }
+}
+
+impl Job {
+    /// A job from a row of [`JOB_COLUMNS`] but for its arguments, which
+    /// the caller read (or chose not to read) itself.
+    pub(crate) fn from_row_with_args(
+        row: &sqlx::postgres::PgRow,
+        args: Value,
+        args_error: Option<String>,
+    ) -> Result<Self, sqlx::Error> {
+        use sqlx::Row;
         let time = |column: &str| -> Result<Option<DateTime<Utc>>, sqlx::Error> {
             Ok(row.try_get::<DbTime, _>(column)?.0)
         };
-        let (args, args_error) = parse_args(&row.try_get::<JsonText, _>("args")?.0);
         Ok(Job {
             id: row.try_get("id")?,
             queue_name: row.try_get("queue_name")?,

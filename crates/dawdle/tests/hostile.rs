@@ -800,7 +800,7 @@ async fn a_listing_leaves_huge_arguments_out_unread() {
     assert_eq!(jobs.len(), 22);
     // Printing each 25 MB value on the server took about 0.25 s a row.
     assert!(took < Duration::from_secs(2), "the listing took {took:?}");
-    assert_eq!(jobs[0].args, json!({"n": 1}));
+    assert_eq!(jobs[0].job.args, json!({"n": 1}));
     assert!(jobs[0].args_left_out.is_none());
     let padded = jobs[1].args_left_out.as_ref().expect("too long to list");
     assert!(padded
@@ -808,20 +808,20 @@ async fn a_listing_leaves_huge_arguments_out_unread() {
         .as_deref()
         .unwrap()
         .starts_with("{\"pad\": \"ppp"));
-    assert!(jobs[1].args.is_null() && jobs[1].args_error.is_none());
+    assert!(jobs[1].job.args.is_null() && jobs[1].job.args_error.is_none());
     for job in &jobs[2..] {
         let left_out = job.args_left_out.as_ref().expect("too large to list");
         assert!(left_out.stored_bytes > admin::LISTED_ARGS_STORED_BYTES.into());
-        assert!(left_out.excerpt.is_none() && job.args.is_null());
+        assert!(left_out.excerpt.is_none() && job.job.args.is_null());
         let summary = job.args_summary();
         assert!(summary.len() < 200, "{summary}");
         assert!(
-            summary.contains(&format!("dawdle job {}", job.id)),
+            summary.contains(&format!("dawdle job {}", job.job.id)),
             "{summary}"
         );
     }
     // The job itself still has them whole.
-    let whole = admin::get_job(db.pool(), jobs[2].id)
+    let whole = admin::get_job(db.pool(), jobs[2].job.id)
         .await
         .unwrap()
         .unwrap();

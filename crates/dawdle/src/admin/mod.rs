@@ -90,38 +90,20 @@ pub const LISTED_ARGS_CHARS: usize = 16 * 1024;
 /// Characters of the excerpt of arguments a listing left out.
 pub const LEFT_OUT_EXCERPT_CHARS: usize = 200;
 
-/// A job as a listing shows it: [`Job`]'s fields, with its arguments only
-/// when they are small (see [`ArgsLeftOut`]). Reading a page costs the same
-/// whatever the rows hold.
+/// A job as a listing shows it: [`Job`], with its arguments only when they
+/// are small (see [`ArgsLeftOut`]). Reading a page costs the same whatever
+/// the rows hold. In JSON, the job's fields and `args_left_out`.
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct ListedJob {
-    pub id: i64,
-    pub queue_name: String,
-    pub task_name: String,
-    pub priority: i32,
-    pub lock: Option<String>,
-    pub queueing_lock: Option<String>,
-    /// The arguments; null when they could not be read ([`Self::args_error`])
-    /// or were left out of the listing ([`Self::args_left_out`]).
-    pub args: serde_json::Value,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub args_error: Option<String>,
+    /// The job; its `args` are null when they could not be read
+    /// (`args_error`) or were left out of the listing
+    /// ([`Self::args_left_out`]).
+    #[serde(flatten)]
+    pub job: Job,
     /// Set when the arguments are too large for a listing; `dawdle job ID
     /// --json` has them whole.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub args_left_out: Option<ArgsLeftOut>,
-    pub status: JobStatus,
-    #[serde(serialize_with = "crate::rows::serialize_optional_time")]
-    pub scheduled_at: Option<chrono::DateTime<chrono::Utc>>,
-    pub attempts: i32,
-    pub abort_requested: bool,
-    pub worker_id: Option<i64>,
-    #[serde(serialize_with = "crate::rows::serialize_time")]
-    pub created_at: chrono::DateTime<chrono::Utc>,
-    #[serde(serialize_with = "crate::rows::serialize_optional_time")]
-    pub started_at: Option<chrono::DateTime<chrono::Utc>>,
-    #[serde(serialize_with = "crate::rows::serialize_optional_time")]
-    pub finished_at: Option<chrono::DateTime<chrono::Utc>>,
 }
 
 /// Arguments a listing left out: how large they are and, when they were
@@ -141,12 +123,12 @@ impl ListedJob {
     /// excerpt of arguments left out with their size, or why they cannot be
     /// read. Not yet bounded or escaped (the caller cuts it to its width).
     pub fn args_summary(&self) -> String {
-        match (&self.args_error, &self.args_left_out) {
+        match (&self.job.args_error, &self.args_left_out) {
             (Some(why), _) => format!("(unreadable) {why}"),
             (None, Some(left_out)) => {
                 let mut summary = format!(
                     "(left out: {} bytes stored; `dawdle job {}` shows them)",
-                    left_out.stored_bytes, self.id
+                    left_out.stored_bytes, self.job.id
                 );
                 if let Some(excerpt) = &left_out.excerpt {
                     summary.push(' ');
@@ -154,7 +136,7 @@ impl ListedJob {
                 }
                 summary
             }
-            (None, None) => self.args.to_string(),
+            (None, None) => self.job.args.to_string(),
         }
     }
 }
@@ -162,9 +144,6 @@ impl ListedJob {
 impl<'r> sqlx::FromRow<'r, sqlx::postgres::PgRow> for ListedJob {
     fn from_row(row: &'r sqlx::postgres::PgRow) -> Result<Self, sqlx::Error> {
         use sqlx::Row;
-        let time = |column: &str| -> Result<Option<chrono::DateTime<chrono::Utc>>, sqlx::Error> {
-            Ok(row.try_get::<crate::rows::DbTime, _>(column)?.0)
-        };
         let stored_bytes: i64 = row.try_get("args_stored_bytes")?;
         let text: Option<String> = row.try_get("args")?;
         let (args, args_error, args_left_out) = match text {
@@ -184,23 +163,8 @@ impl<'r> sqlx::FromRow<'r, sqlx::postgres::PgRow> for ListedJob {
             ),
         };
         Ok(ListedJob {
-            id: row.try_get("id")?,
-            queue_name: row.try_get("queue_name")?,
-            task_name: row.try_get("task_name")?,
-            priority: row.try_get("priority")?,
-            lock: row.try_get("lock")?,
-            queueing_lock: row.try_get("queueing_lock")?,
-            args,
-            args_error,
+            job: Job::from_row_with_args(row, args, args_error)?,
             args_left_out,
-            status: row.try_get("status")?,
-            scheduled_at: time("scheduled_at")?,
-            attempts: row.try_get("attempts")?,
-            abort_requested: row.try_get("abort_requested")?,
-            worker_id: row.try_get("worker_id")?,
-            created_at: time("created_at")?.unwrap_or(chrono::DateTime::<chrono::Utc>::MIN_UTC),
-            started_at: time("started_at")?,
-            finished_at: time("finished_at")?,
         })
     }
 }
