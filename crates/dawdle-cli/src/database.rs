@@ -38,8 +38,10 @@ pub(crate) async fn jobs_pool_sized(
         .await?
         .connect(max_connections)
         .await?;
-    let pool = ensure_schema(pool).await?;
-    ensure_ours(&pool).await?;
+    let mut conn = pool.acquire().await?;
+    dawdle::schema::ensure_present(&mut conn).await?;
+    ensure_ours(&mut conn).await?;
+    drop(conn);
     Ok(pool)
 }
 
@@ -79,13 +81,12 @@ async fn ensure_schema(pool: sqlx::PgPool) -> Result<sqlx::PgPool, Failure> {
 /// a jobs table dawdle did not create (Procrastinate's own, not adopted
 /// yet, or one made by hand) lacks columns and tables the commands read,
 /// so say what it is and what to run, not "column does not exist".
-async fn ensure_ours(pool: &sqlx::PgPool) -> Result<(), Failure> {
-    let mut conn = pool.acquire().await?;
+async fn ensure_ours(conn: &mut sqlx::PgConnection) -> Result<(), Failure> {
     let ours: bool = sqlx::query_scalar("SELECT to_regclass('dawdle_migrations') IS NOT NULL")
         .fetch_one(&mut *conn)
         .await?;
     if !ours {
-        let check = dawdle::schema::check(&mut conn).await?;
+        let check = dawdle::schema::check(conn).await?;
         return Err(Failure::new(format!(
             "failed to use the jobs database: {}; {}",
             check.problems.join("; "),
