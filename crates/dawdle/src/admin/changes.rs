@@ -197,7 +197,7 @@ pub async fn reset_stalled(
     let returned = state::put_back(
         &mut conn,
         &PutBack {
-            which: which.clone(),
+            which,
             count_attempt: false,
             note: Some((
                 ErrorKind::Stalled,

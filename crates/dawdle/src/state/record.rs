@@ -75,6 +75,7 @@ pub(crate) struct Outcome {
 /// replaced by why they could not be stored, and without follow-ups; one
 /// refused even so ends `failed`, with an event saying why, rather than
 /// staying `doing` with nobody to finish it.
+///
 /// Returns how many outcomes were refused even so, their jobs failed
 /// instead.
 pub(crate) async fn record(pool: &Db, batch: &[Outcome]) -> Result<u64, sqlx::Error> {
