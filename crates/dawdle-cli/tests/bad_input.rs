@@ -354,6 +354,9 @@ fn malformed_arguments_get_a_short_usage_error() {
         ("huge extra argument", vec!["stats", &huge]),
         ("huge retention", vec!["worker", "--delete-finished", &huge]),
         ("huge concurrency", vec!["worker", "--concurrency", &huge]),
+        ("empty queue name", vec!["worker", "--queues", ","]),
+        ("huge queue name", vec!["worker", "--queues", &huge]),
+        ("huge time", vec!["defer", "t", "--at", &huge]),
     ];
     for (what, args) in cases {
         let output = dawdle(&url, &args, &[]);
